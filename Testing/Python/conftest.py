@@ -1,0 +1,43 @@
+"""Shared fixtures: small synthetic volumes, and the real data folder when it is present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from volumetricsr import Volume
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data"
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A random proper rotation (oblique direction cosines)."""
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def make_volume(size_ijk=(20, 18, 8), spacing=(0.8, 0.8, 3.0), origin=(10.0, -20.0, 5.0),
+                direction=None, dtype=np.float32, seed=0) -> Volume:
+    """A smooth random volume of the given geometry (array indexed [k, j, i])."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(reversed(size_ijk))
+    array = rng.normal(size=shape).cumsum(axis=0).cumsum(axis=1).cumsum(axis=2)
+    array = (100 * array / np.abs(array).max()).astype(dtype)
+    return Volume(array, spacing, origin, np.eye(3) if direction is None else direction)
+
+
+@pytest.fixture
+def volume() -> Volume:
+    return make_volume()
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return DATA

@@ -1,0 +1,106 @@
+"""Reading and writing volumes: formats, geometry, DICOM series, atomic writes, bad files."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import make_volume, random_rotation
+from volumetricsr import InputError, OutputError, read_volume, write_volume
+from volumetricsr.io import check_writable
+
+
+def oblique_volume(dtype=np.int16):
+    return make_volume(size_ijk=(9, 7, 5), spacing=(0.7, 0.8, 2.5),
+                       direction=random_rotation(np.random.default_rng(3)), dtype=dtype)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"])
+def test_file_round_trip_keeps_geometry(tmp_path, suffix):
+    vol = oblique_volume(np.float32)
+    path = write_volume(vol, tmp_path / f"v{suffix}")
+    back = read_volume(path)
+    np.testing.assert_array_equal(back.array, vol.array)
+    np.testing.assert_allclose(back.spacing, vol.spacing, rtol=1e-6)
+    np.testing.assert_allclose(back.origin, vol.origin, atol=1e-4)
+    np.testing.assert_allclose(back.direction, vol.direction, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []   # no leftovers
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_dicom_series_round_trip(tmp_path, dtype):
+    vol = oblique_volume(dtype)
+    write_volume(vol, tmp_path / "series")
+    assert len(list((tmp_path / "series").glob("*.dcm"))) == vol.size[2]
+    back = read_volume(tmp_path / "series")
+    tol = 0 if dtype == np.int16 else 0.01      # float stored with a rescale slope of 0.01 here
+    np.testing.assert_allclose(back.array, vol.array, atol=tol)
+    np.testing.assert_allclose(back.spacing, vol.spacing, rtol=1e-5)
+    np.testing.assert_allclose(back.origin, vol.origin, atol=1e-3)
+    np.testing.assert_allclose(back.direction, vol.direction, atol=1e-5)
+    # a single file of the series stands for the series
+    one = sorted((tmp_path / "series").glob("*.dcm"))[0]
+    assert read_volume(one).array.shape == vol.array.shape
+
+
+def test_dicom_with_missing_slice_is_refused(tmp_path):
+    write_volume(oblique_volume(), tmp_path / "series")
+    sorted((tmp_path / "series").glob("*.dcm"))[2].unlink()
+    with pytest.raises(InputError, match="unequal slice spacing"):
+        read_volume(tmp_path / "series")
+
+
+def test_write_is_atomic_when_the_writer_fails(tmp_path, monkeypatch):
+    target = tmp_path / "out.nii.gz"
+    target.write_bytes(b"previous result")
+
+    def failing_write(image, path, *args):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sitk, "WriteImage", failing_write)
+    with pytest.raises(OutputError, match="disk full"):
+        write_volume(oblique_volume(), target)
+    assert target.read_bytes() == b"previous result"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+
+
+def test_missing_unreadable_and_wrong_kind_of_files(tmp_path):
+    with pytest.raises(InputError, match="No such file"):
+        read_volume(tmp_path / "nope.nii.gz")
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(InputError, match="Could not read"):
+        read_volume(bad)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="No DICOM series"):
+        read_volume(tmp_path / "empty")
+
+
+def test_2d_4d_vector_and_nan_images_are_refused(tmp_path):
+    sitk.WriteImage(sitk.Image(8, 8, sitk.sitkFloat32), str(tmp_path / "2d.nrrd"))
+    sitk.WriteImage(sitk.Image([4, 4, 4, 3], sitk.sitkFloat32), str(tmp_path / "4d.nii.gz"))
+    sitk.WriteImage(sitk.Image([4, 4, 4], sitk.sitkVectorFloat32, 3), str(tmp_path / "vec.nrrd"))
+    sitk.WriteImage(sitk.Image([8, 8, 1], sitk.sitkInt16), str(tmp_path / "slice.nii.gz"))
+    nan = np.zeros((4, 5, 6), np.float32)
+    nan[1, 2, 3] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(nan), str(tmp_path / "nan.mha"))  # ITK's NIfTI IO reads NaN as 0
+    for name, message in [("2d.nrrd", "2-D image"), ("4d.nii.gz", "4-D image"), ("vec.nrrd", "components"),
+                          ("slice.nii.gz", "single slice"), ("nan.mha", "NaN")]:
+        with pytest.raises(InputError, match=message):
+            read_volume(tmp_path / name)
+
+
+def test_unwritable_outputs_fail_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    cases = [(tmp_path / "missing" / "o.nii.gz", "does not exist"),
+             (tmp_path / "file" / "o.nii.gz", "does not exist"),
+             (tmp_path / "o.png", "Unknown volume format"),
+             (Path("/proc/o.nii.gz"), "not writable")]
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    cases.append((tmp_path / "full", "not an empty folder"))
+    for path, message in cases:
+        with pytest.raises(OutputError, match=message):
+            check_writable(path)

@@ -1,0 +1,118 @@
+"""Model files (card + weights) and a network method run through them end to end."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from test_core_engine import LinearUpsampler, global_linear
+from volumetricsr import InputError, ModelError, super_resolve
+from volumetricsr.methods import register
+from volumetricsr.methods.base import _REGISTRY
+from volumetricsr.methods.network import NetworkMethod
+from volumetricsr.models import ModelCard, find_model, list_models, register_architecture, sha256_of
+from volumetricsr.volume import Volume
+
+register_architecture("test-linear-upsampler")(LinearUpsampler)
+
+
+class ToyNetworkMethod(NetworkMethod):
+    name = "toy-net"
+    title = "Toy network"
+    native_factor = 5
+    window = (4, 16, 16)
+    min_slices = 2
+
+
+def write_model(folder, model_id="toy-x5", factor=5, state=None, **overrides):
+    weights = folder / f"{model_id}.pt"
+    torch.save(state if state is not None else LinearUpsampler(factor).state_dict(), weights)
+    card = {"id": model_id, "method": "toy-net",
+            "architecture": {"name": "test-linear-upsampler", "args": {"factor": factor}},
+            "native_factor": factor, "modality": "CT",
+            "normalization": {"kind": "window", "low": -1024, "high": 2048},
+            "training_data": "none (exact linear upsampler for tests)", "metrics": {},
+            "weights": weights.name, "sha256": sha256_of(weights)}
+    card.update(overrides)
+    (folder / f"{model_id}.json").write_text(json.dumps(card))
+    return folder / f"{model_id}.json"
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOLUMETRICSR_MODELS", str(tmp_path))
+    register(ToyNetworkMethod())
+    yield tmp_path
+    _REGISTRY.pop("toy-net", None)
+
+
+def ct_volume(n=7):
+    rng = np.random.default_rng(4)
+    return Volume(np.clip(rng.normal(size=(n, 20, 18)) * 300, -1000, 2000).astype(np.int16), (0.7, 0.7, 5.0))
+
+
+def test_network_method_runs_model_through_engine(models_dir):
+    write_model(models_dir)
+    assert [c.id for c in list_models("toy-net")] == ["toy-x5"]
+    vol = ct_volume()
+    out = super_resolve(vol, "toy-net", 1.0, device="cpu", model="toy-x5")
+    assert out.array.shape == (31, 20, 18) and out.spacing[2] == pytest.approx(1.0)
+    np.testing.assert_allclose(out.array, global_linear(vol.array, 5), atol=0.05)
+
+
+def test_other_factor_is_resampled_from_native_output(models_dir):
+    write_model(models_dir)
+    out = super_resolve(ct_volume(), "toy-net", 2.5, device="cpu")
+    assert out.array.shape[0] == 13
+    np.testing.assert_allclose(out.array[::2], ct_volume().array, atol=0.05)
+
+
+def test_onnx_backend_matches_torch(models_dir):
+    write_model(models_dir)
+    a = super_resolve(ct_volume(), "toy-net", 1.0, device="cpu", backend="torch")
+    b = super_resolve(ct_volume(), "toy-net", 1.0, device="cpu", backend="onnx")
+    np.testing.assert_allclose(a.array, b.array, atol=1e-3 * 3072)
+
+
+def test_corrupt_weights_are_refused(models_dir):
+    card = ModelCard.load(write_model(models_dir))
+    card.weights_path.write_bytes(card.weights_path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelError, match="does not match its card"):
+        card.build()
+
+
+def test_weights_for_another_architecture_are_refused(models_dir):
+    write_model(models_dir, state={"conv.weight": torch.zeros(3, 3)})
+    with pytest.raises(ModelError, match="Card and weights disagree"):
+        super_resolve(ct_volume(), "toy-net", 1.0, device="cpu")
+
+
+def test_card_problems_are_named(models_dir):
+    path = write_model(models_dir)
+    data = json.loads(path.read_text())
+    del data["sha256"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="lacks sha256"):
+        ModelCard.load(path)
+    path.write_text("{not json")
+    with pytest.raises(ModelError, match="not readable JSON"):
+        ModelCard.load(path)
+    with pytest.raises(ModelError, match="No model 'missing'"):
+        find_model("missing", "toy-net")
+    write_model(models_dir, "other", architecture={"name": "no-such-net"})
+    with pytest.raises(ModelError, match="unknown architecture"):
+        find_model("other").build()
+    bad = models_dir / "junk.pt"
+    bad.write_bytes(b"not a torch file")
+    write_model(models_dir, "junk-model")
+    card = find_model("junk-model")
+    card.weights_path.write_bytes(bad.read_bytes())
+    card.sha256 = sha256_of(card.weights_path)
+    with pytest.raises(ModelError, match="not a loadable weights file"):
+        card.build()
+
+
+def test_too_few_slices_for_a_method(models_dir):
+    write_model(models_dir)
+    with pytest.raises(InputError, match="at least 4 slices"):
+        super_resolve(ct_volume(3), "bspline", 1.0)

@@ -1,0 +1,223 @@
+"""The ``volumetricsr`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Optional
+
+from . import __version__
+from .errors import Cancelled, VolumetricSRError
+
+
+class TqdmProgress:
+    """A progress callback that drives one tqdm bar (percent of the whole task)."""
+
+    def __init__(self, description: str, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, desc=description, unit="%", disable=not enabled,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        self.bar.update(fraction * 100 - self.bar.n)
+        if message:
+            self.bar.set_postfix_str(message, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _add_infer(sub) -> None:
+    p = sub.add_parser("infer", help="super-resolve a volume along its through-plane axis")
+    p.add_argument("input", help="volume file (.nii.gz, .nrrd, .mha, ...) or DICOM folder")
+    p.add_argument("output", help="output file, or a folder for a DICOM series")
+    p.add_argument("--method", default="bspline", help="method name (see `volumetricsr methods`)")
+    p.add_argument("--model", help="model id or card path, for methods that need one (default: the method's first)")
+    p.add_argument("--spacing", type=float, help="target through-plane spacing in mm (default: in-plane, isotropic)")
+    p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"], help="through-plane axis (default: largest spacing)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--batch-size", type=int, default=1, help="windows per network call")
+    p.add_argument("--dtype", choices=["float32", "input"], default="float32",
+                   help="output voxel type: float32 (default) or the input's type")
+    p.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
+    p.add_argument("--force", action="store_true", help="resample even when the volume is already at the target spacing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _cmd_infer(args) -> int:
+    from .api import infer
+    from .methods import get_method
+
+    method = get_method(args.method)
+    options = {}
+    if method.needs_model:
+        options = dict(model=args.model, backend=args.backend, precision=args.precision, batch_size=args.batch_size)
+    bar = TqdmProgress(method.title or method.name, enabled=not args.quiet)
+    start = time.perf_counter()
+    try:
+        out = infer(args.input, args.output, args.method, args.spacing, axis=args.axis, device=args.device,
+                    series=args.series, dtype=None if args.dtype == "float32" else "input", force=args.force,
+                    progress=bar, **options)
+    finally:
+        bar.close()
+    print(f"wrote {args.output}: {out.describe()} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_methods(args) -> int:
+    from .methods import available_methods
+
+    methods = available_methods()
+    if args.json:
+        print(json.dumps([m.info() for m in methods], indent=2))
+        return 0
+    for m in methods:
+        needs = "needs a trained model" if m.needs_model else "trains on the volume" if m.trains_per_volume else "no training"
+        factor = f"native x{m.native_factor:g}" if m.native_factor else "any factor"
+        print(f"{m.name:10s} {m.title}: {m.description}\n{'':10s} [{', '.join(m.modalities)}; {needs}; {factor}; "
+              f">= {m.min_slices} slices]")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from .models import list_models, model_dirs
+
+    cards = list_models(args.method)
+    if args.json:
+        print(json.dumps([{"id": c.id, "method": c.method, "path": str(c.path), "native_factor": c.native_factor,
+                           "modality": c.modality, "metrics": c.metrics} for c in cards], indent=2))
+        return 0
+    if not cards:
+        print("no models in " + ", ".join(str(d) for d in model_dirs()))
+    for c in cards:
+        print(c.summary())
+    return 0
+
+
+def _add_simulate(sub) -> None:
+    from .profiles import PROFILES
+
+    p = sub.add_parser("simulate-thick", help="make a pseudo-thick volume from a thin one (slice-profile averaging)")
+    p.add_argument("thin")
+    p.add_argument("output")
+    p.add_argument("--factor", type=int, required=True, help="keep one thick slice per FACTOR thin slices")
+    p.add_argument("--thickness", type=float, help="slice thickness in mm (default: the new slice spacing)")
+    p.add_argument("--profile", default="gaussian", choices=PROFILES)
+    p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"], help="axis to thicken (default: largest spacing)")
+
+
+def _cmd_simulate(args) -> int:
+    from .io import check_writable, read_volume, write_volume
+    from .simulate import simulate_thick
+
+    check_writable(args.output)
+    thick = simulate_thick(read_volume(args.thin), args.factor, args.thickness, args.profile, args.axis)
+    write_volume(thick, args.output)
+    print(f"wrote {args.output}: {thick.describe()}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="PSNR and SSIM of a prediction against a reference")
+    p.add_argument("pred")
+    p.add_argument("ref")
+    p.add_argument("--protocol", default="rplhr", choices=["rplhr", "plain"],
+                   help="rplhr: CT window [-1024, 2048], slices [5:-5] (default); plain: reference range, all slices")
+    p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"], help="slice axis (default: the reference's largest spacing)")
+    p.add_argument("--json", action="store_true")
+
+
+def _cmd_evaluate(args) -> int:
+    from .io import read_volume
+    from .metrics import evaluate
+
+    result = evaluate(read_volume(args.pred), read_volume(args.ref), args.protocol, args.axis)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"PSNR {result['psnr']:.3f} dB  SSIM {result['ssim']:.4f}  "
+              f"({result['slices']} slices across {result['axis']}, {result['protocol']} protocol)")
+    return 0
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="geometry of a volume and the upsampling it would get")
+    p.add_argument("input")
+    p.add_argument("--spacing", type=float)
+    p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"])
+
+
+def _cmd_info(args) -> int:
+    from .geometry import plan_grid
+    from .io import read_volume
+
+    volume = read_volume(args.input)
+    print(volume.describe())
+    print(f"origin {tuple(round(o, 3) for o in volume.origin)}, direction {volume.direction.round(4).tolist()}")
+    print(plan_grid(volume, args.spacing, args.axis, force=True).describe())
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="run every instant method on the built-in phantom and write a figure")
+    p.add_argument("output", nargs="?", default="volumetricsr-demo", help="folder for the results (created)")
+
+
+def _cmd_demo(args) -> int:
+    from .demo import FACTOR, run_demo
+
+    bar = TqdmProgress("demo")
+    try:
+        results = run_demo(args.output, progress=bar)
+    finally:
+        bar.close()
+    print(f"Built-in phantom, made {FACTOR}x thick, upsampled back (RPLHR protocol against the thin phantom):")
+    print(f"{'method':10s} {'PSNR dB':>8s} {'SSIM':>7s} {'seconds':>8s}")
+    for name, r in results.items():
+        print(f"{name:10s} {r['psnr']:8.2f} {r['ssim']:7.4f} {r['seconds']:8.2f}")
+    print(f"volumes, results.json and comparison.png are in {args.output}/")
+    return 0
+
+
+COMMANDS = {"demo": _cmd_demo, "infer": _cmd_infer, "methods": _cmd_methods, "models": _cmd_models,
+            "simulate-thick": _cmd_simulate, "evaluate": _cmd_evaluate, "info": _cmd_info}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="volumetricsr", description="Through-plane super-resolution of CT and MRI.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
+    _add_infer(sub)
+    p = sub.add_parser("methods", help="list the methods")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("models", help="list the installed models")
+    p.add_argument("--method")
+    p.add_argument("--json", action="store_true")
+    _add_simulate(sub)
+    _add_evaluate(sub)
+    _add_info(sub)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except Cancelled as exc:
+        print(f"volumetricsr: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("volumetricsr: interrupted; nothing was written.", file=sys.stderr)
+        return 130
+    except VolumetricSRError as exc:
+        print(f"volumetricsr: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

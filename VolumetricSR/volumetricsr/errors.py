@@ -1,0 +1,25 @@
+"""Exceptions with messages meant for the user: what is wrong and what to do."""
+
+
+class VolumetricSRError(Exception):
+    """Base class of every error the core raises on purpose."""
+
+
+class InputError(VolumetricSRError):
+    """The input file or volume cannot be used as it is."""
+
+
+class AlreadyIsotropicError(InputError):
+    """The volume already has the requested through-plane spacing."""
+
+
+class OutputError(VolumetricSRError):
+    """The output cannot be written where asked."""
+
+
+class ModelError(VolumetricSRError):
+    """A model file or card is missing, corrupt or does not match."""
+
+
+class Cancelled(VolumetricSRError):
+    """The user cancelled the run; nothing was written."""

@@ -1,0 +1,261 @@
+"""Reading and writing volumes (NIfTI, NRRD, MetaImage, DICOM series) with SimpleITK.
+
+Writes are atomic: everything is written into a hidden temporary folder beside the target and
+moved into place at the end, so a failed or cancelled write never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError, OutputError
+from .volume import Volume, check_scalar_volume
+
+PathLike = Union[str, os.PathLike]
+FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: Relative deviation of a DICOM slice gap from the median gap that counts as unequal spacing.
+SLICE_GAP_TOLERANCE = 0.01
+#: DICOM tags copied from an input series into a written one (patient and study identity).
+STUDY_TAGS = ("0010|0010", "0010|0020", "0010|0030", "0010|0040", "0020|000d", "0008|0020",
+              "0008|0030", "0008|0050", "0008|0060", "0020|0052", "0008|103e", "0020|0011")
+
+
+def volume_format(path: PathLike) -> str:
+    """'dicom' for a folder (existing, ending in a separator, or without suffix), else the suffix."""
+    p = str(path)
+    if os.path.isdir(p) or p.endswith(("/", os.sep)) or not Path(p).suffix:
+        return "dicom"
+    for suffix in FILE_SUFFIXES:
+        if p.lower().endswith(suffix):
+            return suffix
+    if p.lower().endswith(".dcm"):
+        return "dicom-file"
+    raise OutputError(f"Unknown volume format for {p!r}. Use one of {', '.join(FILE_SUFFIXES)} "
+                      "or a folder for a DICOM series.")
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_volume(path: PathLike, series: Optional[str] = None) -> Volume:
+    """Read a volume file, or the DICOM series in a folder (``series``: its SeriesInstanceUID)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"No such file or folder: {p}")
+    if p.is_dir() or p.suffix.lower() == ".dcm":
+        return _read_dicom(p, series)
+    try:
+        image = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        raise InputError(f"Could not read {p}: it is not an image SimpleITK can read "
+                         f"({', '.join(FILE_SUFFIXES)} or a DICOM folder). Details: {_first_line(exc)}")
+    return volume_from_image(image, name=p.name)
+
+
+def volume_from_image(image: sitk.Image, name: str = "input", metadata: Optional[dict] = None) -> Volume:
+    dim, comps = image.GetDimension(), image.GetNumberOfComponentsPerPixel()
+    if comps != 1:
+        raise InputError(f"{name} has {comps} components per voxel (a vector or colour image); "
+                         "VolumetricSR needs a scalar volume. Extract one channel first.")
+    if dim != 3:
+        raise InputError(f"{name} is a {dim}-D image; VolumetricSR needs a 3-D volume"
+                         + (" (for a time series, extract one frame first)." if dim == 4 else "."))
+    volume = Volume(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(),
+                    np.reshape(image.GetDirection(), (3, 3)), metadata or {})
+    check_scalar_volume(volume, name)
+    return volume
+
+
+def image_from_volume(volume: Volume) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array))
+    image.SetSpacing(volume.spacing)
+    image.SetOrigin(volume.origin)
+    image.SetDirection(tuple(volume.direction.ravel()))
+    return image
+
+
+def _read_dicom(p: Path, series: Optional[str]) -> Volume:
+    folder = p if p.is_dir() else p.parent
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if p.is_file():
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(p))
+        try:
+            reader.ReadImageInformation()
+            series = series or reader.GetMetaData("0020|000e").strip()
+        except RuntimeError as exc:
+            raise InputError(f"Could not read DICOM file {p}: {_first_line(exc)}")
+    if not ids:
+        raise InputError(f"No DICOM series found in {folder}. Give a volume file or a folder of DICOM files.")
+    if series is None:
+        if len(ids) > 1:
+            raise InputError(f"{folder} holds {len(ids)} DICOM series ({', '.join(ids)}); "
+                             "name the one to use (--series UID).")
+        series = ids[0]
+    if series not in ids:
+        raise InputError(f"DICOM series {series} is not in {folder}; it holds {', '.join(ids)}.")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series)
+    tags = _check_slice_positions(files)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"Could not read the DICOM series in {folder}: {_first_line(exc)}")
+    return volume_from_image(image, name=f"DICOM series {series}", metadata={"dicom": tags})
+
+
+def _check_slice_positions(files) -> dict:
+    """Refuse series whose slices are not equally spaced; return the first slice's study tags."""
+    positions, tags = [], {}
+    reader = sitk.ImageFileReader()
+    for n, f in enumerate(files):
+        reader.SetFileName(f)
+        reader.ReadImageInformation()
+        if n == 0:
+            tags = {t: reader.GetMetaData(t) for t in STUDY_TAGS if reader.HasMetaDataKey(t)}
+            if reader.HasMetaDataKey("0020|0037"):
+                cosines = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+                normal = np.cross(cosines[:3], cosines[3:])
+            else:
+                return tags
+        if not reader.HasMetaDataKey("0020|0032"):
+            return tags
+        positions.append(np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")]) @ normal)
+    gaps = np.diff(np.sort(positions))
+    if len(gaps):
+        median = float(np.median(gaps))
+        worst = float(np.max(np.abs(gaps - median)))
+        if median <= 0 or worst > SLICE_GAP_TOLERANCE * median:
+            raise InputError(
+                f"The DICOM series has unequal slice spacing (gaps from {gaps.min():.4g} to {gaps.max():.4g} mm, "
+                "or missing or duplicated slices). Super-resolution needs equally spaced slices: check the "
+                "series is complete, or resample it to a uniform spacing first.")
+    return tags
+
+
+# ----------------------------------------------------------------------------- writing
+
+def check_writable(path: PathLike) -> str:
+    """Fail early, before any work, when ``path`` cannot be written; return its format."""
+    fmt = volume_format(path)
+    if fmt == "dicom-file":
+        raise OutputError(f"{path}: write a DICOM series to a folder, not to a single .dcm file.")
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"Cannot write {target}: folder {parent} does not exist.")
+    try:  # a real probe: permission bits say nothing for root or on read-only mounts
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as exc:
+        raise OutputError(f"Cannot write {target}: {parent} is not writable ({exc.strerror}).")
+    if fmt == "dicom":
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise OutputError(f"Cannot write a DICOM series to {target}: it exists and is not an empty folder.")
+    elif target.is_dir():
+        raise OutputError(f"Cannot write {target}: a folder of that name exists.")
+    return fmt
+
+
+def cast_array(array: np.ndarray, dtype) -> np.ndarray:
+    """Cast to ``dtype``, rounding and clipping to its range when it is an integer type."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer) and not np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(dtype)
+        array = np.clip(np.rint(array), info.min, info.max)
+    return array.astype(dtype, copy=False)
+
+
+def write_volume(volume: Volume, path: PathLike, dtype=None) -> Path:
+    """Write ``volume`` atomically to a file or (for a folder path) a DICOM series."""
+    fmt = check_writable(path)
+    target = Path(path)
+    if dtype is not None:
+        volume = volume.with_array(cast_array(volume.array, dtype))
+    staging = None
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        if fmt == "dicom":
+            _write_dicom(volume, staging / "series")
+            os.replace(staging / "series", target)
+        else:
+            main = staging / target.name
+            try:
+                sitk.WriteImage(image_from_volume(volume), str(main), True)
+            except RuntimeError as exc:
+                raise OutputError(f"Could not write {target}: {_first_line(exc)}")
+            # data files (e.g. .raw of .mhd) first, the file the user named last
+            for f in sorted(staging.iterdir(), key=lambda f: f == main):
+                os.replace(f, target.parent / f.name)
+    except OSError as exc:
+        raise OutputError(f"Could not write {target}: {exc}")
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _dicom_rescale(array: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Pixels to hand GDCM plus the rescale slope and intercept that fit them in 16 bits.
+
+    Integer volumes that fit int16 are stored as they are; anything else is given to GDCM as
+    float64 with a power-of-ten slope (GDCM applies the rescale while writing).
+    """
+    lo, hi = float(array.min()), float(array.max())
+    if np.issubdtype(array.dtype, np.integer) and lo >= -32768 and hi <= 32767:
+        return array.astype(np.int16), 1.0, 0.0
+    intercept = float(np.rint((lo + hi) / 2)) if lo < -32768 or hi > 32767 else 0.0
+    span = max(abs(lo - intercept), abs(hi - intercept), 1e-12)
+    slope = float(10.0 ** np.ceil(np.log10(span / 32000.0)))
+    return array.astype(np.float64), slope, intercept
+
+
+def _write_dicom(volume: Volume, folder: Path) -> None:
+    folder.mkdir()
+    pixels, slope, intercept = _dicom_rescale(volume.array)
+    image = image_from_volume(volume.with_array(pixels))
+    tags = dict(volume.metadata.get("dicom", {}))
+    now = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
+    tags.setdefault("0020|000d", _new_uid())
+    tags.setdefault("0008|0060", "OT")
+    tags.setdefault("0020|0052", _new_uid())
+    tags.update({
+        "0020|000e": _new_uid(),
+        "0008|103e": (tags.get("0008|103e", "").strip() + " VolumetricSR").strip()[:64],
+        "0008|0021": now[0], "0008|0031": now[1],
+        "0020|0037": "\\".join(f"{v:.10g}" for v in volume.direction[:, 0].tolist() + volume.direction[:, 1].tolist()),
+        "0028|0030": f"{volume.spacing[1]:.10g}\\{volume.spacing[0]:.10g}",
+        "0018|0050": f"{volume.spacing[2]:.10g}",
+        "0028|1053": f"{slope:.10g}", "0028|1052": f"{intercept:.10g}",
+        "0028|0100": "16", "0028|0101": "16", "0028|0102": "15", "0028|0103": "1",
+    })
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image.GetSize()[2]):
+        s = image[:, :, k]
+        for tag, value in tags.items():
+            s.SetMetaData(tag, value)
+        s.SetMetaData("0008|0018", _new_uid())
+        s.SetMetaData("0020|0013", str(k + 1))
+        s.SetMetaData("0020|0032", "\\".join(f"{v:.10g}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))))
+        writer.SetFileName(str(folder / f"slice_{k + 1:05d}.dcm"))
+        try:
+            writer.Execute(s)
+        except RuntimeError as exc:
+            raise OutputError(f"Could not write DICOM slice {k + 1}: {_first_line(exc)}")
+
+
+def _new_uid() -> str:
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__

@@ -1,0 +1,98 @@
+"""The interface every super-resolution method implements, and the registry that lists them."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..errors import InputError
+from ..geometry import AxisLike, ThroughPlaneGrid, output_volume, plan_grid, to_stack
+from ..progress import CancelToken, ProgressCallback, report
+from ..volume import Volume, check_scalar_volume
+
+
+@dataclass
+class RunContext:
+    """What a method needs besides the data: where to compute, whom to tell, whether to stop."""
+
+    device: str = "cpu"
+    progress: Optional[ProgressCallback] = None
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+    def report(self, fraction: float, message: str = "") -> None:
+        report(self.progress, fraction, message)
+
+    def check(self) -> None:
+        self.cancel.raise_if_cancelled()
+
+
+class Method(ABC):
+    """A through-plane super-resolution method.
+
+    Subclasses set the class attributes and implement :meth:`upsample`, which works on a float32
+    stack ``(slices, rows, cols)`` whose first axis is the through-plane axis; :meth:`run` does the
+    checks and the geometry once for every method.
+    """
+
+    name: str = ""
+    title: str = ""
+    description: str = ""
+    modalities: tuple[str, ...] = ("CT", "MR")
+    needs_model: bool = False          # needs trained weights (a model id)
+    trains_per_volume: bool = False    # learns from the input volume itself at run time
+    native_factor: Optional[float] = None   # the factor it was built for; None: any factor
+    min_slices: int = 2
+    uses_device: bool = False          # runs on a GPU when one is given
+
+    def info(self) -> dict:
+        return {k: getattr(self, k) for k in ("name", "title", "description", "modalities", "needs_model",
+                                              "trains_per_volume", "native_factor", "min_slices", "uses_device")}
+
+    def run(self, volume: Volume, spacing: Optional[float] = None, *, axis: AxisLike = None,
+            device: str = "cpu", progress: Optional[ProgressCallback] = None,
+            cancel: Optional[CancelToken] = None, force: bool = False, **options) -> Volume:
+        """Upsample ``volume`` along its through-plane axis to ``spacing`` mm (default: isotropic).
+
+        The input is never modified; the result is a new float32 :class:`Volume` with the input's
+        origin, direction and physical extent.
+        """
+        check_scalar_volume(volume)
+        grid = plan_grid(volume, spacing, axis, force)
+        if grid.n_in < self.min_slices:
+            raise InputError(f"{self.title or self.name} needs at least {self.min_slices} slices along the "
+                             f"through-plane axis {grid.axis_name}; the volume has {grid.n_in}.")
+        ctx = RunContext(device, progress, cancel or CancelToken())
+        ctx.check()
+        stack = to_stack(volume.array, grid.axis).astype(np.float32)   # a copy: the input stays as it is
+        out = self.upsample(stack, grid, ctx, **options)
+        ctx.report(1.0, "done")
+        return output_volume(volume, grid, out)
+
+    @abstractmethod
+    def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, **options) -> np.ndarray:
+        """Return the ``(grid.n_out, rows, cols)`` float32 stack for the ``(grid.n_in, rows, cols)`` input."""
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a method instance to the registry (its ``name`` is the key used everywhere)."""
+    if not method.name:
+        raise ValueError("A method needs a name.")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    key = (name or "").strip().lower()
+    if key not in _REGISTRY:
+        raise InputError(f"Unknown method {name!r}. Available: {', '.join(sorted(_REGISTRY))} "
+                         "(`volumetricsr methods` describes them).")
+    return _REGISTRY[key]
+
+
+def available_methods() -> list[Method]:
+    return [ _REGISTRY[k] for k in sorted(_REGISTRY) ]

@@ -1,0 +1,81 @@
+"""Methods that run a trained network through the sliding-window engine."""
+from __future__ import annotations
+
+import io
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..engine import sliding_window_inference
+from ..errors import InputError, ModelError
+from ..geometry import ThroughPlaneGrid
+from ..models import ModelCard, find_model
+from ..normalization import Normalization
+from ..predictors import OnnxPredictor, TorchPredictor, export_onnx
+from ..progress import scaled
+from ..resampling import apply_along_first_axis, bspline_weights
+from .base import Method, RunContext
+
+BACKENDS = ("torch", "onnx")
+
+
+class NetworkMethod(Method):
+    """A method whose network maps ``d`` thick slices to ``(d-1)*f+1`` thin ones (``f``: native factor).
+
+    Subclasses set ``name`` etc. and may change the defaults below; the model card may override the
+    window with ``"window": [d, h, w]``. When the requested factor differs from the native one, the
+    network's output is resampled to the requested grid with a cubic B-spline.
+    """
+
+    needs_model = True
+    uses_device = True
+    window: tuple[int, int, int] = (4, 256, 256)
+    overlap: tuple[float, float, float] = (0.5, 0.25, 0.25)
+
+    def load_card(self, model: Optional[str]) -> ModelCard:
+        card = find_model(model, self.name)
+        if card.method != self.name:
+            raise ModelError(f"Model {card.id} is a {card.method} model, not {self.name}.")
+        return card
+
+    def predictor(self, card: ModelCard, window, device: str, backend: str, precision: str):
+        if backend not in BACKENDS:
+            raise InputError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
+        net = card.build()
+        if backend == "torch":
+            return TorchPredictor(net, device, precision)
+        onnx_file = card.extra.get("onnx")
+        if onnx_file:
+            return OnnxPredictor(card.path.parent / onnx_file, device)
+        buffer = io.BytesIO()
+        export_onnx(net, buffer, window)
+        return OnnxPredictor(buffer.getvalue(), device)
+
+    def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, model: Optional[str] = None,
+                 backend: str = "torch", precision: str = "fp32", window=None, overlap=None,
+                 batch_size: int = 1, blend: str = "gaussian", **_) -> np.ndarray:
+        card = self.load_card(model)
+        factor = int(round(card.native_factor))
+        if factor < 1 or abs(card.native_factor - factor) > 1e-6:
+            raise ModelError(f"Model {card.id}: native factor {card.native_factor} must be a whole number.")
+        window = tuple(window or card.extra.get("window") or self.window)
+        window = (window[0], min(window[1], stack.shape[1]), min(window[2], stack.shape[2]))
+        norm = Normalization.from_dict(card.normalization)
+        lo, hi = norm.range_of(stack)
+        predictor = self.predictor(card, window, ctx.device, backend, precision)
+        ctx.report(0.0, f"{self.title}: model {card.id} on {ctx.device} ({backend})")
+        x = torch.from_numpy(norm.forward(stack, lo, hi))[None]
+        y = sliding_window_inference(
+            x, predictor, window, scale=(factor, 1, 1), overlap=overlap or self.overlap,
+            blend=blend, batch_size=batch_size, progress=scaled(ctx.progress, 0.0, 0.95), cancel=ctx.cancel)
+        out = norm.inverse(y[0].numpy(), lo, hi)
+        native_n = (grid.n_in - 1) * factor + 1
+        if out.shape[0] != native_n:
+            raise ModelError(f"Model {card.id} returned {out.shape[0]} slices for {grid.n_in} thick ones; "
+                             f"expected {native_n} at factor {factor}. Card and network disagree.")
+        if native_n != grid.n_out:
+            ctx.report(0.96, f"resampling x{factor} output to the requested {grid.spacing_out:.3g} mm")
+            positions = np.arange(grid.n_out) * (native_n - 1) / max(grid.n_out - 1, 1)
+            out = apply_along_first_axis(bspline_weights(positions, native_n), out)
+        return out

@@ -1,0 +1,159 @@
+"""Model files: a weights file plus a JSON card, found in models/ and in the user's models folder.
+
+A card (``<id>.json``) names the method, the architecture and its arguments, the native factor, the
+modality, the intensity normalisation, the training data, metrics and the weights file with its
+SHA256. Weights load with ``torch.load(weights_only=True)`` after the checksum is verified.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import ModelError
+
+REQUIRED = ("id", "method", "architecture", "native_factor", "modality", "normalization",
+            "training_data", "metrics", "weights", "sha256")
+#: Shipped models, next to the package (models/ at the top of the repository).
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "models"
+USER_DIR_ENV = "VOLUMETRICSR_MODELS"
+
+_ARCHITECTURES: dict[str, Callable] = {}
+
+
+def register_architecture(name: str):
+    """Decorator: ``name`` in a card's ``architecture`` builds the network with this factory."""
+    def deco(factory):
+        _ARCHITECTURES[name] = factory
+        return factory
+    return deco
+
+
+def user_models_dir() -> Path:
+    return Path(os.environ.get(USER_DIR_ENV, Path.home() / ".volumetricsr" / "models"))
+
+
+def model_dirs() -> list[Path]:
+    return [SHIPPED_DIR, user_models_dir()]
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class ModelCard:
+    id: str
+    method: str
+    architecture: dict
+    native_factor: float
+    modality: str
+    normalization: dict
+    training_data: object
+    metrics: dict
+    weights: str
+    sha256: str
+    path: Path = field(default=Path("."), compare=False)
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def load(cls, path: "str | os.PathLike") -> "ModelCard":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelError(f"Model card {path} does not exist.")
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"Model card {path} is not readable JSON: {exc}")
+        missing = [k for k in REQUIRED if k not in data]
+        if missing:
+            raise ModelError(f"Model card {path} lacks {', '.join(missing)}.")
+        arch = data["architecture"]
+        if not isinstance(arch, dict) or "name" not in arch:
+            raise ModelError(f"Model card {path}: architecture must be {{\"name\": ..., \"args\": {{...}}}}.")
+        return cls(**{k: data[k] for k in REQUIRED}, path=path,
+                   extra={k: v for k, v in data.items() if k not in REQUIRED})
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path.parent / self.weights
+
+    def verify(self) -> Path:
+        """Check the weights file exists and matches the card's SHA256."""
+        w = self.weights_path
+        if not w.is_file():
+            raise ModelError(f"Model {self.id}: weights file {w} is missing (the card names {self.weights!r}).")
+        digest = sha256_of(w)
+        if digest != self.sha256:
+            raise ModelError(f"Model {self.id}: {w.name} does not match its card (SHA256 {digest[:12]}..., "
+                             f"card says {self.sha256[:12]}...). The file is corrupt or belongs to another model.")
+        return w
+
+    def state_dict(self) -> dict:
+        import torch
+
+        w = self.verify()
+        try:
+            state = torch.load(w, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle and zip errors come in many types
+            raise ModelError(f"Model {self.id}: {w.name} is not a loadable weights file ({exc}).") from exc
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        return state
+
+    def build(self):
+        """The network with its trained weights, in eval mode."""
+        name, args = self.architecture["name"], self.architecture.get("args", {})
+        if name not in _ARCHITECTURES:
+            raise ModelError(f"Model {self.id}: unknown architecture {name!r} "
+                             f"(known: {', '.join(sorted(_ARCHITECTURES)) or 'none'}).")
+        try:
+            net = _ARCHITECTURES[name](**args)
+        except TypeError as exc:
+            raise ModelError(f"Model {self.id}: bad arguments for architecture {name}: {exc}") from exc
+        missing, unexpected = net.load_state_dict(self.state_dict(), strict=False)
+        if missing or unexpected:
+            raise ModelError(f"Model {self.id}: the weights do not fit architecture {name} {args} "
+                             f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}). "
+                             "Card and weights disagree.")
+        return net.eval()
+
+    def summary(self) -> str:
+        metrics = ", ".join(f"{k} {v}" for k, v in self.metrics.items()) if isinstance(self.metrics, dict) else ""
+        return f"{self.id}  [{self.method}, x{self.native_factor:g}, {self.modality}]  {metrics}"
+
+
+def list_models(method: Optional[str] = None) -> list[ModelCard]:
+    """Cards in every models folder (shipped first), optionally only those of ``method``."""
+    cards = []
+    for d in model_dirs():
+        for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+            try:
+                card = ModelCard.load(p)
+            except ModelError:
+                continue
+            if method is None or card.method == method:
+                cards.append(card)
+    return cards
+
+
+def find_model(model_id: Optional[str] = None, method: Optional[str] = None) -> ModelCard:
+    """A card by id or card path; without an id, the first model of ``method``."""
+    if model_id and (model_id.endswith(".json") or os.sep in model_id):
+        return ModelCard.load(model_id)
+    cards = list_models(method)
+    for card in cards:
+        if model_id is None or card.id == model_id:
+            return card
+    where = ", ".join(str(d) for d in model_dirs())
+    if model_id is None:
+        raise ModelError(f"No model for method {method!r} in {where}. Train or import one (see the README).")
+    known = ", ".join(c.id for c in cards) or "none"
+    raise ModelError(f"No model {model_id!r} in {where} (known: {known}).")

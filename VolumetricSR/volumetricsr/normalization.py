@@ -1,0 +1,44 @@
+"""Intensity normalisation to [0, 1] and back, as a model card specifies it.
+
+- ``{"kind": "window", "low": -1024, "high": 2048}``: a fixed window (CT, in HU; RPLHR-CT's).
+- ``{"kind": "percentile", "low": 0.5, "high": 99.5}``: per-volume robust range (MRI, any modality).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ModelError
+
+
+@dataclass(frozen=True)
+class Normalization:
+    kind: str = "window"
+    low: float = -1024.0
+    high: float = 2048.0
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "Normalization":
+        try:
+            norm = cls(str(spec["kind"]), float(spec["low"]), float(spec["high"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"Bad intensity normalisation {spec!r}: needs kind, low and high ({exc}).")
+        if norm.kind not in ("window", "percentile") or norm.high <= norm.low:
+            raise ModelError(f"Bad intensity normalisation {spec!r}: kind must be window or percentile, low < high.")
+        return norm
+
+    def range_of(self, array: np.ndarray) -> tuple[float, float]:
+        """The intensity range that maps to [0, 1] for this volume."""
+        if self.kind == "window":
+            return self.low, self.high
+        lo, hi = np.percentile(array, [self.low, self.high])
+        return float(lo), float(max(hi, lo + 1e-6))
+
+    @staticmethod
+    def forward(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        return np.clip((array - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+    @staticmethod
+    def inverse(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        return (array * (hi - lo) + lo).astype(np.float32)

@@ -1,0 +1,80 @@
+"""Predictors: one call signature for a torch module and an ONNX Runtime session.
+
+A predictor takes a CPU float32 batch ``(B, C, d, h, w)`` and returns a float tensor of output
+windows. It owns the device: it moves each batch there and runs with the requested precision.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .errors import InputError, ModelError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class TorchPredictor:
+    """Runs a ``torch.nn.Module`` in inference mode on ``device`` (fp32, or bf16/fp16 autocast)."""
+
+    def __init__(self, module: torch.nn.Module, device: str = "cpu", precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise InputError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+        if precision == "fp16" and not device.startswith(("cuda", "mps")):
+            raise InputError("fp16 needs a GPU; on the CPU use bf16 or fp32.")
+        self.module = module.eval().to(device)
+        self.device = torch.device(device)
+        self.precision = precision
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            batch = batch.pin_memory()
+        with torch.inference_mode(), self._autocast():
+            return self.module(batch.to(self.device, non_blocking=True)).float()
+
+
+class OnnxPredictor:
+    """Runs an ONNX model with ONNX Runtime (CUDA execution provider when asked for and present)."""
+
+    def __init__(self, model: "str | os.PathLike | bytes", device: str = "cpu", threads: Optional[int] = None):
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise InputError("ONNX Runtime has no CUDA provider here; install onnxruntime-gpu, "
+                                 "or use --backend torch or --device cpu.")
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model),
+                                                options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"ONNX Runtime could not load the model: {exc}") from exc
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: batch.numpy().astype(np.float32, copy=False)})[0]
+        return torch.from_numpy(out)
+
+
+def export_onnx(module: torch.nn.Module, path: "str | os.PathLike | io.BytesIO", window: Sequence[int],
+                channels: int = 1, opset: int = 18) -> None:
+    """Export ``module`` to a file or buffer for windows of ``window`` (batch, rows, cols dynamic)."""
+    module = module.eval().cpu()
+    example = torch.zeros((1, channels, *window))
+    dynamic = {0: "batch", 3: "rows", 4: "cols"}
+    torch.onnx.export(module, (example,), path if hasattr(path, "write") else str(path), input_names=["thick"], output_names=["thin"],
+                      dynamic_axes={"thick": dynamic, "thin": dynamic}, opset_version=opset, dynamo=False)
