@@ -52,20 +52,13 @@ class TimedPredictor:
         return out
 
 
-def rss_peak_mib() -> float:
+def proc_status_mib(key: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmHWM: peak, VmRSS: now), in MiB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def rss_now_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {key} in /proc/self/status")
 
 
 def reset_peak() -> None:
@@ -92,10 +85,10 @@ def main() -> dict:
     with torch.inference_mode():
         net(batch)
     reset_peak()
-    base = rss_now_mib()
+    base = proc_status_mib("VmRSS")
     with torch.inference_mode():
         net(batch)
-    working_set = rss_peak_mib() - base
+    working_set = proc_status_mib("VmHWM") - base
     del batch
 
     x = torch.rand(1, args.depth, args.size, args.size)
@@ -103,13 +96,13 @@ def main() -> dict:
     in_mib = x.numel() * 4 / 2**20
     out_mib = out_depth * args.size * args.size * 4 / 2**20
     reset_peak()
-    base = rss_now_mib()
+    base = proc_status_mib("VmRSS")
     predictor = TimedPredictor(net)
     start = time.perf_counter()
     y = sliding_window_inference(x, predictor, args.window, scale=(args.factor, 1, 1), overlap=args.overlap,
                                  blend=args.blend, batch_size=args.batch_size)
     total = time.perf_counter() - start
-    peak = rss_peak_mib() - base + in_mib      # the input was allocated before the baseline
+    peak = proc_status_mib("VmHWM") - base + in_mib      # the input was allocated before the baseline
     assert tuple(y.shape) == (1, out_depth, args.size, args.size)
 
     overhead = total - predictor.seconds

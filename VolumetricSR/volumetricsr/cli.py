@@ -34,13 +34,29 @@ def _add_infer(sub) -> None:
     p.add_argument("input", help="volume file (.nii.gz, .nrrd, .mha, ...) or DICOM folder")
     p.add_argument("output", help="output file, or a folder for a DICOM series")
     p.add_argument("--method", default="bspline", help="method name (see `volumetricsr methods`)")
-    p.add_argument("--model", help="model id or card path, for methods that need one (default: the method's first)")
+    p.add_argument("--model", help="model id or card path (default: the method's first); for selfsr a saved "
+                                   "per-volume model, which skips training")
     p.add_argument("--spacing", type=float, help="target through-plane spacing in mm (default: in-plane, isotropic)")
     p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"], help="through-plane axis (default: largest spacing)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--batch-size", type=int, default=1, help="windows per network call")
+    net = p.add_argument_group("network methods (trained models)")
+    net.add_argument("--backend", choices=["torch", "onnx"], help="inference backend (default torch)")
+    net.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default fp32")
+    net.add_argument("--batch-size", type=int, help="windows (or planes) per network call")
+    net.add_argument("--window", type=int, nargs=3, metavar=("D", "H", "W"),
+                     help="input window in thick slices and in-plane voxels (smaller: less memory)")
+    net.add_argument("--overlap", type=float, nargs=3, metavar=("D", "H", "W"),
+                     help="fraction of a window shared with its neighbour along each axis")
+    net.add_argument("--blend", choices=["gaussian", "uniform"], help="how overlapping windows are combined")
+    own = p.add_argument_group("self-supervised method (selfsr)")
+    own.add_argument("--budget", choices=["fast", "balanced", "quality"],
+                     help="training budget (default: fast on CPU, quality on GPU)")
+    own.add_argument("--iterations", type=int, help="training iterations (overrides the budget's)")
+    own.add_argument("--seed", type=int, help="random seed, for repeatable results (default 0)")
+    own.add_argument("--thickness", type=float, help="slice thickness in mm (default: the slice spacing)")
+    own.add_argument("--profile", choices=["gaussian", "rect", "triangle"], help="slice profile (default gaussian)")
+    own.add_argument("--save-model", help="save the per-volume network as a model (an id, or a .json path)")
+    own.add_argument("--warm-start", help="start training from this saved model (same protocol)")
     p.add_argument("--dtype", choices=["float32", "input"], default="float32",
                    help="output voxel type: float32 (default) or the input's type")
     p.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
@@ -48,14 +64,18 @@ def _add_infer(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+#: ``infer`` flags that are method options, passed on only when given (each method checks its own).
+METHOD_OPTIONS = ("model", "backend", "precision", "batch_size", "window", "overlap", "blend", "budget",
+                  "iterations", "seed", "thickness", "profile", "save_model", "warm_start")
+
+
 def _cmd_infer(args) -> int:
     from .api import infer
     from .methods import get_method
 
     method = get_method(args.method)
-    options = {}
-    if method.needs_model:
-        options = dict(model=args.model, backend=args.backend, precision=args.precision, batch_size=args.batch_size)
+    given = {name: getattr(args, name) for name in METHOD_OPTIONS}
+    options = {name: value for name, value in given.items() if value is not None}
     bar = TqdmProgress(method.title or method.name, enabled=not args.quiet)
     start = time.perf_counter()
     try:
@@ -78,8 +98,9 @@ def _cmd_methods(args) -> int:
     for m in methods:
         needs = "needs a trained model" if m.needs_model else "trains on the volume" if m.trains_per_volume else "no training"
         factor = f"native x{m.native_factor:g}" if m.native_factor else "any factor"
+        options = ", ".join(m.options) or "none"
         print(f"{m.name:10s} {m.title}: {m.description}\n{'':10s} [{', '.join(m.modalities)}; {needs}; {factor}; "
-              f">= {m.min_slices} slices]")
+              f">= {m.min_slices} slices; options: {options}]")
     return 0
 
 
@@ -162,6 +183,71 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a network method's model (writes a model card + weights)")
+    try:
+        from .training.cli import add_arguments
+    except ImportError as exc:        # no PyTorch yet: say so when the command is used
+        p.set_defaults(missing=str(exc))
+        return
+    add_arguments(p)
+
+
+def _cmd_train(args) -> int:
+    if getattr(args, "missing", None):
+        raise VolumetricSRError(f"Training needs PyTorch, which cannot be imported here ({args.missing}).")
+    from .training.cli import run
+
+    try:
+        return run(args)
+    except VolumetricSRError as exc:
+        if args.progress_json:
+            print(json.dumps({"event": "error", "message": str(exc)}), flush=True)
+        raise
+
+
+def _add_export_onnx(sub) -> None:
+    p = sub.add_parser("export-onnx", help="export a model to ONNX and check it against torch")
+    p.add_argument("--model", required=True, help="model id or card path")
+    p.add_argument("output", help="the .onnx file to write")
+    p.add_argument("--window", type=int, nargs=3, metavar=("D", "H", "W"),
+                   help="input window (default: the card's, else the method's)")
+    p.add_argument("--update-card", action="store_true",
+                   help="record the file in the card (the file must sit next to the card)")
+
+
+def _cmd_export_onnx(args) -> int:
+    import numpy as np
+    import torch
+
+    from .methods import get_method
+    from .methods.tvsrn import export_onnx
+    from .models import find_model
+    from .predictors import OnnxPredictor
+
+    card = find_model(args.model)
+    method = get_method(card.method)
+    window = tuple(args.window or card.extra.get("window") or method.window)
+    net = card.build()
+    export_onnx(net, args.output, window)
+    x = torch.from_numpy(np.random.default_rng(0).random((2, 1, *window), dtype=np.float32))
+    with torch.inference_mode():
+        expected = net(x)
+    diff = float((OnnxPredictor(args.output)(x) - expected).abs().max())
+    print(f"wrote {args.output}: window {window}, max |ONNX Runtime - torch| = {diff:.2e} on random [0, 1] input")
+    if args.update_card:
+        from pathlib import Path
+
+        out = Path(args.output).resolve()
+        if out.parent != card.path.resolve().parent:
+            raise VolumetricSRError(f"--update-card: {out} is not in the card's folder {card.path.parent}.")
+        data = json.loads(card.path.read_text())
+        data.update(onnx=out.name, onnx_window=list(window))
+        card.path.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"updated {card.path}")
+    return 0
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run every instant method on the built-in phantom and write a figure")
     p.add_argument("output", nargs="?", default="volumetricsr-demo", help="folder for the results (created)")
@@ -184,7 +270,8 @@ def _cmd_demo(args) -> int:
 
 
 COMMANDS = {"demo": _cmd_demo, "infer": _cmd_infer, "methods": _cmd_methods, "models": _cmd_models,
-            "simulate-thick": _cmd_simulate, "evaluate": _cmd_evaluate, "info": _cmd_info}
+            "simulate-thick": _cmd_simulate, "evaluate": _cmd_evaluate, "info": _cmd_info,
+            "train": _cmd_train, "export-onnx": _cmd_export_onnx}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_evaluate(sub)
     _add_info(sub)
+    _add_train(sub)
+    _add_export_onnx(sub)
     return parser
 
 

@@ -110,6 +110,8 @@ class ModelCard:
 
     def build(self):
         """The network with its trained weights, in eval mode."""
+        from . import networks  # noqa: F401  (registers the shipped architectures)
+
         name, args = self.architecture["name"], self.architecture.get("args", {})
         if name not in _ARCHITECTURES:
             raise ModelError(f"Model {self.id}: unknown architecture {name!r} "

@@ -76,5 +76,7 @@ def export_onnx(module: torch.nn.Module, path: "str | os.PathLike | io.BytesIO",
     module = module.eval().cpu()
     example = torch.zeros((1, channels, *window))
     dynamic = {0: "batch", 3: "rows", 4: "cols"}
-    torch.onnx.export(module, (example,), path if hasattr(path, "write") else str(path), input_names=["thick"], output_names=["thin"],
-                      dynamic_axes={"thick": dynamic, "thin": dynamic}, opset_version=opset, dynamo=False)
+    with torch.no_grad():      # tracing with autograd on keeps every activation (GBs for big windows)
+        torch.onnx.export(module, (example,), path if hasattr(path, "write") else str(path), input_names=["thick"],
+                          output_names=["thin"], dynamic_axes={"thick": dynamic, "thin": dynamic},
+                          opset_version=opset, dynamo=False)

@@ -45,10 +45,12 @@ class Method(ABC):
     native_factor: Optional[float] = None   # the factor it was built for; None: any factor
     min_slices: int = 2
     uses_device: bool = False          # runs on a GPU when one is given
+    options: tuple[str, ...] = ()      # the keyword options ``run`` accepts for this method
 
     def info(self) -> dict:
         return {k: getattr(self, k) for k in ("name", "title", "description", "modalities", "needs_model",
-                                              "trains_per_volume", "native_factor", "min_slices", "uses_device")}
+                                              "trains_per_volume", "native_factor", "min_slices", "uses_device",
+                                              "options")}
 
     def run(self, volume: Volume, spacing: Optional[float] = None, *, axis: AxisLike = None,
             device: str = "cpu", progress: Optional[ProgressCallback] = None,
@@ -58,6 +60,10 @@ class Method(ABC):
         The input is never modified; the result is a new float32 :class:`Volume` with the input's
         origin, direction and physical extent.
         """
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            accepted = ", ".join(self.options) or "none"
+            raise InputError(f"{self.title or self.name} has no option {', '.join(unknown)} (its options: {accepted}).")
         check_scalar_volume(volume)
         grid = plan_grid(volume, spacing, axis, force)
         if grid.n_in < self.min_slices:
@@ -89,8 +95,11 @@ def register(method: Method) -> Method:
 def get_method(name: str) -> Method:
     key = (name or "").strip().lower()
     if key not in _REGISTRY:
+        from . import HAS_TORCH
+
+        hint = "" if HAS_TORCH else " The network methods need PyTorch, which is not installed."
         raise InputError(f"Unknown method {name!r}. Available: {', '.join(sorted(_REGISTRY))} "
-                         "(`volumetricsr methods` describes them).")
+                         f"(`volumetricsr methods` describes them).{hint}")
     return _REGISTRY[key]
 
 

@@ -30,6 +30,7 @@ class NetworkMethod(Method):
 
     needs_model = True
     uses_device = True
+    options = ("model", "backend", "precision", "window", "overlap", "batch_size", "blend")
     window: tuple[int, int, int] = (4, 256, 256)
     overlap: tuple[float, float, float] = (0.5, 0.25, 0.25)
 
@@ -54,7 +55,7 @@ class NetworkMethod(Method):
 
     def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, model: Optional[str] = None,
                  backend: str = "torch", precision: str = "fp32", window=None, overlap=None,
-                 batch_size: int = 1, blend: str = "gaussian", **_) -> np.ndarray:
+                 batch_size: int = 1, blend: str = "gaussian") -> np.ndarray:
         card = self.load_card(model)
         factor = int(round(card.native_factor))
         if factor < 1 or abs(card.native_factor - factor) > 1e-6:

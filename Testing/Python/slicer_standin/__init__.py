@@ -1,0 +1,30 @@
+"""Stand-in for the few 3D Slicer calls VolumetricSRLib makes (see README.md); for tests only."""
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+REPO = HERE.parents[2]
+#: The scripted-module folders, which Slicer puts on sys.path itself.
+MODULE_DIRS = (REPO / "VolumetricSR", REPO / "VolumetricSRTraining")
+
+
+def install():
+    """Make ``import slicer`` and ``import vtk`` load the stand-ins, and the module folders importable
+    as Slicer makes them; returns the fake ``slicer``."""
+    for path in (HERE, *MODULE_DIRS):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    import slicer
+
+    if not getattr(slicer, "IS_STANDIN", False):
+        raise RuntimeError(f"A real 'slicer' module ({slicer.__file__}) shadows the stand-in.")
+    return slicer
+
+
+def reset():
+    import slicer
+
+    slicer.mrmlScene.Clear()
+    slicer.util.calls.clear()

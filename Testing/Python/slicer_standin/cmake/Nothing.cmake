@@ -1,0 +1,1 @@
+# Nothing: stands in for Slicer's extension config and CPack files.

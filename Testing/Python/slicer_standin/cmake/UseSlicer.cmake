@@ -1,0 +1,15 @@
+# Stand-ins for the two Slicer macros the modules call; they only check and report their arguments.
+macro(slicerMacroBuildScriptedModule)
+  cmake_parse_arguments(_SM "WITH_GENERIC_TESTS" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
+  foreach(_file ${_SM_SCRIPTS} ${_SM_RESOURCES})
+    if(NOT EXISTS "${CMAKE_CURRENT_SOURCE_DIR}/${_file}")
+      message(SEND_ERROR "${_SM_NAME}: listed file ${_file} does not exist")
+    endif()
+  endforeach()
+  message(STATUS "scripted module ${_SM_NAME}: ${CMAKE_CURRENT_SOURCE_DIR}")
+endmacro()
+
+function(slicer_add_python_unittest)
+  cmake_parse_arguments(_UT "" "SCRIPT" "" ${ARGN})
+  message(STATUS "python unittest ${_UT_SCRIPT}")
+endfunction()

@@ -1,0 +1,338 @@
+"""Stand-in for ``slicer``: a scene of volume nodes with the calls VolumetricSRLib makes (see README.md)."""
+from __future__ import annotations
+
+import itertools
+import tempfile
+
+import numpy as np
+
+IS_STANDIN = True
+
+
+class ImageData:
+    """Holds the voxels ``[k, j, i]`` (real Slicer: vtkImageData)."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def GetDimensions(self):
+        return tuple(reversed(self.array.shape))
+
+
+class vtkMRMLNode:
+    _ids = itertools.count(1)
+    classes = ("vtkMRMLNode",)
+
+    def __init__(self, name=""):
+        self._name, self._id = name, f"{self.classes[0]}{next(self._ids)}"
+
+    def GetName(self):
+        return self._name
+
+    def SetName(self, name):
+        self._name = name
+
+    def GetID(self):
+        return self._id
+
+    def IsA(self, class_name):
+        return class_name in self.classes
+
+
+class vtkMRMLScalarVolumeDisplayNode(vtkMRMLNode):
+    classes = ("vtkMRMLScalarVolumeDisplayNode", "vtkMRMLNode")
+
+    def __init__(self, name=""):
+        super().__init__(name)
+        self.window, self.level, self.auto, self.color = 256.0, 128.0, True, "vtkMRMLColorTableNodeGrey"
+
+    def GetWindow(self):
+        return self.window
+
+    def GetLevel(self):
+        return self.level
+
+    def SetWindowLevel(self, window, level):
+        self.window, self.level = float(window), float(level)
+
+    def SetAutoWindowLevel(self, auto):
+        self.auto = bool(auto)
+
+    def GetColorNodeID(self):
+        return self.color
+
+    def SetAndObserveColorNodeID(self, color):
+        self.color = color
+
+
+class vtkMRMLScalarVolumeNode(vtkMRMLNode):
+    classes = ("vtkMRMLScalarVolumeNode", "vtkMRMLVolumeNode", "vtkMRMLNode")
+
+    def __init__(self, name=""):
+        super().__init__(name)
+        self.image, self.display, self.transform_id = None, None, None
+        self.ijk_to_ras = np.eye(4)
+
+    def GetImageData(self):
+        return self.image
+
+    def GetIJKToRASMatrix(self, matrix):
+        for r in range(4):
+            for c in range(4):
+                matrix.SetElement(r, c, self.ijk_to_ras[r, c])
+
+    def SetIJKToRASMatrix(self, matrix):
+        self.ijk_to_ras = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+    def GetSpacing(self):
+        return tuple(float(s) for s in np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0))
+
+    def GetOrigin(self):
+        return tuple(float(o) for o in self.ijk_to_ras[:3, 3])
+
+    def GetDisplayNode(self):
+        return self.display
+
+    def CreateDefaultDisplayNodes(self):
+        if self.display is None:
+            self.display = mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
+
+    def GetTransformNodeID(self):
+        return self.transform_id
+
+    def SetAndObserveTransformNodeID(self, node_id):
+        self.transform_id = node_id
+
+
+class vtkMRMLLabelMapVolumeNode(vtkMRMLScalarVolumeNode):
+    classes = ("vtkMRMLLabelMapVolumeNode",) + vtkMRMLScalarVolumeNode.classes
+
+
+class vtkMRMLVectorVolumeNode(vtkMRMLScalarVolumeNode):
+    classes = ("vtkMRMLVectorVolumeNode",) + vtkMRMLScalarVolumeNode.classes
+
+
+class vtkMRMLTableNode(vtkMRMLNode):
+    classes = ("vtkMRMLTableNode", "vtkMRMLNode")
+    columns = None     # {name: numpy array}, set by util.updateTableFromArray
+
+
+class vtkMRMLPlotSeriesNode(vtkMRMLNode):
+    classes = ("vtkMRMLPlotSeriesNode", "vtkMRMLNode")
+    PlotTypeScatter = 1
+
+    def SetAndObserveTableNodeID(self, node_id):
+        self.table_id = node_id
+
+    def SetXColumnName(self, name):
+        self.x = name
+
+    def SetYColumnName(self, name):
+        self.y = name
+
+    def SetPlotType(self, plot_type):
+        self.plot_type = plot_type
+
+
+class vtkMRMLPlotChartNode(vtkMRMLNode):
+    classes = ("vtkMRMLPlotChartNode", "vtkMRMLNode")
+
+    def __init__(self, name=""):
+        super().__init__(name)
+        self.series_ids = []
+
+    def AddAndObservePlotSeriesNodeID(self, node_id):
+        self.series_ids.append(node_id)
+
+    def SetXAxisTitle(self, title):
+        self.x_title = title
+
+    def SetYAxisTitle(self, title):
+        self.y_title = title
+
+
+_CLASSES = {c.__name__: c for c in (vtkMRMLScalarVolumeNode, vtkMRMLLabelMapVolumeNode, vtkMRMLVectorVolumeNode,
+                                    vtkMRMLScalarVolumeDisplayNode, vtkMRMLTableNode, vtkMRMLPlotSeriesNode,
+                                    vtkMRMLPlotChartNode)}
+
+
+class vtkMRMLScene:
+    StartCloseEvent, EndCloseEvent = 66001, 66002
+
+    def __init__(self):
+        self.nodes = []
+
+    def GetFirstNodeByClass(self, class_name):
+        return next(iter(self.GetNodesByClass(class_name)), None)
+
+    def Clear(self, *_):
+        self.nodes.clear()
+        vtkMRMLSubjectHierarchyNode.instance = vtkMRMLSubjectHierarchyNode()
+
+    def AddNewNodeByClass(self, class_name, name=""):
+        node = _CLASSES[class_name](name)
+        self.nodes.append(node)
+        vtkMRMLSubjectHierarchyNode.instance.add(node)
+        return node
+
+    def RemoveNode(self, node):
+        self.nodes.remove(node)
+        vtkMRMLSubjectHierarchyNode.instance.remove(node)
+        if getattr(node, "display", None) in self.nodes:
+            self.nodes.remove(node.display)
+
+    def GenerateUniqueName(self, name):
+        names = {n.GetName() for n in self.nodes}
+        if name not in names:
+            return name
+        return next(f"{name}_{i}" for i in itertools.count(1) if f"{name}_{i}" not in names)
+
+    def GetNodesByClass(self, class_name):
+        return [n for n in self.nodes if n.IsA(class_name)]
+
+    def GetNumberOfNodes(self):
+        return len(self.nodes)
+
+
+class vtkMRMLSubjectHierarchyNode:
+    """Items are integers; 1 is the scene root. Every added data node gets an item under the root."""
+
+    instance = None
+
+    def __init__(self):
+        self.parent, self.item_of, self._next = {}, {}, itertools.count(2)
+
+    @classmethod
+    def GetSubjectHierarchyNode(cls, scene):
+        return cls.instance
+
+    def add(self, node):
+        item = next(self._next)
+        self.item_of[node.GetID()] = item
+        self.parent[item] = 1
+
+    def remove(self, node):
+        self.parent.pop(self.item_of.pop(node.GetID(), None), None)
+
+    def CreateFolderItem(self, parent, name):
+        item = next(self._next)
+        self.parent[item] = parent
+        return item
+
+    def GetItemByDataNode(self, node):
+        return self.item_of.get(node.GetID(), 0)
+
+    def GetItemParent(self, item):
+        return self.parent.get(item, 0)
+
+    def SetItemParent(self, item, parent):
+        self.parent[item] = parent
+
+
+class vtkMRMLLayoutNode:
+    SlicerLayoutSideBySideView = 29
+
+
+class _SliceNode:
+    def __init__(self, orientation):
+        self.orientation = orientation
+
+    def GetOrientation(self):
+        return self.orientation
+
+    def SetOrientation(self, orientation):
+        self.orientation = orientation
+
+
+class _SliceComposite:
+    def __init__(self):
+        self.background = self.foreground = None
+        self.linked = False
+
+    def SetBackgroundVolumeID(self, node_id):
+        self.background = node_id
+
+    def SetForegroundVolumeID(self, node_id):
+        self.foreground = node_id
+
+    def SetLinkedControl(self, linked):
+        self.linked = bool(linked)
+
+
+class _SliceLogic:
+    def __init__(self):
+        self.fitted = 0
+
+    def FitSliceToBackground(self):
+        self.fitted += 1
+
+
+class _SliceWidget:
+    def __init__(self, orientation):
+        self.slice_node, self.composite, self.logic = _SliceNode(orientation), _SliceComposite(), _SliceLogic()
+
+    def mrmlSliceNode(self):
+        return self.slice_node
+
+    def mrmlSliceCompositeNode(self):
+        return self.composite
+
+    def sliceLogic(self):
+        return self.logic
+
+
+class _LayoutManager:
+    def __init__(self):
+        self.layout = 2
+        self.widgets = {"Red": _SliceWidget("Axial"), "Yellow": _SliceWidget("Sagittal"), "Green": _SliceWidget("Coronal")}
+
+    def setLayout(self, layout):
+        self.layout = layout
+
+    def sliceWidget(self, name):
+        return self.widgets[name]
+
+
+class _PlotsLogic:
+    def __init__(self):
+        self.shown = []
+
+    def ShowChartInLayout(self, chart):
+        self.shown.append(chart.GetID())
+
+
+class modules:
+    """``slicer.modules.plots.logic()`` only."""
+
+    class plots:
+        _logic = _PlotsLogic()
+
+        @classmethod
+        def logic(cls):
+            return cls._logic
+
+
+class _CommandOptions:
+    noMainWindow = False
+
+
+class _App:
+    def __init__(self):
+        self.layout_manager = _LayoutManager()
+        self.temporaryPath = tempfile.gettempdir()
+
+    def layoutManager(self):
+        return self.layout_manager
+
+    def commandOptions(self):
+        return _CommandOptions()
+
+    def processEvents(self):
+        """Real Slicer runs the Qt event loop here; nothing is queued in the stand-in."""
+
+
+vtkMRMLSubjectHierarchyNode.instance = vtkMRMLSubjectHierarchyNode()
+mrmlScene = vtkMRMLScene()
+app = _App()
+
+from . import util  # noqa: E402

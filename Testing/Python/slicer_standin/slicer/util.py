@@ -1,0 +1,107 @@
+"""Stand-in for ``slicer.util``: the functions VolumetricSRLib calls (see ../README.md).
+
+``calls`` records the calls that have effects outside the scene (views, dialogs, pip) for tests.
+"""
+import contextlib
+
+import numpy as np
+
+calls = []
+
+
+class VTKObservationMixin:
+    """Observers on objects that keep an ``observers`` list (the stand-in parameter nodes); others ignored."""
+
+    def __init__(self):
+        self.Observations = []
+
+    def addObserver(self, obj, event, callback):
+        self.Observations.append((obj, event, callback))
+        if hasattr(obj, "observers"):
+            obj.observers.append(callback)
+
+    def removeObserver(self, obj, event, callback):
+        self.Observations.remove((obj, event, callback))
+        if hasattr(obj, "observers"):
+            obj.observers.remove(callback)
+
+    def removeObservers(self):
+        for obs in list(self.Observations):
+            self.removeObserver(*obs)
+#: What confirmOkCancelDisplay answers; tests set it.
+confirm_answer = True
+
+
+def loadUI(path):
+    """Real Slicer builds the widget from the .ui file; widget tests set this (see test_slicer_widget.py)."""
+    raise NotImplementedError("slicer_standin: a widget test must provide loadUI")
+
+
+def childWidgetVariables(widget):
+    raise NotImplementedError("slicer_standin: a widget test must provide childWidgetVariables")
+
+
+@contextlib.contextmanager
+def tryWithErrorDisplay(message=None, show=True, waitCursor=False):
+    """As in Slicer: show the error, then re-raise."""
+    try:
+        yield
+    except Exception as exc:
+        calls.append(("errorDisplay", f"{message}\n\n{exc}"))
+        raise
+
+
+def errorDisplay(text, **kwargs):
+    calls.append(("errorDisplay", text))
+
+
+def infoDisplay(text, **kwargs):
+    calls.append(("infoDisplay", text))
+
+
+def arrayFromVolume(node):
+    """A view of the voxels, as in Slicer (writes go to the node)."""
+    if node.GetImageData() is None:
+        raise RuntimeError("volume has no image data")
+    return node.GetImageData().array
+
+
+def updateVolumeFromArray(node, array):
+    """Deep copy of ``array`` into the node, as in Slicer; int64 is rejected as Slicer does."""
+    from slicer import ImageData
+
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise RuntimeError(f"Unsupported numpy array shape: {array.shape}")
+    if array.dtype == np.int64:
+        raise RuntimeError("Unsupported numpy array type: long long")
+    node.image = ImageData(np.array(array, copy=True))
+
+
+def setSliceViewerLayers(background="keep-current", foreground="keep-current", fit=False, **kwargs):
+    calls.append(("setSliceViewerLayers", background, foreground, fit))
+
+
+def confirmOkCancelDisplay(text, windowTitle=None, **kwargs):
+    calls.append(("confirmOkCancelDisplay", text))
+    return confirm_answer
+
+
+def pip_install(requirements, **kwargs):
+    calls.append(("pip_install", requirements))
+
+
+def updateTableFromArray(table, narrays, columnNames=None):
+    """Columns of ``table`` from a list of 1-D arrays (deep copies), as in Slicer."""
+    table.columns = {name: np.array(a, copy=True) for name, a in zip(columnNames, narrays)}
+    return table
+
+
+def launchConsoleProcess(args, updateEnvironment=None, **kwargs):
+    """Real Slicer starts the process in its startup environment; here plain Popen (text, merged output)."""
+    import os
+    import subprocess
+
+    calls.append(("launchConsoleProcess", list(args)))
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(updateEnvironment or {})})

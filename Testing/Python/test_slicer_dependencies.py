@@ -1,0 +1,138 @@
+"""First-use dependency logic: find without importing, ask once, obey ``interactive``; device list."""
+from __future__ import annotations
+
+import types
+
+import pytest
+
+import slicer_standin
+
+slicer = slicer_standin.install()
+
+from VolumetricSRLib import dependencies as deps  # noqa: E402
+from VolumetricSRLib.devices import device_choices, gpu_notice  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def fresh():
+    slicer_standin.reset()
+    deps.DependencyInstaller.declined.clear()
+    slicer.util.confirm_answer = True
+    yield
+    deps.DependencyInstaller.declined.clear()
+
+
+class FakeEnv:
+    """Which modules 'exist'; installing one makes it exist."""
+
+    def __init__(self, present=()):
+        self.present = set(present)
+        self.installed = []
+
+    def find_spec(self, name):
+        return object() if name in self.present else None
+
+    def pip(self, requirement):
+        self.installed.append(requirement)
+        self.present.add(requirement.split(">")[0].split("=")[0])
+
+    def torch(self):
+        self.installed.append("torch via PyTorchUtils")
+        self.present.add("torch")
+
+
+def installer(env, **kw):
+    return deps.DependencyInstaller(pip_install=env.pip, install_torch=env.torch, find_spec=env.find_spec, **kw)
+
+
+def test_nothing_missing_means_no_prompt_and_no_install():
+    env = FakeEnv({"torch", "einops"})
+    assert installer(env).ensure(deps.requirements_for(True)) == []
+    assert slicer.util.calls == [] and env.installed == []
+
+
+def test_interactive_asks_once_listing_everything_then_installs():
+    env = FakeEnv()
+    done = installer(env, interactive=True).ensure(deps.requirements_for(True, "onnx"))
+    prompts = [c for c in slicer.util.calls if c[0] == "confirmOkCancelDisplay"]
+    assert len(prompts) == 1
+    for pkg in ("torch>=2.1", "einops>=0.7", "onnxruntime>=1.17", "onnx>=1.15"):
+        assert pkg in prompts[0][1]
+    assert [r.module for r in done] == ["torch", "einops", "onnxruntime", "onnx"]
+    assert env.installed[0] == "torch via PyTorchUtils" and "einops>=0.7" in env.installed
+
+
+def test_declining_installs_nothing_and_is_not_asked_again():
+    env = FakeEnv()
+    slicer.util.confirm_answer = False
+    with pytest.raises(deps.MissingDependencies, match="declined"):
+        installer(env, interactive=True).ensure([deps.EINOPS])
+    with pytest.raises(deps.MissingDependencies, match="chose not to install"):
+        installer(env, interactive=True).ensure([deps.EINOPS])
+    assert len([c for c in slicer.util.calls if c[0] == "confirmOkCancelDisplay"]) == 1 and env.installed == []
+    slicer.util.confirm_answer = True
+    installer(env, interactive=True).ensure([deps.EINOPS], ask_again=True)
+    assert env.installed == ["einops>=0.7"]
+
+
+def test_non_interactive_never_prompts():
+    env = FakeEnv()
+    installer(env, interactive=False).ensure([deps.TORCH, deps.EINOPS])
+    assert slicer.util.calls == [] and env.installed == ["torch via PyTorchUtils", "einops>=0.7"]
+    env2 = FakeEnv()
+    with pytest.raises(deps.MissingDependencies, match="einops"):
+        installer(env2, interactive=False, install_without_asking=False).ensure([deps.EINOPS])
+    assert slicer.util.calls == [] and env2.installed == []
+
+
+def test_install_that_does_not_take_effect_is_reported():
+    env = FakeEnv()
+    inst = deps.DependencyInstaller(interactive=False, pip_install=lambda r: None, install_torch=lambda: None,
+                                    find_spec=env.find_spec)
+    with pytest.raises(deps.MissingDependencies, match="Restart Slicer"):
+        inst.ensure([deps.EINOPS])
+
+
+def test_default_pip_path_uses_slicer_util():
+    inst = deps.DependencyInstaller(interactive=False, find_spec=FakeEnv().find_spec)
+    with pytest.raises(deps.MissingDependencies):      # the stand-in's pip installs nothing
+        inst.ensure([deps.EINOPS])
+    assert ("pip_install", "einops>=0.7") in slicer.util.calls
+
+
+def test_interpolation_needs_nothing_extra():
+    assert deps.requirements_for(False, "onnx") == []
+    assert [r.module for r in deps.requirements_for(True)] == ["torch", "einops"]
+
+
+def fake_torch(cuda_devices=(), cuda_version="12.4", mps=False):
+    cuda = types.SimpleNamespace(is_available=lambda: bool(cuda_devices), device_count=lambda: len(cuda_devices),
+                                 get_device_name=lambda i: cuda_devices[i],
+                                 mem_get_info=lambda i: (10 * 2**30, 24 * 2**30))
+    return types.SimpleNamespace(__version__="2.5.0", cuda=cuda, version=types.SimpleNamespace(cuda=cuda_version),
+                                 device=lambda d: types.SimpleNamespace(index=int(d.split(":")[1]) if ":" in d else None),
+                                 backends=types.SimpleNamespace(mps=types.SimpleNamespace(is_available=lambda: mps)))
+
+
+def test_device_list_names_gpus_with_free_memory(monkeypatch):
+    torch = fake_torch(["NVIDIA RTX A5000", "NVIDIA T4"])
+    monkeypatch.setitem(__import__("sys").modules, "torch", torch)
+    choices = dict(device_choices(torch))
+    assert list(choices) == ["auto", "cuda:0", "cuda:1", "cpu"]
+    assert choices["cuda:1"] == "CUDA 1: NVIDIA T4 (10.0 of 24.0 GiB free)"
+    assert "mps" in dict(device_choices(fake_torch(mps=True)))
+
+
+def test_gpu_notices():
+    assert "CPU-only build" in gpu_notice(fake_torch(cuda_version=None), nvidia_smi="/usr/bin/nvidia-smi")
+    assert "driver" in gpu_notice(fake_torch(cuda_version="12.4"), nvidia_smi="/usr/bin/nvidia-smi")
+    assert gpu_notice(fake_torch(["A100"])) == ""
+    assert gpu_notice(fake_torch(), nvidia_smi=None) == ""
+
+
+def test_without_torch_only_auto_and_cpu_and_a_notice(monkeypatch):
+    import VolumetricSRLib.devices as devices
+
+    monkeypatch.setattr(devices, "_torch", lambda: None)
+    assert devices.device_choices() == [("auto", "Auto (best available)"), ("cpu", "CPU")]
+    assert "PyTorch is not installed" in devices.gpu_notice(nvidia_smi=None)

@@ -1,0 +1,106 @@
+"""Model list, card text, model import, and a network method run from a node through the logic."""
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+
+import slicer_standin
+from test_core_models import models_dir, write_model  # noqa: F401  (fixture: a toy network method + models folder)
+from test_slicer_scene import add_node
+
+slicer = slicer_standin.install()
+
+from VolumetricSRLib.logic import SuperResolutionLogic  # noqa: E402
+from VolumetricSRLib.modelstore import card_html, import_model, model_choices  # noqa: E402
+from VolumetricSRLib.panel import method_html, method_items  # noqa: E402
+from VolumetricSRLib.settings import RunSettings  # noqa: E402
+from volumetricsr import ModelError, Volume, get_method  # noqa: E402
+from volumetricsr.models import ModelCard  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def clean_scene():
+    slicer_standin.reset()
+
+
+def ct_node():
+    rng = np.random.default_rng(1)
+    array = np.clip(rng.normal(size=(5, 20, 18)) * 300, -1000, 2000).astype(np.int16)
+    return add_node(Volume(array, (0.7, 0.7, 5.0), (1.0, 2.0, 3.0)), name="CT")
+
+
+def test_every_registered_method_is_offered_with_its_needs(models_dir):
+    names = [n for n, _ in method_items()]
+    assert {"linear", "bspline", "sinc", "toy-net"} <= set(names)
+    assert "a trained model" in method_html(get_method("toy-net"))
+    assert "a trained model" not in method_html(get_method("bspline"))
+
+
+def test_model_list_and_card(models_dir):
+    write_model(models_dir, timing={"GPU": "2 s", "CPU": "40 s"})
+    assert model_choices("toy-net") == [("toy-x5", "toy-x5  (x5, CT)")]
+    assert model_choices("bspline") == []
+    text = card_html(ModelCard.load(models_dir / "toy-x5.json"))
+    assert "Timing:</b> GPU: 2 s, CPU: 40 s" in text and "exact linear upsampler" in text
+
+
+def test_import_copies_a_checked_model(models_dir, tmp_path_factory):
+    src = tmp_path_factory.mktemp("download")
+    card = import_model(write_model(src, "toy-b"), destination=models_dir)
+    assert card.path.parent == models_dir and card.verify() == models_dir / "toy-b.pt"
+    assert "toy-b" in [i for i, _ in model_choices("toy-net")]
+    with pytest.raises(ModelError, match="already in"):
+        import_model(src / "toy-b.json", destination=models_dir)
+
+
+def test_import_refuses_bad_or_mismatched_models(models_dir, tmp_path_factory):
+    src = tmp_path_factory.mktemp("download")
+    with pytest.raises(ModelError, match="method 'tvsrn-unknown'"):
+        import_model(write_model(src, "a", method="tvsrn-unknown"), destination=models_dir)
+    path = write_model(src, "b")
+    (src / "b.pt").write_bytes(b"not weights")
+    with pytest.raises(ModelError, match="does not match its card"):
+        import_model(path, destination=models_dir)
+    (src / "c.json").write_text("{ not json")
+    with pytest.raises(ModelError, match="not readable JSON"):
+        import_model(src / "c.json", destination=models_dir)
+    assert list(models_dir.iterdir()) == []
+
+
+def test_network_method_from_a_node_with_panel_settings(models_dir):
+    write_model(models_dir)
+    node = ct_node()
+    settings = RunSettings(method="toy-net", isotropic=False, spacing=1.0, device="cpu",
+                           windowSlices=3, windowSize=12, overlapSlices=0.5, overlapInPlane=0.25, batchSize=2)
+    logic = SuperResolutionLogic()
+    job = logic.prepare_from_settings(node, settings, interactive=False)
+    assert job.options == dict(model="toy-x5", backend="torch", precision="fp32", batch_size=2,
+                               overlap=(0.5, 0.25, 0.25), window=(3, 12, 12))
+    out = logic.finish(job, logic.compute(job))
+    assert out.GetName() == "CT SR toy-net"
+    result = slicer.util.arrayFromVolume(out)
+    assert result.shape == (21, 20, 18)
+    np.testing.assert_allclose(result[::5], slicer.util.arrayFromVolume(node), atol=0.5)
+
+
+def test_missing_model_is_a_clear_error_before_anything_runs(models_dir):
+    node = ct_node()
+    with pytest.raises(ModelError, match="No model for method 'toy-net'"):
+        SuperResolutionLogic().run(node, "toy-net", device="cpu")
+    write_model(models_dir)
+    with pytest.raises(ModelError, match="No model 'nope'.*known: toy-x5"):
+        SuperResolutionLogic().run(node, "toy-net", device="cpu", model="nope")
+    assert len(slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")) == 1
+
+
+def test_overlap_defaults_to_the_methods_own():
+    from volumetricsr.methods.network import NetworkMethod
+
+    tvsrn_like = type("M", (), {"needs_model": True, "overlap": (0.25, 0.0, 0.0), "window": (4, 256, 256),
+                                "options": NetworkMethod.options})()
+    assert "overlap" not in RunSettings().method_options(tvsrn_like)
+    assert RunSettings(overlapInPlane=0.5).method_options(tvsrn_like)["overlap"] == (0.25, 0.5, 0.5)
+    assert RunSettings(overlapSlices=0.5).method_options(tvsrn_like)["overlap"] == (0.5, 0.0, 0.0)
+    assert RunSettings(windowSize=128).method_options(tvsrn_like)["window"] == (4, 128, 128)
+    assert RunSettings(model="x").method_options(get_method("bspline")) == {}

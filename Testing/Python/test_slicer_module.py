@@ -1,0 +1,56 @@
+"""The module files against the stand-in: they import, the console API works, and the parameter
+nodes' fields and defaults match the settings the Lib packages use."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import slicer_standin
+from conftest import make_volume
+from test_slicer_scene import add_node
+
+slicer = slicer_standin.install()
+
+import VolumetricSR  # noqa: E402
+import VolumetricSRTraining  # noqa: E402
+from VolumetricSRLib.settings import RunSettings, settings_from  # noqa: E402
+from VolumetricSRTrainingLib.command import TrainingSettings  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def clean_scene():
+    slicer_standin.reset()
+
+
+def test_console_api_returns_the_new_node():
+    node = add_node(make_volume(size_ijk=(16, 14, 6), spacing=(0.9, 0.9, 4.5)))
+    out = VolumetricSR.VolumetricSRLogic().run(node, method="bspline", spacing=1.5, device="auto")
+    assert out.GetName() == "thick SR bspline"
+    assert slicer.util.arrayFromVolume(out).shape == (16, 14, 16)
+    assert np.allclose(np.linalg.norm(out.ijk_to_ras[:3, 2]), 1.5)
+
+
+def test_batch_example_from_the_readme():
+    for i in range(2):
+        add_node(make_volume(seed=i), name=f"case{i}")
+    logic = VolumetricSR.VolumetricSRLogic()
+    for node in list(slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")):
+        logic.run(node, method="linear", spacing=1.0, show=False)
+    names = sorted(n.GetName() for n in slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode"))
+    assert names == ["case0", "case0 SR linear", "case1", "case1 SR linear"]
+
+
+def test_parameter_node_defaults_are_the_run_settings_defaults():
+    params = VolumetricSR.VolumetricSRLogic().getParameterNode()
+    assert settings_from(params) == RunSettings()
+    assert {f.name for f in dataclasses.fields(RunSettings)} <= set(type(params).fields)
+    assert params.inputVolume is None and params.outputVolume is None
+
+
+def test_training_parameter_node_matches_training_settings():
+    params = VolumetricSRTraining.VolumetricSRTrainingLogic().getParameterNode()
+    assert set(type(params).fields) == {f.name for f in dataclasses.fields(TrainingSettings)}
+    defaults = TrainingSettings(**{name: getattr(params, name) for name in type(params).fields})
+    assert defaults == TrainingSettings()

@@ -1,0 +1,48 @@
+"""The modules' own Slicer self-tests (VolumetricSRTest, VolumetricSRTrainingTest), run here against the stand-in.
+
+Inside Slicer it downloads MRHead from SampleData; here a small synthetic head-sized volume stands
+in for it, so the self-test's own code (geometry checks, background run and cancel, tiny models) is
+exercised before anyone runs it in Slicer.
+"""
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import slicer_standin
+from conftest import make_volume
+from test_slicer_scene import add_node
+
+slicer = slicer_standin.install()
+
+import VolumetricSR  # noqa: E402
+
+
+@pytest.fixture
+def sample_data(monkeypatch):
+    """A stand-in SampleData module whose MRHead is a smooth 48x40x36 volume (1 mm x 1 mm x 1.3 mm)."""
+    module = types.ModuleType("SampleData")
+
+    class SampleDataLogic:
+        def downloadMRHead(self):
+            return add_node(make_volume(size_ijk=(48, 40, 36), spacing=(1.0, 1.0, 1.3), seed=5), name="MRHead")
+
+    module.SampleDataLogic = SampleDataLogic
+    monkeypatch.setitem(sys.modules, "SampleData", module)
+
+
+def test_the_slicer_self_test_passes_against_the_stand_in(sample_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("VOLUMETRICSR_MODELS", str(tmp_path))
+    slicer_standin.reset()
+    test = VolumetricSR.VolumetricSRTest()
+    test.runTest()
+
+
+def test_the_training_self_test_passes_against_the_stand_in(tmp_path, monkeypatch):
+    import VolumetricSRTraining
+
+    monkeypatch.setattr(slicer.app, "temporaryPath", str(tmp_path))
+    VolumetricSRTraining.VolumetricSRTrainingTest().runTest()

@@ -1,0 +1,199 @@
+"""VolumetricSRTraining glue: trainer command, JSON progress, live loss table, stop and resume, with a
+fake trainer script that follows the trainer's contract (see VolumetricSRTrainingLib/command.py)."""
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import slicer_standin
+
+slicer = slicer_standin.install()
+
+from VolumetricSRTrainingLib.command import TrainingSettings, build_command  # noqa: E402
+from VolumetricSRTrainingLib.history import LossHistory, describe, parse_record, progress_fraction  # noqa: E402
+from VolumetricSRTrainingLib.logic import TrainingRun, slicer_launcher  # noqa: E402
+from VolumetricSRTrainingLib.plot import LossPlot  # noqa: E402
+
+FAKE_TRAINER = textwrap.dedent('''
+    """Fake trainer: the CLI contract of train.py, no training."""
+    import argparse, json, signal, sys, time
+    p = argparse.ArgumentParser()
+    for a in ("--method", "--data", "--out", "--device"):
+        p.add_argument(a, required=True)
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--progress-json", action="store_true")
+    p.add_argument("--fail", action="store_true")
+    p.add_argument("--slow", action="store_true")
+    args = p.parse_args()
+
+    def on_term(*_):
+        print(json.dumps({"message": "checkpoint saved"}), flush=True)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    print("loading data from", args.data, "resume" if args.resume else "fresh", flush=True)
+    print(json.dumps({"started": True}), flush=True)   # a record without step: no curve point
+    for epoch in range(1, args.epochs + 1):
+        print(json.dumps({"epoch": epoch, "step": epoch * 10, "total_steps": args.epochs * 10,
+                          "loss": 1.0 / epoch, "val_psnr": 30 + epoch}), flush=True)
+        if args.fail and epoch == 2:
+            print("Traceback: CUDA out of memory", flush=True)
+            sys.exit(3)
+        if args.slow:
+            time.sleep(0.2)
+    print("not json {", flush=True)
+''')
+
+
+@pytest.fixture
+def fake(tmp_path):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAINER)
+    (tmp_path / "data").mkdir()
+    slicer_standin.reset()
+    return script, TrainingSettings(method="tvsrn", dataPath=str(tmp_path / "data"), modelId="tvsrn-mine", epochs=4)
+
+
+def test_command_follows_the_trainer_contract(fake):
+    script, settings = fake
+    settings.resume = True
+    cmd = build_command(settings, python="PythonSlicer", script=script)
+    assert cmd == ["PythonSlicer", str(script), "--method", "tvsrn", "--data", settings.dataPath, "--out",
+                   "tvsrn-mine", "--epochs", "4", "--device", "auto", "--progress-json", "--resume"]
+    cli = build_command(settings, python="py", script=None)
+    assert cli[:2] == ["py", "-c"] and cli[3] == "train" and "--progress-json" in cli
+
+
+def test_settings_are_checked(tmp_path):
+    bad = TrainingSettings(dataPath=str(tmp_path / "missing"), modelId="bad name/..", epochs=0)
+    problems = " ".join(bad.problems())
+    assert "does not exist" in problems and "model name" in problems and "at least one epoch" in problems
+    with pytest.raises(ValueError):
+        TrainingRun(bad)
+
+
+def test_records_progress_and_text():
+    assert parse_record('{"step": 5, "loss": 0.5}') == {"step": 5, "loss": 0.5}
+    assert parse_record("epoch 1 done") is None and parse_record("{broken") is None and parse_record("[1]") is None
+    assert progress_fraction({"step": 30, "total_steps": 120}, 4) == 0.25
+    assert progress_fraction({"epoch": 3}, 4) == 0.75
+    assert progress_fraction({"loss": 1.0}, 4) is None
+    assert describe({"epoch": 2, "step": 20, "loss": 0.01234, "val_psnr": 38.214}) == \
+        "epoch 2, step 20, loss 0.01234, val PSNR 38.21 dB"
+    h = LossHistory()
+    assert not h.add({"message": "x"}) and h.add({"step": 1, "loss": float("nan"), "val_psnr": 30})
+    assert h.loss == [] and h.val_psnr == [(1.0, 30.0)]
+
+
+def test_run_reads_progress_draws_the_curve_and_finishes(fake):
+    script, settings = fake
+    status, logs, finished = [], [], []
+    run = TrainingRun(settings, plot=LossPlot("tvsrn-mine"), python=sys.executable, script=script,
+                      on_status=lambda f, t: status.append((f, t)), on_log=logs.append,
+                      on_finished=lambda ok, text: finished.append((ok, text))).start()
+    run.wait(30)
+    assert finished == [(True, "Model tvsrn-mine trained; it is listed in the VolumetricSR module's model selector.")]
+    assert [f for f, _ in status] == [None, 0.25, 0.5, 0.75, 1.0]
+    assert status[-1][1] == "epoch 4, step 40, loss 0.25, val PSNR 34.00 dB"
+    assert logs[0].startswith("loading data from") and logs[-1] == "not json {"
+    table = run.plot.table
+    assert list(table.columns["step"]) == [10, 20, 30, 40] and table.columns["loss"][1] == 0.5
+    assert slicer.modules.plots.logic().shown[-1] == run.plot.chart.GetID()
+    assert run.plot.series.GetID() in run.plot.chart.series_ids
+
+
+def test_failure_is_reported_with_the_exit_code(fake):
+    script, settings = fake
+    finished = []
+    run = TrainingRun(settings, python=sys.executable, script=script, on_finished=lambda ok, t: finished.append((ok, t)))
+    run.process.args.append("--fail")
+    run.start().wait(30)
+    assert finished == [(False, "Training failed (exit code 3); see the log above.")]
+    assert run.history.loss == [(10.0, 1.0), (20.0, 0.5)]
+
+
+def test_stop_terminates_and_offers_resume(fake):
+    script, settings = fake
+    settings.epochs = 500
+    finished, status = [], []
+    run = TrainingRun(settings, python=sys.executable, script=script, launcher=slicer_launcher,
+                      on_status=lambda f, t: status.append(t), on_finished=lambda ok, t: finished.append((ok, t)))
+    run.process.args.append("--slow")
+    run.start()
+    while run.poll() and len(status) < 2:
+        time.sleep(0.01)
+    run.stop()
+    run.wait(30)
+    assert finished and finished[0][0] is False and "Resume" in finished[0][1]
+    assert status[-1] == "checkpoint saved" and len(status) < 500
+    assert slicer.util.calls[0][0] == "launchConsoleProcess"
+
+
+def test_device_index_goes_to_cuda_visible_devices(fake):
+    from VolumetricSRTrainingLib.command import environment
+
+    script, settings = fake
+    settings.device, settings.extraArgs = "cuda:1", "--crop 64 --arch '{\"channels\": 8}'"
+    cmd = build_command(settings, python="py", script=script)
+    assert cmd[cmd.index("--device") + 1] == "cuda" and cmd[-4:] == ["--crop", "64", "--arch", '{"channels": 8}']
+    assert environment(settings)["CUDA_VISIBLE_DEVICES"] == "1"
+    assert "CUDA_VISIBLE_DEVICES" not in environment(TrainingSettings(device="cpu"))
+
+
+def test_resume_needs_no_data(fake):
+    script, settings = fake
+    resume = TrainingSettings(method="tvsrn", modelId="tvsrn-mine", resume=True)
+    assert resume.problems() == []
+    assert "--data" not in build_command(resume, python="py", script=script)
+    assert TrainingSettings(method="tvsrn", modelId="m").problems()      # a fresh run needs data
+
+
+def test_trainer_events_are_described():
+    assert describe({"event": "step", "step": 5, "total": 20, "loss": 0.5, "eta": 75.0}) == \
+        "step 5, loss 0.5, about 1 min 15 s left"
+    assert progress_fraction({"event": "step", "step": 5, "total": 20}, 100) == 0.25
+    assert describe({"event": "stopped", "step": 7}) == "stopped, checkpoint saved, step 7"
+    assert describe({"event": "model", "id": "tvsrn-mine"}) == "model tvsrn-mine written"
+
+
+TRAIN_PY = slicer_standin.REPO / "VolumetricSRTraining" / "train.py"
+
+
+@pytest.mark.skipif(not TRAIN_PY.is_file(), reason="VolumetricSRTraining/train.py is not there yet")
+def test_real_trainer_end_to_end(tmp_path, monkeypatch):
+    """The panel's glue drives the real train.py for one tiny step; the model then runs from a node."""
+    from conftest import make_volume
+    from test_slicer_scene import add_node
+    from volumetricsr import write_volume
+    from VolumetricSRLib.logic import SuperResolutionLogic
+    from VolumetricSRLib.modelstore import model_choices
+
+    slicer_standin.reset()
+    data, models = tmp_path / "data", tmp_path / "models"
+    data.mkdir()
+    for i in range(2):
+        v = make_volume(size_ijk=(40, 40, 41), spacing=(0.8, 0.8, 1.0), seed=i)
+        write_volume(v.with_array((v.array * 5).astype("int16")), data / f"case{i}.nii.gz")
+    monkeypatch.setenv("VOLUMETRICSR_MODELS", str(models))
+    settings = TrainingSettings(method="tvsrn", dataPath=str(data), modelId="tvsrn-tiny", epochs=1, device="cpu",
+                                extraArgs="--max-steps 1 --crop 32 --val-crop 32 --threads 1 "
+                                          "--arch '{\"channels\": 8, \"enc_layers\": 1, \"tab_layers\": 1, \"dec_layers\": 1}'")
+    finished, logs = [], []
+    run = TrainingRun(settings, plot=LossPlot("tvsrn-tiny"), python=sys.executable, script=TRAIN_PY,
+                      on_log=logs.append, on_finished=lambda ok, t: finished.append(ok)).start()
+    run.wait(120)
+    assert finished == [True], "\n".join(logs[-20:])
+    assert run.history.loss and run.plot.table.columns["loss"].size == len(run.history.loss)
+    assert run.last_record.get("event") == "model"
+    assert [i for i, _ in model_choices("tvsrn")] == ["tvsrn-tiny"]
+
+    thick = make_volume(size_ijk=(24, 20, 5), spacing=(0.8, 0.8, 5.0), seed=3)
+    node = add_node(thick.with_array((thick.array * 5).astype("int16")), name="thick")
+    out = SuperResolutionLogic().run(node, "tvsrn", 1.0, device="cpu", model="tvsrn-tiny")
+    assert slicer.util.arrayFromVolume(out).shape == (21, 20, 24)
+    assert np.allclose(out.ijk_to_ras[:3, 2], node.ijk_to_ras[:3, 2] / 5)

@@ -1,0 +1,207 @@
+"""The modules' widgets, run on their real .ui files with PySide6 (skipped without it) and the stand-in.
+
+Slicer's PythonQt exposes Qt properties as attributes (``button.enabled = False``); :class:`PythonQtStyle`
+gives PySide6 widgets that access, so the widget code runs unchanged. Timers are not started: the
+tests call the widgets' poll slots themselves, as the QTimer would.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import types
+
+import pytest
+
+pytest.importorskip("PySide6.QtUiTools")
+
+import slicer_standin  # noqa: E402
+from conftest import make_volume  # noqa: E402
+from test_slicer_scene import add_node  # noqa: E402
+
+slicer = slicer_standin.install()
+
+from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtWidgets import QWidget  # noqa: E402
+from ui_preview import load_ui  # noqa: E402
+
+import VolumetricSR  # noqa: E402
+import VolumetricSRTraining  # noqa: E402
+from VolumetricSRLib.logic import SuperResolutionLogic  # noqa: E402
+
+
+class PythonQtStyle:
+    """A PySide6 widget seen as PythonQt shows it: Qt properties read and written as attributes."""
+
+    def __init__(self, widget):
+        object.__setattr__(self, "_w", widget)
+
+    def _property(self, name):
+        return self._w.metaObject().indexOfProperty(name) >= 0
+
+    def __getattr__(self, name):
+        return self._w.property(name) if self._property(name) else getattr(self._w, name)
+
+    def __setattr__(self, name, value):
+        if not self._property(name):
+            raise AttributeError(f"{type(self._w).__name__} has no Qt property {name!r}")
+        self._w.setProperty(name, value)
+
+
+def child_widget_variables(root):
+    return types.SimpleNamespace(**{w.objectName(): PythonQtStyle(w) for w in root.findChildren(QWidget)
+                                    if w.objectName()})
+
+
+@pytest.fixture
+def qt_slicer(monkeypatch):
+    slicer_standin.reset()
+    monkeypatch.setattr(slicer.util, "loadUI", lambda path: load_ui(path))
+    monkeypatch.setattr(slicer.util, "childWidgetVariables", child_widget_variables)
+    for module in (VolumetricSR, VolumetricSRTraining):
+        monkeypatch.setattr(module, "qt", types.SimpleNamespace(QTimer=QTimer))
+    yield
+    slicer_standin.reset()
+
+
+def visible(w):
+    return not w.isHidden()
+
+
+def run_until_idle(poll, is_running, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while is_running():
+        poll()
+        assert time.monotonic() < deadline, "the run did not finish"
+        time.sleep(0.01)
+
+
+def sr_widget():
+    w = VolumetricSR.VolumetricSRWidget()
+    w.setup()
+    return w, w._parameterNode
+
+
+def test_panel_follows_the_parameter_node(qt_slicer):
+    node = add_node(make_volume(size_ijk=(20, 18, 8), spacing=(0.8, 0.8, 3.0)))
+    w, p = sr_widget()
+    assert p.inputVolume is node                       # the first volume is selected
+    assert "Through-plane axis K: 8 slices at 3 mm" in w.ui.geometryLabel.text
+    assert w.ui.methodComboBox.currentData == "bspline" and w.ui.applyButton.enabled
+    assert "B-spline" in w.ui.methodDescriptionLabel.text and not visible(w.ui.modelComboBox)
+    p.method = "tvsrn"                                 # a network method: model, device and backend appear
+    assert w.ui.methodComboBox.currentData == "tvsrn" and visible(w.ui.modelComboBox)
+    assert "No model for method 'tvsrn'" in w.ui.modelCardLabel.text
+    assert w.ui.advancedCollapsibleButton.enabled and w.ui.backendComboBox.enabled
+    p.method, p.isotropic, p.spacing = "linear", False, 1.0
+    assert "-> 22 slices at 1 mm" in w.ui.geometryLabel.text and w.ui.spacingSpinBox.enabled
+    assert not w.ui.deviceComboBox.enabled
+    w.ui.methodComboBox.currentIndex = w.ui.methodComboBox.findData("sinc")   # the user picks a method
+    assert p.method == "sinc"
+
+
+def test_apply_runs_in_the_background_then_compare(qt_slicer):
+    node = add_node(make_volume())
+    w, p = sr_widget()
+    p.method = "linear"
+    w.onApply()
+    assert visible(w.ui.cancelButton) and not visible(w.ui.applyButton) and visible(w.ui.progressBar)
+    assert not w.ui.inputsCollapsibleButton.enabled
+    run_until_idle(w._poll, lambda: w._task is not None)
+    out = slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")[-1]
+    assert out.GetName() == "thick SR linear" and w.ui.statusLabel.text == "Done: thick SR linear"
+    assert visible(w.ui.applyButton) and not visible(w.ui.cancelButton) and w.ui.inputsCollapsibleButton.enabled
+    assert w.ui.compareButton.enabled
+    w.onCompare()
+    red = slicer.app.layoutManager().sliceWidget("Red").composite
+    assert red.background == node.GetID() and red.linked
+
+
+def test_cancel_and_failure_leave_the_scene_unchanged(qt_slicer, monkeypatch):
+    add_node(make_volume())
+    w, p = sr_widget()
+    started = threading.Event()
+
+    def slow(job, progress=None, cancel=None):
+        started.set()
+        while True:
+            job.cancel.raise_if_cancelled()
+            time.sleep(0.01)
+
+    monkeypatch.setattr(SuperResolutionLogic, "compute", staticmethod(slow))
+    before = list(slicer.mrmlScene.nodes)
+    w.onApply()
+    started.wait(10)
+    w.onCancel()
+    assert w.ui.statusLabel.text == "Cancelling..."
+    run_until_idle(w._poll, lambda: w._task is not None)
+    assert w.ui.statusLabel.text == "Cancelled; the scene is unchanged." and slicer.mrmlScene.nodes == before
+
+    def broken(job, progress=None, cancel=None):
+        raise MemoryError("not enough memory for 900 slices")
+
+    monkeypatch.setattr(SuperResolutionLogic, "compute", staticmethod(broken))
+    w.onApply()
+    run_until_idle(w._poll, lambda: w._task is not None)
+    assert w.ui.statusLabel.text == "Failed; the scene is unchanged." and slicer.mrmlScene.nodes == before
+    assert any(c[0] == "errorDisplay" and "900 slices" in c[1] for c in slicer.util.calls)
+
+
+def test_bad_settings_are_reported_and_nothing_starts(qt_slicer):
+    add_node(make_volume())
+    w, p = sr_widget()
+    p.isotropic, p.spacing = False, 10.0               # coarser than the 3 mm slices
+    with pytest.raises(Exception, match="coarser"):
+        w.onApply()
+    assert w._task is None and any(c[0] == "errorDisplay" for c in slicer.util.calls)
+
+
+def test_closing_the_scene_drops_a_running_task(qt_slicer, monkeypatch):
+    add_node(make_volume())
+    w, p = sr_widget()
+    monkeypatch.setattr(SuperResolutionLogic, "compute",
+                        staticmethod(lambda job, progress=None, cancel=None: time.sleep(0.2) or job.volume))
+    w.onApply()
+    task = w._task
+    w.onSceneStartClose(None, None)
+    assert w._task is None and w._parameterNode is None and visible(w.ui.applyButton)
+    assert task.cancel_token.cancelled
+    time.sleep(0.3)                              # the worker ends; its result is never delivered
+    assert not w._timer.isActive()
+    assert len(slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")) == 1
+
+
+FAKE = '''
+import argparse, json, sys, time
+p = argparse.ArgumentParser()
+for a in ("--method", "--data", "--out", "--device", "--epochs"):
+    p.add_argument(a)
+p.add_argument("--resume", action="store_true")
+p.add_argument("--progress-json", action="store_true")
+a = p.parse_args()
+print("reading", a.data, flush=True)
+for s in range(1, 4):
+    print(json.dumps({"event": "step", "step": s, "total": 3, "loss": 1.0 / s, "eta": 3 - s}), flush=True)
+'''
+
+
+def test_training_panel_runs_the_trainer(qt_slicer, monkeypatch, tmp_path):
+    import VolumetricSRTrainingLib.command as command
+
+    script = tmp_path / "train.py"
+    script.write_text(FAKE)
+    monkeypatch.setattr(command, "TRAIN_SCRIPT_CANDIDATES", (script,))
+    w = VolumetricSRTraining.VolumetricSRTrainingWidget()
+    w.setup()
+    p = w._parameterNode
+    assert w.ui.methodComboBox.currentData == "tvsrn" and not w.ui.startButton.enabled
+    w.ui.dataPathLineEdit.currentPath = str(tmp_path)          # the user picks the data folder
+    p.modelId = "tvsrn-mine"
+    assert p.dataPath == str(tmp_path) and w.ui.startButton.enabled
+    w.onStart()
+    assert w.ui.stopButton.enabled and not w.ui.settingsCollapsibleButton.enabled
+    run_until_idle(w._poll, lambda: w._run is not None)
+    assert w.ui.statusLabel.text.startswith("Model tvsrn-mine trained")
+    assert w.ui.progressBar.value == 100 and "reading" in w.ui.logTextEdit.toPlainText()
+    table = slicer.mrmlScene.GetNodesByClass("vtkMRMLTableNode")[0]
+    assert list(table.columns["loss"]) == [1.0, 0.5, 1.0 / 3]
+    assert w.ui.startButton.enabled and not w.ui.stopButton.enabled

@@ -1,0 +1,178 @@
+"""Render the modules' .ui files with PySide6 (dev tool, not needed by Slicer): screenshot and load test.
+
+Slicer's custom widgets are replaced by plain Qt stand-ins that accept the same Designer properties
+(qMRMLWidget -> QWidget, ctkCollapsibleButton -> a titled QGroupBox, qMRMLNodeComboBox -> QComboBox,
+ctkPathLineEdit -> QLineEdit). Usage: ``python Testing/Python/ui_preview.py`` writes
+Resources/Screenshots/VolumetricSR.png and VolumetricSRTraining.png from real core output (methods,
+device list, the geometry of a real thick CT when ../shared/data is present).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import Property, QFile, Signal, Slot  # noqa: E402
+from PySide6.QtUiTools import QUiLoader  # noqa: E402
+from PySide6.QtWidgets import QApplication, QComboBox, QGroupBox, QLineEdit, QStyleFactory, QWidget  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class qMRMLWidget(QWidget):
+    @Slot(object)
+    def setMRMLScene(self, scene):
+        pass
+
+
+class ctkCollapsibleButton(QGroupBox):
+    """Header like ctk's (an arrow and the title); collapsed hides the contents."""
+
+    def _get_text(self):
+        return self.title()[2:]
+
+    def _set_text(self, text):
+        self.setTitle(f"\u25be {text}")
+
+    def _get_collapsed(self):
+        return getattr(self, "_collapsed", False)
+
+    def _set_collapsed(self, collapsed):
+        self._collapsed = bool(collapsed)
+        self.setTitle(("\u25b8 " if collapsed else "\u25be ") + self.title()[2:])
+
+    def fold(self):
+        """After loading: a collapsed button shows its header only."""
+        if self._get_collapsed():
+            for c in self.findChildren(QWidget):
+                c.setVisible(False)
+            self.setFlat(True)
+            self.setFixedHeight(self.fontMetrics().height() + 6)
+
+    text = Property(str, _get_text, _set_text)
+    collapsed = Property(bool, _get_collapsed, _set_collapsed)
+
+
+class qMRMLNodeComboBox(QComboBox):
+    def _get(self):
+        return None
+
+    def _set(self, value):
+        pass
+
+    nodeTypes = Property("QStringList", lambda self: [], _set)
+    showChildNodeTypes = addEnabled = removeEnabled = noneEnabled = renameEnabled = Property(bool, lambda self: False, _set)
+    noneDisplay = Property(str, lambda self: "", _set)
+
+    @Slot(object)
+    def setMRMLScene(self, scene):
+        pass
+
+
+class ctkPathLineEdit(QLineEdit):
+    currentPathChanged = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.textChanged.connect(self.currentPathChanged)
+
+    currentPath = Property(str, lambda self: self.text(), lambda self, path: self.setText(path), notify=currentPathChanged)
+
+
+def load_ui(path: Path) -> QWidget:
+    QApplication.instance() or QApplication([])
+    loader = QUiLoader()
+    for cls in (qMRMLWidget, ctkCollapsibleButton, qMRMLNodeComboBox, ctkPathLineEdit):
+        loader.registerCustomWidget(cls)
+    f = QFile(str(path))
+    f.open(QFile.ReadOnly)
+    widget = loader.load(f)
+    f.close()
+    if widget is None:
+        raise RuntimeError(f"{path}: {loader.errorString()}")
+    return widget
+
+
+def child(widget, name):
+    return widget.findChild(QWidget, name)
+
+
+def fill_volumetricsr(w) -> None:
+    """Show what the panel shows after a run: real method texts, device list and geometry summary."""
+    sys.path[:0] = [str(REPO / "VolumetricSR")]
+    from volumetricsr import get_method, read_volume
+    from volumetricsr.geometry import plan_grid
+    from VolumetricSRLib.devices import device_choices
+    from VolumetricSRLib.panel import method_html, method_items
+    from VolumetricSRLib.settings import BACKEND_TITLES, PRECISIONS, AXES
+
+    data = REPO.parent / "shared" / "data" / "chest_ct_8mm_lungpetctdx.nii.gz"
+    name = "Lung-PET-CT-Dx A0002 8 mm"
+    if data.is_file():
+        volume = read_volume(data)
+        summary = f"{volume.describe()}\nThrough-plane {plan_grid(volume, 1.0).describe()}"
+    else:
+        name, summary = "thick CT", "512 x 512 x 30 voxels, spacing 0.647 x 0.647 x 8 mm, int16"
+    child(w, "inputSelector").addItem(name)
+    child(w, "geometryLabel").setText(summary)
+    methods = child(w, "methodComboBox")
+    for key, title in method_items():
+        methods.addItem(title, key)
+    methods.setCurrentIndex(methods.findData("bspline"))
+    child(w, "methodDescriptionLabel").setText(method_html(get_method("bspline")))
+    for n in ("modelLabel", "modelComboBox", "importModelButton", "modelCardLabel"):
+        child(w, n).setVisible(False)
+    child(w, "isotropicCheckBox").setChecked(False)
+    child(w, "spacingSpinBox").setValue(1.0)
+    for n, items in (("axisComboBox", AXES), ("precisionComboBox", PRECISIONS)):
+        child(w, n).addItems(list(items))
+    child(w, "outputSelector").addItem("Create new volume")
+    for value, label in device_choices():
+        child(w, "deviceComboBox").addItem(label, value)
+    child(w, "deviceComboBox").setEnabled(False)
+    child(w, "deviceNoticeLabel").setVisible(False)
+    child(w, "backendComboBox").addItems(list(BACKEND_TITLES.values()))
+    child(w, "backendComboBox").setEnabled(False)
+    child(w, "advancedCollapsibleButton").setEnabled(False)
+    child(w, "applyButton").setEnabled(True)
+    child(w, "cancelButton").setVisible(False)
+    child(w, "progressBar").setVisible(False)
+    child(w, "statusLabel").setText(f"Done: {name} SR bspline")
+
+
+def fill_training(w) -> None:
+    from volumetricsr import available_methods
+    from VolumetricSRLib.devices import device_choices
+
+    for m in available_methods():
+        if m.needs_model:
+            child(w, "methodComboBox").addItem(m.title or m.name, m.name)
+    child(w, "dataPathLineEdit").setText("/data/RPLHR-CT")
+    child(w, "modelIdLineEdit").setText("tvsrn-ct-x5-mine")
+    for value, label in device_choices():
+        child(w, "deviceComboBox").addItem(label, value)
+    child(w, "progressBar").setVisible(False)
+    child(w, "stopButton").setEnabled(False)
+
+
+def render(module: str, fill, out: Path, width: int = 420) -> Path:
+    app = QApplication.instance() or QApplication([])
+    app.setStyle(QStyleFactory.create("Fusion"))
+    w = load_ui(REPO / module / "Resources" / "UI" / f"{module}.ui")
+    fill(w)
+    for button in w.findChildren(ctkCollapsibleButton):
+        button.fold()
+    w.resize(width, w.sizeHint().height())
+    w.adjustSize()
+    w.resize(width, w.sizeHint().height())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    w.grab().save(str(out))
+    return out
+
+
+if __name__ == "__main__":
+    shots = REPO / "Resources" / "Screenshots"
+    print(render("VolumetricSR", fill_volumetricsr, shots / "VolumetricSR.png"))
+    print(render("VolumetricSRTraining", fill_training, shots / "VolumetricSRTraining.png"))

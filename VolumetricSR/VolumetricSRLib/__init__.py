@@ -1,0 +1,6 @@
+"""Glue between 3D Slicer and the plain-Python ``volumetricsr`` core.
+
+Modules here that do not name Slicer (geometry, runner, settings, dependencies, devices, modelstore)
+import without it; ``scene`` and ``logic`` use ``slicer``/``vtk`` and are tested against the stand-in in
+Testing/Python/slicer_standin.
+"""

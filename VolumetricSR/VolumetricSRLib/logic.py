@@ -1,0 +1,143 @@
+"""What Apply and the console API do, without widgets: node -> core -> new node.
+
+The computation (:meth:`SuperResolutionLogic.compute`) works on a copy of the voxels and touches no
+node, so it can run in a background thread; the output node is made or changed only afterwards, on
+the caller's thread (:meth:`finish`). A cancelled or failed run therefore leaves the scene as it was.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from . import scene
+from .dependencies import DependencyInstaller, requirements_for
+from .runner import BackgroundTask
+from .settings import RunSettings
+
+
+def import_core():
+    """The ``volumetricsr`` package, or a clear error when a dependency of it is missing or broken."""
+    try:
+        import volumetricsr
+        import volumetricsr.api  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"The VolumetricSR core could not be imported ({exc}). Install the missing package "
+                          "with 'Install dependencies' in the VolumetricSR module, then restart Slicer.") from exc
+    return volumetricsr
+
+
+@dataclass
+class Job:
+    """One prepared run: a private copy of the input voxels and everything the core needs."""
+
+    input_node: object
+    volume: object
+    method: str
+    spacing: Optional[float]
+    axis: Optional[str]
+    device: str
+    options: dict
+    output_node: object = None     # an existing node to overwrite, or None for a new one
+    name: str = ""
+    dtype: Optional[str] = None
+    show: bool = True
+    cancel: object = field(default=None)
+
+
+class SuperResolutionLogic:
+    """Prepare, compute and finish a super-resolution run; ``run`` does all three, blocking."""
+
+    def __init__(self, installer: Optional[DependencyInstaller] = None):
+        self.installer = installer
+
+    def _installer(self, interactive: bool) -> DependencyInstaller:
+        return self.installer or DependencyInstaller(interactive=interactive)
+
+    def core(self, interactive: bool = False):
+        """The core package; when it cannot be imported, its packages are offered first (first use)."""
+        try:
+            return import_core()
+        except ImportError:   # the core imports torch and einops (network methods)
+            self._installer(interactive).ensure(requirements_for(True))
+            return import_core()
+
+    def prepare(self, input_node, method: str = "bspline", spacing: Optional[float] = None, *,
+                device: str = "auto", axis: Optional[str] = None, output_node=None, dtype: Optional[str] = None,
+                show: bool = True, interactive: bool = False, **options) -> Job:
+        """Check everything that can be checked before computing; raises with a message for the user."""
+        scene.check_input_node(input_node)
+        core = self.core(interactive)
+        from volumetricsr.errors import InputError
+        from volumetricsr.geometry import plan_grid
+
+        m = core.get_method(method)
+        if output_node is not None and output_node is input_node:
+            raise InputError("The output volume must differ from the input volume.")
+        self._installer(interactive).ensure(requirements_for(m.needs_model or m.uses_device,
+                                                             options.get("backend", "torch")))
+        if m.needs_model:
+            from volumetricsr.models import find_model
+
+            options["model"] = find_model(options.get("model") or None, m.name).id
+        volume = scene.volume_from_node(input_node, copy=True)
+        plan_grid(volume, spacing, axis, options.get("force", False))   # fails early on a bad target
+        return Job(input_node, volume, m.name, spacing, axis, device, options, output_node,
+                   scene.output_name(input_node, m.name), dtype, show, core.CancelToken())
+
+    def prepare_from_settings(self, input_node, settings: RunSettings, output_node=None, interactive: bool = True) -> Job:
+        problems = settings.problems()
+        if problems:
+            from volumetricsr.errors import InputError
+
+            raise InputError(" ".join(problems))
+        m = self.core(interactive).get_method(settings.method)
+        return self.prepare(input_node, m.name, settings.target_spacing, device=settings.device,
+                            axis=settings.target_axis, output_node=output_node, interactive=interactive,
+                            **settings.method_options(m))
+
+    @staticmethod
+    def compute(job: Job, progress: Optional[Callable] = None, cancel=None):
+        """Run the core on the job's private copy; safe in a worker thread (no scene access)."""
+        from volumetricsr import super_resolve
+
+        return super_resolve(job.volume, job.method, job.spacing, axis=job.axis, device=job.device,
+                             dtype=job.dtype, progress=progress, cancel=cancel or job.cancel, **job.options)
+
+    @staticmethod
+    def finish(job: Job, result):
+        """Make (or overwrite) the output node from the result, on the scene's thread; returns it."""
+        if job.output_node is None:
+            node = scene.create_output_node(result, job.input_node, job.name)
+        else:
+            scene.replace_node_content(result, job.output_node, job.input_node)
+            node = job.output_node
+        if job.show:
+            scene.show(node)
+        logging.info(f"VolumetricSR: {node.GetName()}: {result.describe()}")
+        return node
+
+    def start(self, job: Job, *, on_progress=None, on_done=None, on_cancelled=None, on_error=None) -> BackgroundTask:
+        """Compute in a background thread; ``on_done(node)`` after the node is made (call ``poll()`` on the task)."""
+        def done(result):
+            node = self.finish(job, result)
+            if on_done:
+                on_done(node)
+
+        return BackgroundTask(lambda progress, cancel: self.compute(job, progress, cancel), job.cancel,
+                              on_progress=on_progress, on_done=done, on_cancelled=on_cancelled,
+                              on_error=on_error).start()
+
+    def run(self, inputNode, method: str = "bspline", spacing: Optional[float] = None, device: str = "auto", *,
+            outputNode=None, axis: Optional[str] = None, progress: Optional[Callable] = None, cancel=None,
+            show: bool = True, interactive: bool = False, **options):
+        """Super-resolve ``inputNode`` and return the new (or given ``outputNode``) volume node. Blocking.
+
+        ``spacing``: target through-plane spacing in mm (None: isotropic). ``options``: method options such
+        as ``model``, ``backend``, ``precision``, ``window``, ``overlap``, ``batch_size``, ``dtype``,
+        ``force``. Missing Python packages are installed without asking unless ``interactive`` is True.
+        """
+        dtype = options.pop("dtype", None)
+        job = self.prepare(inputNode, method, spacing, device=device, axis=axis, output_node=outputNode,
+                           dtype=dtype, show=show, interactive=interactive, **options)
+        return self.finish(job, self.compute(job, progress, cancel))

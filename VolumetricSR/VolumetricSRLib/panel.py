@@ -1,0 +1,53 @@
+"""Texts the VolumetricSR panel shows: method list and details, and the input geometry summary."""
+from __future__ import annotations
+
+import html
+from typing import Optional
+
+
+def method_items() -> list[tuple[str, str]]:
+    """``[(name, title)]`` of every registered method."""
+    from volumetricsr import available_methods
+
+    return [(m.name, m.title or m.name) for m in available_methods()]
+
+
+def method_requirements(method) -> list[str]:
+    needs = []
+    if method.needs_model:
+        needs.append("a trained model")
+    if method.trains_per_volume:
+        needs.append("training on the input volume at run time (slow)")
+    if method.uses_device:
+        needs.append("PyTorch; a GPU is much faster")
+    if method.native_factor:
+        needs.append(f"built for x{method.native_factor:g} (other factors are resampled)")
+    needs.append(f"at least {method.min_slices} slices")
+    return needs
+
+
+def method_html(method) -> str:
+    """Description, modalities and requirements of a core method object."""
+    reqs = "; ".join(method_requirements(method))
+    return (f"{html.escape(method.description)}<br><b>Modalities:</b> {html.escape(', '.join(method.modalities))}"
+            f"<br><b>Needs:</b> {html.escape(reqs)}")
+
+
+def geometry_summary(node, spacing: Optional[float] = None, axis: Optional[str] = None) -> str:
+    """'spacing ...; through-plane axis K: 40 slices at 5 mm -> 196 at 1 mm (x5)', or why not."""
+    if node is None:
+        return "Select an input volume."
+    from volumetricsr import VolumetricSRError
+    from volumetricsr.geometry import plan_grid
+
+    from .scene import volume_from_node
+
+    try:
+        volume = volume_from_node(node, copy=False)
+    except VolumetricSRError as exc:
+        return str(exc)
+    try:
+        grid = plan_grid(volume, spacing, axis, force=True)
+    except VolumetricSRError as exc:
+        return f"{volume.describe()}\n{exc}"
+    return f"{volume.describe()}\nThrough-plane {grid.describe()}"

@@ -1,0 +1,137 @@
+"""Scene glue: volume node <-> core :class:`Volume`, and placing and showing a result node.
+
+Slicer calls made here (and faked by Testing/Python/slicer_standin): ``slicer.util.arrayFromVolume``,
+``updateVolumeFromArray``, ``setSliceViewerLayers``, ``slicer.mrmlScene.AddNewNodeByClass/RemoveNode/
+GenerateUniqueName``, the subject hierarchy node, volume and display node getters/setters, and the
+layout manager for Compare.
+"""
+from __future__ import annotations
+
+import numpy as np
+import slicer
+import vtk
+
+from .geometry import geometry_from_ijk_to_ras, ijk_to_ras_from_geometry
+
+
+def matrix_to_array(matrix) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def array_to_matrix(array) -> "vtk.vtkMatrix4x4":
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r][c]))
+    return matrix
+
+
+def ijk_to_ras_of(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return matrix_to_array(matrix)
+
+
+def check_input_node(node) -> None:
+    """Raise ``InputError`` unless ``node`` is a scalar (not label map) volume with voxels."""
+    from volumetricsr.errors import InputError
+
+    if node is None:
+        raise InputError("Select an input volume.")
+    if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode") \
+            or node.IsA("vtkMRMLVectorVolumeNode"):     # both are subclasses of the scalar volume node
+        raise InputError(f"{node.GetName()} is not a scalar volume (label maps and vector volumes are not supported).")
+    if node.GetImageData() is None:
+        raise InputError(f"{node.GetName()} has no voxels.")
+
+
+def volume_from_node(node, copy: bool = True):
+    """The node's voxels and geometry as a core ``Volume`` (LPS). ``copy=False`` shares the voxels."""
+    from volumetricsr import Volume
+
+    check_input_node(node)
+    array = slicer.util.arrayFromVolume(node)
+    spacing, origin, direction = geometry_from_ijk_to_ras(ijk_to_ras_of(node))
+    return Volume(np.array(array) if copy else array, spacing, origin, direction, metadata={"name": node.GetName()})
+
+
+def write_to_node(volume, node) -> None:
+    """Put a core ``Volume``'s voxels and geometry into an existing volume node."""
+    node.SetIJKToRASMatrix(array_to_matrix(ijk_to_ras_from_geometry(volume.spacing, volume.origin, volume.direction)))
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array))
+
+
+def output_name(input_node, method: str) -> str:
+    return f"{input_node.GetName()} SR {method}"
+
+
+def create_output_node(volume, input_node, name: str):
+    """A new scalar volume node holding ``volume``, set up like ``input_node``; nothing is left on failure."""
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", slicer.mrmlScene.GenerateUniqueName(name))
+    try:
+        write_to_node(volume, node)
+        node.CreateDefaultDisplayNodes()
+        match_input(node, input_node)
+    except BaseException:
+        slicer.mrmlScene.RemoveNode(node)
+        raise
+    return node
+
+
+def replace_node_content(volume, node, input_node) -> None:
+    """Overwrite an existing output node; on failure its voxels and geometry are restored."""
+    old_matrix = ijk_to_ras_of(node)
+    old_array = np.array(slicer.util.arrayFromVolume(node)) if node.GetImageData() is not None else None
+    try:
+        write_to_node(volume, node)
+        if node.GetDisplayNode() is None:
+            node.CreateDefaultDisplayNodes()
+        match_input(node, input_node)
+    except BaseException:
+        node.SetIJKToRASMatrix(array_to_matrix(old_matrix))
+        if old_array is not None:
+            slicer.util.updateVolumeFromArray(node, old_array)
+        raise
+
+
+def match_input(node, input_node) -> None:
+    """Same parent transform, subject-hierarchy folder and window/level as the input."""
+    node.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
+    copy_window_level(input_node, node)
+    place_beside(input_node, node)
+
+
+def copy_window_level(source, target) -> None:
+    src, dst = source.GetDisplayNode(), target.GetDisplayNode()
+    if src is None or dst is None:
+        return
+    dst.SetAutoWindowLevel(False)
+    dst.SetWindowLevel(src.GetWindow(), src.GetLevel())
+    if src.GetColorNodeID():
+        dst.SetAndObserveColorNodeID(src.GetColorNodeID())
+
+
+def place_beside(source, target) -> None:
+    """Put ``target`` in the subject-hierarchy folder (or study) that holds ``source``."""
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    parent = sh.GetItemParent(sh.GetItemByDataNode(source))
+    sh.SetItemParent(sh.GetItemByDataNode(target), parent)
+
+
+def show(node) -> None:
+    slicer.util.setSliceViewerLayers(background=node, foreground=None, fit=True)
+
+
+def compare(input_node, output_node) -> None:
+    """Input left, output right, in linked slice views (scrolling one moves the other)."""
+    layout = slicer.app.layoutManager()
+    layout.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    orientation = layout.sliceWidget("Red").mrmlSliceNode().GetOrientation()
+    for view, node in (("Red", input_node), ("Yellow", output_node)):
+        widget = layout.sliceWidget(view)
+        widget.mrmlSliceNode().SetOrientation(orientation)
+        composite = widget.mrmlSliceCompositeNode()
+        composite.SetBackgroundVolumeID(node.GetID())
+        composite.SetForegroundVolumeID(None)
+        composite.SetLinkedControl(True)
+        widget.sliceLogic().FitSliceToBackground()

@@ -1,0 +1,83 @@
+"""The run settings of the VolumetricSR panel, independent of how they are stored.
+
+The module's ``parameterNodeWrapper`` class has fields of the same names; :func:`settings_from` reads
+them from it (or from any object with those attributes), so the conversion to core options is tested
+without Slicer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional
+
+BACKENDS = ("torch", "onnx")
+BACKEND_TITLES = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
+PRECISIONS = ("fp32", "bf16", "fp16")
+AXES = ("auto", "I", "J", "K")
+#: Overlap value meaning "the method's own default" (the spin box shows it as special text).
+METHOD_DEFAULT = -0.05
+
+
+@dataclass
+class RunSettings:
+    """Everything Apply needs besides the input and output nodes."""
+
+    method: str = "bspline"
+    model: str = ""                 # model id; "" = the method's first model
+    isotropic: bool = True          # target spacing = finest in-plane spacing
+    spacing: float = 1.0            # target through-plane spacing in mm, used when not isotropic
+    axis: str = "auto"
+    device: str = "auto"
+    backend: str = "torch"
+    precision: str = "fp32"
+    windowSlices: int = 0           # 0 = the model's default
+    windowSize: int = 0             # in-plane window edge; 0 = the model's default
+    overlapSlices: float = METHOD_DEFAULT   # fraction of a window; negative = the method's default
+    overlapInPlane: float = METHOD_DEFAULT
+    batchSize: int = 1
+
+    @property
+    def target_spacing(self) -> Optional[float]:
+        return None if self.isotropic else float(self.spacing)
+
+    @property
+    def target_axis(self) -> Optional[str]:
+        return None if self.axis in ("", "auto") else self.axis
+
+    def problems(self) -> list[str]:
+        """Reasons the settings cannot be used (empty when they can)."""
+        out = []
+        if not self.isotropic and not self.spacing > 0:
+            out.append("The target spacing must be a positive number of mm.")
+        if self.backend not in BACKENDS:
+            out.append(f"Unknown backend {self.backend!r}.")
+        if self.precision not in PRECISIONS:
+            out.append(f"Unknown precision {self.precision!r}.")
+        if self.axis not in AXES:
+            out.append(f"Unknown axis {self.axis!r}.")
+        if not self.overlapSlices < 1 or not self.overlapInPlane < 1:
+            out.append("Overlaps are fractions of the window, from 0 up to (not including) 1.")
+        if self.batchSize < 1 or self.windowSlices < 0 or self.windowSize < 0:
+            out.append("Batch size must be at least 1 and window sizes 0 (model default) or more.")
+        return out
+
+    def method_options(self, method) -> dict:
+        """Keyword options for ``volumetricsr.super_resolve`` with the core ``method`` object."""
+        if not method.needs_model:
+            return {}
+        options = dict(model=self.model or None, backend=self.backend, precision=self.precision,
+                       batch_size=int(self.batchSize))
+        options = {k: v for k, v in options.items() if k in method.options}
+        if self.overlapSlices >= 0 or self.overlapInPlane >= 0:
+            d, h, w = tuple(getattr(method, "overlap", (0.5, 0.25, 0.25)))
+            options["overlap"] = (float(self.overlapSlices) if self.overlapSlices >= 0 else d,
+                                  *((float(self.overlapInPlane),) * 2 if self.overlapInPlane >= 0 else (h, w)))
+        if self.windowSlices or self.windowSize:
+            default = tuple(getattr(method, "window", (4, 256, 256)))
+            options["window"] = (self.windowSlices or default[0], self.windowSize or default[1],
+                                 self.windowSize or default[2])
+        return options
+
+
+def settings_from(source) -> RunSettings:
+    """A :class:`RunSettings` with each field read from the same-named attribute of ``source``."""
+    return RunSettings(**{f.name: getattr(source, f.name) for f in fields(RunSettings) if hasattr(source, f.name)})

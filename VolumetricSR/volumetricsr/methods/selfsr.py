@@ -1,0 +1,295 @@
+"""Self-supervised per-volume super-resolution (SMORE/ECLARE family): no training data, any modality.
+
+The in-plane slices of the volume are high resolution. Degraded along one in-plane axis the way the
+scanner degrades the through-plane axis (blur with the slice profile, keep every ``f``-th row), they
+give low/high-resolution training pairs taken from the volume itself. A small 2-D network learns
+that mapping and is then applied to the planes that contain the through-plane axis, in both
+orthogonal orientations, through the core engine; the two results are averaged.
+
+The network works on the low-resolution grid and emits ``f = ceil(thick / in-plane)`` rows per
+row, so the in-plane training images are first resampled to the spacing ``thick / f``; its output
+is resampled to the requested grid at the end (cubic B-spline). Anisotropic in-plane spacing is
+made isotropic (finest spacing) for the duration of the run and restored afterwards.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import correlate1d, uniform_filter
+
+from ..engine import sliding_window_inference
+from ..errors import InputError, ModelError
+from ..geometry import ThroughPlaneGrid
+from ..models import ModelCard, find_model, user_models_dir
+from ..networks.row_upsampler import RowUpsampler
+from ..normalization import Normalization
+from ..predictors import TorchPredictor
+from ..profiles import PROFILES, slice_profile_weights
+from ..progress import scaled
+from ..resampling import apply_along_first_axis, bspline_weights
+from .base import Method, RunContext, register
+
+NORMALIZATION = {"kind": "percentile", "low": 0.5, "high": 99.5}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much the per-volume network learns: its size and its training iterations."""
+
+    iterations: int
+    batch_size: int
+    features: int
+    blocks: int
+    expansion: int
+    patch: int = 48          # patch width (high-resolution columns) and height on the fine grid
+
+
+BUDGETS = {
+    "fast": Budget(iterations=1200, batch_size=16, features=16, blocks=4, expansion=2),        # CPU default
+    "balanced": Budget(iterations=4000, batch_size=16, features=24, blocks=6, expansion=3),
+    "quality": Budget(iterations=20000, batch_size=32, features=32, blocks=8, expansion=4, patch=64),  # GPU default
+}
+
+
+# ----------------------------------------------------------------------------- data
+
+def resample_axis(array: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    """Cubic B-spline resampling of ``array`` along ``axis`` to ``n_out`` samples, ends kept."""
+    n = array.shape[axis]
+    if n_out == n:
+        return array
+    moved = np.moveaxis(array, axis, 0)
+    positions = np.arange(n_out) * (n - 1) / (n_out - 1)
+    return np.moveaxis(apply_along_first_axis(bspline_weights(positions, n), moved), 0, axis)
+
+
+def degrade_rows(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Blur ``images`` (..., rows, cols) along rows with a slice-profile ``kernel`` (mirrored ends)."""
+    return correlate1d(images, kernel, axis=-2, mode="mirror")
+
+
+class PatchSampler:
+    """Low/high-resolution training patches from in-plane slices, favouring edges.
+
+    For both in-plane axes, the slices are resampled along that axis to the fine spacing, blurred
+    with the slice profile, and subsampled every ``factor`` rows (at a random offset). Patch
+    positions are drawn with probability proportional to the local gradient magnitude (plus a
+    floor so that flat regions are still seen).
+    """
+
+    def __init__(self, slices: np.ndarray, factor: int, kernel: np.ndarray, fine_rows: int, fine_cols: int,
+                 patch: int, rng: np.random.Generator):
+        self.factor, self.rng = factor, rng
+        self.sharp = [np.ascontiguousarray(resample_axis(np.swapaxes(slices, 1, 2) if t else slices, 1,
+                                                         fine_cols if t else fine_rows), np.float32)
+                      for t in (False, True)]      # degraded along rows, then along columns
+        room = min(s.shape[1] for s in self.sharp) - factor      # rows a patch may span, plus its phase
+        self.lr_rows = min(max(4, math.ceil(patch / factor)), (room - 1) // factor + 1)
+        self.width = min(patch, *(s.shape[2] for s in self.sharp))
+        if self.lr_rows < 2:
+            raise InputError(f"The slices are too small to learn from ({fine_rows} x {fine_cols} in-plane voxels at "
+                             f"x{factor}); self-supervised SR needs at least {2 * factor + 1} voxels each way.")
+        span = (self.lr_rows - 1) * factor + 1
+        self.blurred, self.cdf = [], []
+        for imgs in self.sharp:
+            self.blurred.append(degrade_rows(imgs, kernel).astype(np.float32))
+            grad = uniform_filter(np.hypot(*np.gradient(imgs, axis=(1, 2))), size=(1, 9, 9))
+            weight = grad + 0.1 * grad.mean() + 1e-8
+            valid = weight[:, :imgs.shape[1] - span - factor + 1, :imgs.shape[2] - self.width + 1]
+            c = np.cumsum(valid.ravel(), dtype=np.float64)
+            self.cdf.append((c / c[-1], valid.shape))
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lows, highs = [], []
+        span = (self.lr_rows - 1) * self.factor + 1
+        for _ in range(size):
+            o = int(self.rng.integers(2))
+            cdf, shape = self.cdf[o]
+            s, r, c = np.unravel_index(int(np.searchsorted(cdf, self.rng.random())), shape)
+            r += int(self.rng.integers(self.factor))      # random phase of the slice grid
+            rows = r + self.factor * np.arange(self.lr_rows)
+            low = self.blurred[o][s, rows, c:c + self.width]
+            high = self.sharp[o][s, r:r + span, c:c + self.width]
+            if self.rng.random() < 0.5:
+                low, high = low[:, ::-1], high[:, ::-1]
+            if self.rng.random() < 0.5:
+                low, high = low[::-1], high[::-1]
+            lows.append(np.ascontiguousarray(low))
+            highs.append(np.ascontiguousarray(high))
+        return torch.from_numpy(np.stack(lows))[:, None], torch.from_numpy(np.stack(highs))[:, None]
+
+
+# ----------------------------------------------------------------------------- training
+
+def _autocast(device: str):
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+def train_network(net: RowUpsampler, sampler: PatchSampler, budget: Budget, iterations: int,
+                  ctx: RunContext, progress) -> list[float]:
+    """Adam + one-cycle, L1; returns the loss curve (one value per 50 iterations)."""
+    device = torch.device(ctx.device)
+    net.to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=max(iterations, 1), pct_start=0.1)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    curve, running = [], 0.0
+    for it in range(iterations):
+        low, high = sampler.batch(budget.batch_size)
+        with _autocast(ctx.device):
+            loss = F.l1_loss(net(low.to(device)).float(), high.to(device))
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        running += float(loss.detach())
+        if (it + 1) % 50 == 0 or it + 1 == iterations:
+            curve.append(running / ((it % 50) + 1))
+            running = 0.0
+            ctx.check()
+            if progress:
+                progress((it + 1) / iterations, f"training {it + 1}/{iterations}, L1 {curve[-1]:.4f}")
+    return curve
+
+
+# ----------------------------------------------------------------------------- inference
+
+class _PlanePredictor:
+    """Engine predictor: windows (B, 1, n, 1, W) or (B, 1, n, H, 1) are planes for the 2-D network."""
+
+    def __init__(self, net: torch.nn.Module, device: str, plane_axis: int):
+        self.torch_predictor = TorchPredictor(net, device)
+        self.plane_axis = plane_axis          # 3: planes are (n, W) images; 4: (n, H) images
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        planes = batch.squeeze(self.plane_axis)
+        return self.torch_predictor(planes).unsqueeze(self.plane_axis)
+
+
+def infer_orientation(net, volume: torch.Tensor, orientation: int, device: str, batch_size: int,
+                      progress=None, cancel=None) -> torch.Tensor:
+    """Apply the network to every plane containing the through-plane axis and rows (0) or columns (1)."""
+    n, rows, cols = volume.shape[1:]
+    window = (n, 1, cols) if orientation == 0 else (n, rows, 1)
+    return sliding_window_inference(volume, _PlanePredictor(net, device, 3 if orientation == 0 else 4), window,
+                                    scale=(net.factor, 1, 1), overlap=0, blend="uniform", batch_size=batch_size,
+                                    progress=progress, cancel=cancel)
+
+
+# ----------------------------------------------------------------------------- the method
+
+class SelfSupervised(Method):
+    name = "selfsr"
+    title = "Self-supervised (per volume)"
+    description = ("Learns the through-plane resolution from the volume's own in-plane slices (SMORE/ECLARE "
+                   "family): no training data, any modality. Trains for about a minute on a CPU (budget fast), "
+                   "longer on a GPU (budget quality).")
+    modalities = ("CT", "MR", "any")
+    trains_per_volume = True
+    uses_device = True
+    min_slices = 3
+    options = ("budget", "iterations", "seed", "thickness", "profile", "model", "warm_start", "save_model",
+               "batch_size")
+
+    def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, budget: Optional[str] = None,
+                 iterations: Optional[int] = None, seed: int = 0, thickness: Optional[float] = None,
+                 profile: str = "gaussian", model: Optional[str] = None, warm_start: Optional[str] = None,
+                 save_model: Optional[str] = None, batch_size: Optional[int] = None) -> np.ndarray:
+        budget_name = budget or ("fast" if ctx.device == "cpu" else "quality")
+        if budget_name not in BUDGETS:
+            raise InputError(f"Unknown budget {budget_name!r}; use one of {', '.join(BUDGETS)}.")
+        if profile not in PROFILES:
+            raise InputError(f"Unknown slice profile {profile!r}; use one of {', '.join(PROFILES)}.")
+        b = BUDGETS[budget_name]
+        iterations = b.iterations if iterations is None else int(iterations)
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+
+        # isotropic in-plane grid at the finest in-plane spacing
+        (sp_rows, sp_cols), thick = grid.in_plane_spacing, grid.spacing_in
+        fine = min(sp_rows, sp_cols)
+        n, rows, cols = stack.shape
+        iso_rows, iso_cols = (round((m - 1) * s / fine) + 1 for m, s in ((rows, sp_rows), (cols, sp_cols)))
+        work = resample_axis(resample_axis(stack, 1, iso_rows), 2, iso_cols)
+        factor = max(2, math.ceil(thick / fine - 1e-6))
+        lr_spacing = thick / factor                 # spacing the network produces
+        thickness = thick if thickness is None else float(thickness)
+        kernel = slice_profile_weights(profile, thickness, lr_spacing)
+
+        norm = Normalization.from_dict(NORMALIZATION)
+        lo, hi = norm.range_of(work)
+        work = ((work - lo) / (hi - lo)).astype(np.float32)
+
+        net = self._network(model, warm_start, factor, b)
+        trained = model is None
+        if trained:
+            ctx.report(0.0, f"preparing x{factor} training pairs from {n} in-plane slices")
+            fine_rows = round((iso_rows - 1) * fine / lr_spacing) + 1
+            fine_cols = round((iso_cols - 1) * fine / lr_spacing) + 1
+            sampler = PatchSampler(work, factor, kernel, fine_rows, fine_cols, b.patch, rng)
+            start = time.perf_counter()
+            curve = train_network(net, sampler, b, iterations, ctx, scaled(ctx.progress, 0.02, 0.75))
+            self.last_training = {"budget": budget_name, "iterations": iterations, "factor": factor,
+                                  "seconds": time.perf_counter() - start, "loss_curve": curve}
+            if save_model:
+                self._save(net, save_model, factor, b, thickness, profile, thick, iterations, budget_name)
+        net.eval()
+
+        x = torch.from_numpy(work)[None]
+        batch = batch_size or (64 if ctx.device != "cpu" else 8)
+        fused = None
+        for o in (0, 1):
+            part = infer_orientation(net, x, o, ctx.device, batch,
+                                     scaled(ctx.progress, 0.75 + 0.1 * o, 0.85 + 0.1 * o) if trained else
+                                     scaled(ctx.progress, 0.5 * o, 0.5 * o + 0.45), ctx.cancel)[0].numpy()
+            fused = part if fused is None else (fused + part) / 2
+        ctx.report(0.96, "resampling to the requested grid")
+        out = fused * (hi - lo) + lo
+        out = resample_axis(out, 0, grid.n_out)
+        out = resample_axis(resample_axis(out, 1, rows), 2, cols)
+        return out.astype(np.float32)
+
+    @staticmethod
+    def _network(model, warm_start, factor: int, b: Budget) -> RowUpsampler:
+        source = model or warm_start
+        if source is None:
+            return RowUpsampler(factor, b.features, b.blocks, b.expansion)
+        card = find_model(source, "selfsr")
+        if card.method != "selfsr":
+            raise ModelError(f"Model {card.id} is a {card.method} model, not a self-supervised one.")
+        if int(card.native_factor) != factor:
+            raise InputError(f"Saved model {card.id} adds x{card.native_factor:g} slices; this volume needs "
+                             f"x{factor}. Train a new one (leave out --model/--warm-start).")
+        return card.build()
+
+    @staticmethod
+    def _save(net, target: str, factor: int, b: Budget, thickness: float, profile: str, thick: float,
+              iterations: int, budget_name: str) -> ModelCard:
+        """Save the per-volume network as a model: ``target`` is an id (user models folder) or a .json path."""
+        from ..training.export import write_model
+
+        path = Path(target)
+        folder, model_id = (path.parent, path.stem) if path.suffix == ".json" else (user_models_dir(), target)
+        folder.mkdir(parents=True, exist_ok=True)
+        fields = {"method": "selfsr",
+                  "architecture": {"name": "row-upsampler", "args": {"factor": factor, "features": b.features,
+                                                                     "blocks": b.blocks, "expansion": b.expansion}},
+                  "native_factor": factor, "modality": "any", "normalization": NORMALIZATION,
+                  "training_data": f"self-supervised on one volume: {thick:g} mm slices, {profile} profile "
+                                   f"{thickness:g} mm, budget {budget_name} ({iterations} iterations)"}
+        return write_model(folder, model_id, net.state_dict(), fields, slice_spacing_mm=thick,
+                           slice_thickness_mm=thickness, profile=profile, budget=asdict(b))
+
+
+SELFSR = register(SelfSupervised())

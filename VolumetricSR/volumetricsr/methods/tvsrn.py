@@ -1,0 +1,137 @@
+"""TVSRN (RPLHR-CT, Yu et al. 2022): a trained transformer for x5 thick-to-thin chest CT.
+
+Tiling follows the paper: windows of 4 thick slices overlapping by one slice (depth stride 3),
+in-plane tiles of 256x256 without overlap except that the last tile of a row/column is flush with
+the edge (the engine's last-window rule, also used along depth), and uniform averaging wherever
+outputs overlap. ``overlap=(0.25, 0, 0)`` and ``blend='uniform'`` express exactly that; pass
+``overlap=(0.5, 0.25, 0.25)`` or ``blend='gaussian'`` to trade time for smoother tile seams.
+"""
+from __future__ import annotations
+
+import contextvars
+import io
+import os
+import shutil
+import warnings
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .. import networks  # noqa: F401  (registers the tvsrn architecture)
+from ..engine import window_starts
+from ..errors import ModelError
+from ..geometry import ThroughPlaneGrid
+from ..models import ModelCard
+from ..predictors import OnnxPredictor
+from .base import RunContext, register
+from .network import NetworkMethod
+
+
+def export_onnx(net: torch.nn.Module, path: "str | os.PathLike | io.BytesIO", window: Sequence[int],
+                opset: int = 18) -> None:
+    """Export ``net`` for input windows ``(batch, 1, *window)``: batch dynamic, window sizes fixed.
+
+    The swin windows' token orders and masks depend on the in-plane size: they are planned first, so
+    the trace holds them as constants of that size; the method exports again when it needs
+    another size.
+    """
+    net = net.eval().cpu()
+    example = torch.zeros((1, 1, *window))
+    net.prepare(window[1], window[2])
+    target = path if hasattr(path, "write") else str(path)
+    # no_grad: tracing with autograd on keeps every activation (about 10 GB for a 4x256x256 window)
+    with warnings.catch_warnings(), torch.no_grad():   # shape-dependent Python values: constants here
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)   # the TorchScript exporter: still fine
+        torch.onnx.export(net, (example,), target, input_names=["thick"], output_names=["thin"],
+                          dynamic_axes={"thick": {0: "batch"}, "thin": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
+
+
+_COMPILE = contextvars.ContextVar("tvsrn_compile", default=False)   # this run's choice, seen by predictor()
+
+
+class CompiledOrEager:
+    """Calls ``torch.compile(net)``; if compiling fails (no C++ compiler, unsupported platform) it
+    warns once and runs ``net`` eagerly from then on."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.net, self.compiled = net, torch.compile(net, dynamic=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                self.net.prepare(x.shape[-2], x.shape[-1], x.device)   # window plans: constants, no graph breaks
+                return self.compiled(x)
+            except Exception as exc:  # inductor raises many types (compiler missing, codegen, ...)
+                warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); running eagerly.")
+                self.compiled = None
+        return self.net(x)
+
+
+def compile_pays_off(n_windows: int, device: str) -> bool:
+    """``compile='auto'``: compiling takes about 40 s on a CPU and makes each window several times
+    faster there, so it is worth it from about a dozen windows (a GPU gains less: from 50)."""
+    if device.startswith("cuda"):
+        return n_windows >= 50
+    return device == "cpu" and n_windows >= 12 and any(shutil.which(c) for c in ("c++", "g++", "clang++", "cl"))
+
+
+class TVSRNMethod(NetworkMethod):
+    name = "tvsrn"
+    title = "TVSRN"
+    description = ("Transformer volumetric super-resolution (RPLHR-CT, MICCAI 2022): learned x5 "
+                   "thick-to-thin CT; needs a trained model. Windows of 4 thick slices x 256x256.")
+    modalities = ("CT",)
+    native_factor = 5
+    min_slices = 4
+    window = (4, 256, 256)
+    overlap = (0.25, 0.0, 0.0)
+    options = NetworkMethod.options + ("compile",)
+
+    def load_card(self, model: Optional[str]) -> ModelCard:
+        card = super().load_card(model)
+        args = card.architecture.get("args", {})
+        if card.architecture.get("name") != "tvsrn":
+            raise ModelError(f"Model {card.id}: architecture {card.architecture.get('name')!r} is not tvsrn.")
+        factor, depth = args.get("factor", 5), args.get("depth", 4)
+        if factor != card.native_factor:
+            raise ModelError(f"Model {card.id}: its network upsamples x{factor} but the card says native factor "
+                             f"{card.native_factor:g}. Card and network disagree.")
+        window = card.extra.get("window")
+        if window and window[0] != depth:
+            raise ModelError(f"Model {card.id}: window depth {window[0]} differs from the network's {depth} slices.")
+        return card
+
+    def predictor(self, card: ModelCard, window, device: str, backend: str, precision: str):
+        if backend != "onnx":
+            predictor = super().predictor(card, window, device, backend, precision)
+            if _COMPILE.get():
+                predictor.module = CompiledOrEager(predictor.module)
+            return predictor
+        onnx_file = card.extra.get("onnx")
+        if onnx_file and list(card.extra.get("onnx_window", [])) == list(window):
+            return OnnxPredictor(card.path.parent / onnx_file, device)
+        buffer = io.BytesIO()
+        export_onnx(card.build(), buffer, window)
+        return OnnxPredictor(buffer.getvalue(), device)
+
+    def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, blend: str = "uniform",
+                 compile="auto", **options) -> np.ndarray:
+        """``compile``: True, False or 'auto' (:func:`compile_pays_off`) for the torch backend."""
+        if compile == "auto":
+            window = options.get("window") or self.window
+            n = 1
+            for size, w, o in zip(stack.shape, window, options.get("overlap") or self.overlap):
+                w = min(w, size)
+                n *= len(window_starts(size, w, max(1, int(round(w * (1 - o))))))
+            compile = compile_pays_off(n, ctx.device)
+        token = _COMPILE.set(bool(compile))
+        try:
+            return super().upsample(stack, grid, ctx, blend=blend, **options)
+        finally:
+            _COMPILE.reset(token)
+
+
+TVSRN = register(TVSRNMethod())

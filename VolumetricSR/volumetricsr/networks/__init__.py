@@ -1,0 +1,5 @@
+"""Network architectures. Importing this package registers them with :mod:`volumetricsr.models`."""
+from .row_upsampler import RowUpsampler
+from .tvsrn import TVSRN, build_tvsrn
+
+__all__ = ["RowUpsampler", "TVSRN", "build_tvsrn"]

@@ -1,0 +1,216 @@
+"""Training data: thin/thick pairs from the RPLHR-CT layout, a list of pairs, or thin volumes only.
+
+``--data`` may be
+- a folder in the RPLHR-CT release layout: ``train/``, ``val/`` (and ``test/``), each holding
+  ``1mm/`` and ``5mm/`` folders with NIfTI files of the same case names (thin and thick);
+- a CSV or text file, one case per line: ``thin[,thick[,split]]`` (comma, tab or spaces; a header
+  line ``thin,thick,split`` is allowed; relative paths are relative to the file). A line without a
+  thick volume makes a pseudo-pair; ``split`` is ``train`` or ``val``;
+- a folder of thin volumes (or one thin volume): pseudo-pairs only.
+Pseudo-pairs come from :func:`volumetricsr.simulate.simulate_thick` (slice-profile averaging).
+Cases without a split are split by case (the last ``val_fraction`` of them); a single case is split
+by slab (its last ``val_fraction`` of slices).
+
+A loaded :class:`Pair` holds stacks ``(slices, rows, cols)`` normalised to [0, 1] with thick slice
+``k`` at thin slice ``factor*k``.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import InputError
+from ..geometry import through_plane_axis, to_stack
+from ..io import read_volume
+from ..normalization import Normalization
+from ..simulate import simulate_thick
+from ..volume import Volume
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+RPLHR_THIN, RPLHR_THICK = "1mm", "5mm"
+
+
+@dataclass
+class Case:
+    name: str
+    thin: Path
+    thick: Optional[Path] = None       # None: pseudo-pair from ``thin``
+    split: Optional[str] = None        # 'train', 'val' or None (decided later)
+    slab: Optional[tuple[float, float]] = None   # fraction of the thick slices to use (slab split)
+
+    @property
+    def pseudo(self) -> bool:
+        return self.thick is None
+
+
+@dataclass
+class Pair:
+    name: str
+    thick: np.ndarray      # (n, rows, cols) float32 in [0, 1]
+    thin: np.ndarray       # ((n-1)*factor+1, rows, cols)
+    factor: int
+
+
+@dataclass
+class Dataset:
+    layout: str
+    train: list[Case] = field(default_factory=list)
+    val: list[Case] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        pseudo = {c.pseudo for c in self.train + self.val}
+        kind = "pseudo" if pseudo == {True} else "real" if pseudo == {False} else "mixed"
+        return {"layout": self.layout, "pairs": kind,
+                "train_cases": [c.name for c in self.train], "val_cases": [c.name for c in self.val]}
+
+
+def _is_volume(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def _case_name(p: Path) -> str:
+    name = p.name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _rplhr_cases(root: Path, split: str) -> list[Case]:
+    thin_dir, thick_dir = root / split / RPLHR_THIN, root / split / RPLHR_THICK
+    if not thin_dir.is_dir():
+        return []
+    cases = []
+    for thin in sorted(p for p in thin_dir.iterdir() if _is_volume(p)):
+        thick = thick_dir / thin.name
+        if not thick.is_file():
+            raise InputError(f"{thin} has no thick counterpart {thick} (RPLHR-CT layout: same names in "
+                             f"{RPLHR_THIN}/ and {RPLHR_THICK}/).")
+        cases.append(Case(_case_name(thin), thin, thick, split))
+    return cases
+
+
+def _list_cases(path: Path) -> list[Case]:
+    cases = []
+    text = path.read_text().splitlines()
+    for n, line in enumerate(text, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        cells = next(csv.reader([line])) if "," in line else line.split()
+        cells = [c.strip() for c in cells]
+        if n == 1 and cells[0].lower() == "thin":
+            continue
+        thin = (path.parent / cells[0]).resolve()
+        thick = (path.parent / cells[1]).resolve() if len(cells) > 1 and cells[1] else None
+        split = cells[2].lower() if len(cells) > 2 and cells[2] else None
+        if split not in (None, "train", "val"):
+            raise InputError(f"{path}:{n}: split must be train or val, not {split!r}.")
+        for p in (thin, thick):
+            if p is not None and not p.exists():
+                raise InputError(f"{path}:{n}: {p} does not exist.")
+        cases.append(Case(_case_name(thin), thin, thick, split))
+    return cases
+
+
+def discover(data: "str | Path", val_fraction: float = 0.2) -> Dataset:
+    """Find the training and validation cases under ``data`` (see the module docstring)."""
+    root = Path(data)
+    if not root.exists():
+        raise InputError(f"Training data {root} does not exist.")
+    if root.is_dir() and (root / "train" / RPLHR_THIN).is_dir():
+        ds = Dataset("rplhr", _rplhr_cases(root, "train"), _rplhr_cases(root, "val"))
+        unsplit = []
+    else:
+        if root.is_file() and not _is_volume(root):
+            layout, cases = "list", _list_cases(root)
+        else:
+            files = [root] if root.is_file() else sorted(p for p in root.iterdir() if _is_volume(p))
+            layout, cases = "thin", [Case(_case_name(p), p) for p in files]
+        ds = Dataset(layout, [c for c in cases if c.split == "train"], [c for c in cases if c.split == "val"])
+        unsplit = [c for c in cases if c.split is None]
+    if unsplit:
+        n_val = int(round(len(unsplit) * val_fraction)) if not ds.val else 0
+        if len(unsplit) == 1 and not ds.val and not ds.train and val_fraction > 0:
+            c = unsplit[0]
+            ds.train.append(Case(c.name, c.thin, c.thick, "train", (0.0, 1 - val_fraction)))
+            ds.val.append(Case(c.name + "-slab", c.thin, c.thick, "val", (1 - val_fraction, 1.0)))
+        else:
+            n_val = min(max(n_val, 1 if val_fraction > 0 and not ds.val else 0), len(unsplit) - 1)
+            ds.train += unsplit[:len(unsplit) - n_val]
+            ds.val += unsplit[len(unsplit) - n_val:]
+    if not ds.train:
+        raise InputError(f"No training volumes found in {root}.")
+    return ds
+
+
+def _thin_index_of_thick(thin: Volume, thick: Volume, axis: int, factor: int) -> int:
+    """Thin slice index where thick slice 0 lies (checked to be whole and the factor to match)."""
+    ratio = thick.spacing[axis] / thin.spacing[axis]
+    if abs(ratio - factor) > 0.02 * factor:
+        raise InputError(f"Slice spacings {thick.spacing[axis]:g} / {thin.spacing[axis]:g} mm give x{ratio:.3g}, "
+                         f"not the model's x{factor}.")
+    if [thin.size[b] for b in range(3) if b != axis] != [thick.size[b] for b in range(3) if b != axis]:
+        raise InputError(f"Thin {thin.size} and thick {thick.size} volumes differ in-plane.")
+    d = thin.direction[:, axis]
+    offset = float(np.dot(np.subtract(thick.origin, thin.origin), d)) / thin.spacing[axis]
+    if abs(offset - round(offset)) > 0.1:
+        raise InputError(f"The thick slices fall between thin slices (offset {offset:.2f} thin slices).")
+    return int(round(offset))
+
+
+def load_pair(case: Case, factor: int, norm: Normalization, axis=None) -> Pair:
+    """Read (or simulate) one case's aligned thick and thin stacks, normalised to [0, 1]."""
+    thin_vol = read_volume(case.thin)
+    if case.pseudo:
+        a = through_plane_axis(thin_vol, axis)
+        thick_vol, offset = simulate_thick(thin_vol, factor, axis=a), 0
+    else:
+        thick_vol = read_volume(case.thick)
+        a = through_plane_axis(thick_vol, axis)
+        offset = _thin_index_of_thick(thin_vol, thick_vol, a, factor)
+    thick, thin = to_stack(thick_vol.array, a), to_stack(thin_vol.array, a)
+    ks = [k for k in range(thick.shape[0]) if 0 <= offset + factor * k < thin.shape[0]]
+    if case.slab is not None:
+        lo, hi = (int(round(f * len(ks))) for f in case.slab)
+        ks = ks[lo:hi]
+    if len(ks) < 2:
+        raise InputError(f"Case {case.name}: fewer than 2 thick slices overlap the thin volume.")
+    k0, k1 = ks[0], ks[-1] + 1
+    thin = thin[offset + factor * k0: offset + factor * (k1 - 1) + 1]
+    lo, hi = norm.range_of(thin)
+    return Pair(case.name, norm.forward(np.ascontiguousarray(thick[k0:k1], dtype=np.float32), lo, hi),
+                norm.forward(np.ascontiguousarray(thin, dtype=np.float32), lo, hi), factor)
+
+
+def random_crop(pair: Pair, rng: np.random.Generator, depth: int, size: int, flip: bool = True):
+    """A random training sample: thick ``(depth, s, s)`` and thin ``((depth-1)*f+1, s, s)`` arrays.
+
+    ``s`` is ``size`` or the in-plane size when smaller; flipped left-right with probability 1/2.
+    """
+    n, h, w = pair.thick.shape
+    if n < depth:
+        raise InputError(f"Case {pair.name} has {n} thick slices; a training sample needs {depth}.")
+    sh, sw = min(size, h), min(size, w)
+    k = int(rng.integers(0, n - depth + 1))
+    y, x = int(rng.integers(0, h - sh + 1)), int(rng.integers(0, w - sw + 1))
+    f = pair.factor
+    thick = pair.thick[k:k + depth, y:y + sh, x:x + sw]
+    thin = pair.thin[f * k:f * (k + depth - 1) + 1, y:y + sh, x:x + sw]
+    if flip and rng.random() < 0.5:
+        thick, thin = thick[..., ::-1], thin[..., ::-1]
+    return np.ascontiguousarray(thick), np.ascontiguousarray(thin)
+
+
+def centre_crop(pair: Pair, size: int) -> Pair:
+    """The in-plane centre ``size x size`` of a pair (validation on crops); 0 keeps it whole."""
+    if not size:
+        return pair
+    _, h, w = pair.thick.shape
+    y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    sl = (slice(None), slice(y, y + size), slice(x, x + size))
+    return Pair(pair.name, pair.thick[sl], pair.thin[sl], pair.factor)

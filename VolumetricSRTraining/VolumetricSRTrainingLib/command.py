@@ -1,0 +1,95 @@
+"""Training settings and the command line of the headless trainer.
+
+Contract with the trainer (``VolumetricSRTraining/train.py``, or ``volumetricsr train``):
+``--method M --data PATH --out MODEL_ID --epochs N --device D [--resume] --progress-json``; with
+``--progress-json`` it prints one JSON object per line (keys such as ``step``, ``epoch``, ``loss``,
+``val_psnr``), and it writes a checkpoint and exits when sent SIGTERM.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+#: Where the headless script may be: beside this package (source tree) or inside it (built extension).
+TRAIN_SCRIPT_CANDIDATES = (Path(__file__).resolve().parents[1] / "train.py", Path(__file__).resolve().parent / "train.py")
+#: Fallback when no train.py is found: the core's command line.
+CLI_SNIPPET = "import sys; from volumetricsr.cli import main; sys.exit(main())"
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass
+class TrainingSettings:
+    method: str = "tvsrn"
+    dataPath: str = ""
+    modelId: str = ""
+    epochs: int = 100
+    device: str = "auto"            # auto, cpu, mps, cuda or cuda:N (N is passed as CUDA_VISIBLE_DEVICES)
+    resume: bool = False
+    extraArgs: str = ""             # further trainer options, e.g. "--crop 128 --batch-size 2"
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.method:
+            out.append("Choose a method.")
+        if self.dataPath and not Path(self.dataPath).exists() or not self.dataPath and not self.resume:
+            out.append(f"The training data {self.dataPath or '(none)'} does not exist.")
+        try:
+            shlex.split(self.extraArgs or "")
+        except ValueError as exc:
+            out.append(f"Extra trainer options: {exc}.")
+        if not MODEL_ID.match(self.modelId or ""):
+            out.append("The model name may use letters, digits, '.', '_' and '-' (for example tvsrn-ct-x5-mine).")
+        if self.epochs < 1:
+            out.append("Train for at least one epoch.")
+        return out
+
+
+def find_train_script() -> Optional[Path]:
+    return next((p for p in TRAIN_SCRIPT_CANDIDATES if p.is_file()), None)
+
+
+def python_executable() -> str:
+    """PythonSlicer inside Slicer (it sets up Slicer's environment), else this interpreter."""
+    exe = Path(sys.executable)
+    slicer_python = exe.with_name("PythonSlicer" + (".exe" if os.name == "nt" else ""))
+    return str(slicer_python) if slicer_python.is_file() else sys.executable
+
+
+def build_command(settings: TrainingSettings, python: Optional[str] = None,
+                  script: "Optional[Path | str]" = "find") -> list[str]:
+    """The trainer's argument list (``script=None``: the core CLI's ``train`` subcommand)."""
+    args = ["--method", settings.method, "--out", settings.modelId, "--epochs", str(int(settings.epochs)),
+            "--device", settings.device.split(":")[0], "--progress-json"]
+    if settings.dataPath:
+        args[2:2] = ["--data", str(settings.dataPath)]
+    if settings.resume:
+        args.append("--resume")
+    return trainer_head(python, script) + args + shlex.split(settings.extraArgs or "")
+
+
+def environment(settings: TrainingSettings) -> dict:
+    """Variables for the trainer: the core on PYTHONPATH, unbuffered output, the chosen GPU."""
+    pythonpath = os.pathsep.join(p for p in (core_path(), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
+    if settings.device.startswith("cuda:"):
+        env["CUDA_VISIBLE_DEVICES"] = settings.device.split(":", 1)[1]
+    return env
+
+
+def trainer_head(python: Optional[str] = None, script: "Optional[Path | str]" = "find") -> list[str]:
+    """The command that starts the trainer, before its options."""
+    python = python or python_executable()
+    script = find_train_script() if script == "find" else script
+    return [python, str(script)] if script else [python, "-c", CLI_SNIPPET, "train"]
+
+
+def core_path() -> str:
+    """The folder holding the ``volumetricsr`` package, for the trainer's PYTHONPATH."""
+    import volumetricsr
+
+    return str(Path(volumetricsr.__file__).resolve().parents[1])
