@@ -86,3 +86,12 @@ def test_evaluate_compares_on_physical_overlap():
     part = ref.with_array(ref.array[3:15].copy(), origin=ref.index_to_physical(np.array([0, 0, 3])))
     r = evaluate(part, ref, "plain")
     assert r["slices"] == 12 and r["psnr"] == float("inf")
+
+
+def test_reformat_puts_superior_up():
+    from volumetricsr.figures import reformat
+
+    vol = Volume(np.arange(4, dtype=np.float32)[:, None, None] * np.ones((4, 3, 5), np.float32), (1, 1, 2.0))
+    image, (width, height) = reformat(vol, axis=2)
+    assert image[0, 0] == 3 and image[-1, 0] == 0        # last slice (most superior) on top
+    assert (width, height) == (5.0, 8.0)

@@ -249,8 +249,10 @@ def _cmd_export_onnx(args) -> int:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="run every instant method on the built-in phantom and write a figure")
+    p = sub.add_parser("demo", help="run the methods on the built-in phantom, score them and write a figure")
     p.add_argument("output", nargs="?", default="volumetricsr-demo", help="folder for the results (created)")
+    p.add_argument("--methods", nargs="+", help="default: every method that needs no trained model")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
 
 
 def _cmd_demo(args) -> int:
@@ -258,13 +260,13 @@ def _cmd_demo(args) -> int:
 
     bar = TqdmProgress("demo")
     try:
-        results = run_demo(args.output, progress=bar)
+        results = run_demo(args.output, args.methods, args.device, progress=bar)
     finally:
         bar.close()
     print(f"Built-in phantom, made {FACTOR}x thick, upsampled back (RPLHR protocol against the thin phantom):")
     print(f"{'method':10s} {'PSNR dB':>8s} {'SSIM':>7s} {'seconds':>8s}")
     for name, r in results.items():
-        print(f"{name:10s} {r['psnr']:8.2f} {r['ssim']:7.4f} {r['seconds']:8.2f}")
+        print(f"{name:10s} {r['psnr']:8.2f} {r['ssim']:7.4f} {r['seconds']:8.3f}")
     print(f"volumes, results.json and comparison.png are in {args.output}/")
     return 0
 

@@ -24,11 +24,13 @@ def _matplotlib():
 def reformat(volume: Volume, axis: int, row_fraction: float = 0.5) -> tuple[np.ndarray, tuple[float, float]]:
     """The plane through ``row_fraction`` of the rows that contains the through-plane axis.
 
-    Returns the image (through-plane axis vertical) and its physical (width, height) in mm.
+    Returns the image (through-plane axis vertical, superior up) and its physical (width, height) in mm.
     """
     stack = to_stack(volume.array, axis)
     row = int(round(row_fraction * (stack.shape[1] - 1)))
     image = stack[:, row, :]
+    if volume.direction[2, axis] > 0:      # slices run towards the head (LPS z): superior goes up
+        image = image[::-1]
     cols_axis = min(b for b in range(3) if b != axis)
     return image, (image.shape[1] * volume.spacing[cols_axis], image.shape[0] * volume.spacing[axis])
 
