@@ -56,6 +56,9 @@ class VolumetricSRParameterNode:
     overlapSlices: Annotated[float, WithinRange(S.METHOD_DEFAULT, 0.95)] = S.METHOD_DEFAULT
     overlapInPlane: Annotated[float, WithinRange(S.METHOD_DEFAULT, 0.95)] = S.METHOD_DEFAULT
     batchSize: Annotated[int, WithinRange(1, 64)] = 1
+    budget: Annotated[str, Choice(list(S.BUDGETS))] = "auto"
+    iterations: Annotated[int, WithinRange(0, 1000000)] = 0
+    seed: Annotated[int, WithinRange(0, 2147483647)] = 0
 
 
 class VolumetricSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -269,6 +272,7 @@ class VolumetricSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for w in (self.ui.modelLabel, self.ui.modelComboBox, self.ui.importModelButton, self.ui.modelCardLabel):
                 w.visible = network
             self.ui.advancedCollapsibleButton.enabled = network
+            self.ui.selfSupervisedCollapsibleButton.enabled = method is not None and method.trains_per_volume
             self.ui.backendComboBox.enabled = network
             self.ui.deviceComboBox.enabled = method is not None and method.uses_device
             self.ui.spacingSpinBox.enabled = not p.isotropic
@@ -315,7 +319,7 @@ class VolumetricSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = 0
         for section in (self.ui.inputsCollapsibleButton, self.ui.methodCollapsibleButton,
                         self.ui.outputCollapsibleButton, self.ui.computeCollapsibleButton,
-                        self.ui.advancedCollapsibleButton):
+                        self.ui.advancedCollapsibleButton, self.ui.selfSupervisedCollapsibleButton):
             section.enabled = not running
         if running:
             self.ui.statusLabel.text = "Starting..."

@@ -97,10 +97,20 @@ def test_missing_model_is_a_clear_error_before_anything_runs(models_dir):
 def test_overlap_defaults_to_the_methods_own():
     from volumetricsr.methods.network import NetworkMethod
 
-    tvsrn_like = type("M", (), {"needs_model": True, "overlap": (0.25, 0.0, 0.0), "window": (4, 256, 256),
+    tvsrn_like = type("M", (), {"needs_model": True, "trains_per_volume": False, "overlap": (0.25, 0.0, 0.0),
+                                "window": (4, 256, 256),
                                 "options": NetworkMethod.options})()
     assert "overlap" not in RunSettings().method_options(tvsrn_like)
     assert RunSettings(overlapInPlane=0.5).method_options(tvsrn_like)["overlap"] == (0.25, 0.5, 0.5)
     assert RunSettings(overlapSlices=0.5).method_options(tvsrn_like)["overlap"] == (0.5, 0.0, 0.0)
     assert RunSettings(windowSize=128).method_options(tvsrn_like)["window"] == (4, 128, 128)
     assert RunSettings(model="x").method_options(get_method("bspline")) == {}
+
+
+def test_self_supervised_settings_reach_the_method():
+    selfsr = get_method("selfsr")
+    assert RunSettings().method_options(selfsr) == {"seed": 0}
+    opts = RunSettings(budget="balanced", iterations=300, seed=7, backend="onnx").method_options(selfsr)
+    assert opts == {"budget": "balanced", "iterations": 300, "seed": 7}
+    assert RunSettings(budget="huge").problems()
+    assert RunSettings(budget="balanced", iterations=300).method_options(get_method("bspline")) == {}

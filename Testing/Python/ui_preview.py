@@ -136,6 +136,7 @@ def fill_volumetricsr(w) -> None:
     child(w, "backendComboBox").addItems(list(BACKEND_TITLES.values()))
     child(w, "backendComboBox").setEnabled(False)
     child(w, "advancedCollapsibleButton").setEnabled(False)
+    child(w, "selfSupervisedCollapsibleButton").setEnabled(False)
     child(w, "applyButton").setEnabled(True)
     child(w, "cancelButton").setVisible(False)
     child(w, "progressBar").setVisible(False)

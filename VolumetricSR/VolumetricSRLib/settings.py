@@ -13,6 +13,7 @@ BACKENDS = ("torch", "onnx")
 BACKEND_TITLES = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
 PRECISIONS = ("fp32", "bf16", "fp16")
 AXES = ("auto", "I", "J", "K")
+BUDGETS = ("auto", "fast", "balanced", "quality")   # self-supervised training; auto: fast on CPU, quality on GPU
 #: Overlap value meaning "the method's own default" (the spin box shows it as special text).
 METHOD_DEFAULT = -0.05
 
@@ -34,6 +35,9 @@ class RunSettings:
     overlapSlices: float = METHOD_DEFAULT   # fraction of a window; negative = the method's default
     overlapInPlane: float = METHOD_DEFAULT
     batchSize: int = 1
+    budget: str = "auto"            # methods that train on the volume (selfsr)
+    iterations: int = 0             # 0 = the budget's
+    seed: int = 0
 
     @property
     def target_spacing(self) -> Optional[float]:
@@ -58,24 +62,31 @@ class RunSettings:
             out.append("Overlaps are fractions of the window, from 0 up to (not including) 1.")
         if self.batchSize < 1 or self.windowSlices < 0 or self.windowSize < 0:
             out.append("Batch size must be at least 1 and window sizes 0 (model default) or more.")
+        if self.budget not in BUDGETS or self.iterations < 0 or self.seed < 0:
+            out.append(f"Training budget must be one of {', '.join(BUDGETS)}; iterations and seed 0 or more.")
         return out
 
     def method_options(self, method) -> dict:
         """Keyword options for ``volumetricsr.super_resolve`` with the core ``method`` object."""
-        if not method.needs_model:
-            return {}
-        options = dict(model=self.model or None, backend=self.backend, precision=self.precision,
-                       batch_size=int(self.batchSize))
-        options = {k: v for k, v in options.items() if k in method.options}
-        if self.overlapSlices >= 0 or self.overlapInPlane >= 0:
-            d, h, w = tuple(getattr(method, "overlap", (0.5, 0.25, 0.25)))
-            options["overlap"] = (float(self.overlapSlices) if self.overlapSlices >= 0 else d,
-                                  *((float(self.overlapInPlane),) * 2 if self.overlapInPlane >= 0 else (h, w)))
-        if self.windowSlices or self.windowSize:
-            default = tuple(getattr(method, "window", (4, 256, 256)))
-            options["window"] = (self.windowSlices or default[0], self.windowSize or default[1],
-                                 self.windowSize or default[2])
-        return options
+        options = {}
+        if method.needs_model:
+            options.update(model=self.model or None, backend=self.backend, precision=self.precision,
+                           batch_size=int(self.batchSize))
+            if self.overlapSlices >= 0 or self.overlapInPlane >= 0:
+                d, h, w = tuple(getattr(method, "overlap", (0.5, 0.25, 0.25)))
+                options["overlap"] = (float(self.overlapSlices) if self.overlapSlices >= 0 else d,
+                                      *((float(self.overlapInPlane),) * 2 if self.overlapInPlane >= 0 else (h, w)))
+            if self.windowSlices or self.windowSize:
+                default = tuple(getattr(method, "window", (4, 256, 256)))
+                options["window"] = (self.windowSlices or default[0], self.windowSize or default[1],
+                                     self.windowSize or default[2])
+        if method.trains_per_volume:
+            options["seed"] = int(self.seed)
+            if self.budget != "auto":
+                options["budget"] = self.budget
+            if self.iterations > 0:
+                options["iterations"] = int(self.iterations)
+        return {k: v for k, v in options.items() if k in method.options}
 
 
 def settings_from(source) -> RunSettings:
