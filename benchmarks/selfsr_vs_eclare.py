@@ -139,8 +139,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-selfsr"))
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--iterations", type=int, nargs="+", default=[300, 1200, 4000], help="selfsr budgets")
-    ap.add_argument("--n-patches", type=int, nargs="+", default=[2000, 8000, 60000],
-                    help="ECLARE budgets (the largest trains about 30 minutes on 2 CPU cores)")
+    ap.add_argument("--n-patches", type=int, nargs="+", default=[2000, 8000, 120000],
+                    help="ECLARE budgets (the largest runs about 35 minutes on 2 CPU cores)")
     ap.add_argument("--quick", action="store_true", help="tiny budgets, to check the pipeline")
     args = ap.parse_args()
     if args.quick:
