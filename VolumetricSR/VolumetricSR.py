@@ -19,8 +19,9 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.util import VTKObservationMixin
 from slicer import vtkMRMLScalarVolumeNode
 
-from VolumetricSRLib import settings as S
+from VolumetricSRLib import HOMEPAGE, settings as S
 from VolumetricSRLib.logic import SuperResolutionLogic
+from VolumetricSRLib.widgets import ParameterNodeWidgetMixin
 
 
 class VolumetricSR(ScriptedLoadableModule):
@@ -33,7 +34,7 @@ class VolumetricSR(ScriptedLoadableModule):
         self.parent.helpText = (
             "Makes thick-slice CT and MRI volumes thin-slice: interpolates (linear, B-spline, sinc) or runs a "
             "trained network along the through-plane axis. The result is a new volume beside the input. "
-            'See the <a href="https://github.com/volumetricsr/VolumetricSR#3d-slicer">README</a>.')
+            f'See the <a href="{HOMEPAGE}#3d-slicer">README</a>.')
         self.parent.acknowledgementText = "Built on 3D Slicer, PyTorch and SimpleITK."
 
 
@@ -61,18 +62,15 @@ class VolumetricSRParameterNode:
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
 
 
-class VolumetricSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Panel: settings, Apply (background run with progress, ETA, Cancel), Compare."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
         self._task = None
         self._lastResult = None
-        self._updating = False
         self._coreError = ""
         self._runInput = None
         self._modelsFor = None      # the method whose models the model list holds
@@ -86,16 +84,14 @@ class VolumetricSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = VolumetricSRLogic()
 
-        self._timer = qt.QTimer()
-        self._timer.setInterval(100)
-        self._timer.timeout.connect(self._poll)
+        self._timer = self.pollTimer(100, self._poll)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.methodComboBox.currentIndexChanged.connect(self._onMethodChosen)
         self.ui.modelComboBox.currentIndexChanged.connect(self._onModelChosen)
-        self.ui.deviceComboBox.currentIndexChanged.connect(lambda i: self._store("device", self.ui.deviceComboBox))
-        self.ui.backendComboBox.currentIndexChanged.connect(lambda i: self._store("backend", self.ui.backendComboBox))
+        self.ui.deviceComboBox.currentIndexChanged.connect(lambda i: self.storeData("device", self.ui.deviceComboBox))
+        self.ui.backendComboBox.currentIndexChanged.connect(lambda i: self.storeData("backend", self.ui.backendComboBox))
         self.ui.refreshDevicesButton.clicked.connect(self._fillDevices)
         self.ui.importModelButton.clicked.connect(self.onImportModel)
         self.ui.installDependenciesButton.clicked.connect(self.onInstallDependencies)
@@ -118,11 +114,8 @@ class VolumetricSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        ParameterNodeWidgetMixin.enter(self)
         self._fillModels()      # models trained or imported meanwhile appear here
-
-    def exit(self) -> None:
-        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None:   # its nodes are going away: stop it and ignore whatever it returns
@@ -139,35 +132,13 @@ class VolumetricSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
+        ParameterNodeWidgetMixin.initializeParameterNode(self)
         if not self._parameterNode.inputVolume:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if first and not first.IsA("vtkMRMLLabelMapVolumeNode"):
                 self._parameterNode.inputVolume = first
 
-    def setParameterNode(self, parameterNode: Optional[VolumetricSRParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
-        self._parameterNode = parameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
-            self._updateGui()
-
     # --- combo boxes whose items are not fixed (synchronised by hand) --------------------------
-    @staticmethod
-    def _select(combo, value) -> None:
-        index = combo.findData(value)
-        if index >= 0 and index != combo.currentIndex:
-            blocked = combo.blockSignals(True)
-            combo.currentIndex = index
-            combo.blockSignals(blocked)
-
-    def _store(self, field: str, combo) -> None:
-        if self._parameterNode and not self._updating and combo.currentIndex >= 0:
-            setattr(self._parameterNode, field, combo.itemData(combo.currentIndex))
-
     def _fillMethods(self) -> None:
         from VolumetricSRLib.panel import method_items
 
@@ -186,7 +157,7 @@ class VolumetricSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.addItem(title, name)
         combo.blockSignals(blocked)
         if self._parameterNode:
-            self._select(combo, self._parameterNode.method)
+            self.selectData(combo, self._parameterNode.method)
 
     def _fillModels(self) -> None:
         from VolumetricSRLib.modelstore import model_choices
@@ -203,7 +174,7 @@ class VolumetricSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p and combo.findData(p.model) < 0:        # the stored model is not one of this method's
             p.model = combo.itemData(0) if combo.count else ""
         elif p:
-            self._select(combo, p.model)
+            self.selectData(combo, p.model)
         self._showCard()
 
     def _fillDevices(self) -> None:
@@ -216,7 +187,7 @@ class VolumetricSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.addItem(label, value)
         combo.blockSignals(blocked)
         if self._parameterNode:
-            self._select(combo, self._parameterNode.device)
+            self.selectData(combo, self._parameterNode.device)
         notice = gpu_notice()
         self.ui.deviceNoticeLabel.text = notice
         self.ui.deviceNoticeLabel.visible = bool(notice)
@@ -231,11 +202,11 @@ class VolumetricSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return None
 
     def _onMethodChosen(self, index) -> None:
-        self._store("method", self.ui.methodComboBox)
+        self.storeData("method", self.ui.methodComboBox)
         self._fillModels()
 
     def _onModelChosen(self, index) -> None:
-        self._store("model", self.ui.modelComboBox)
+        self.storeData("model", self.ui.modelComboBox)
         self._showCard()
 
     def _showCard(self) -> None:
@@ -261,9 +232,9 @@ class VolumetricSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._updating = True
         try:
-            self._select(self.ui.methodComboBox, p.method)
-            self._select(self.ui.backendComboBox, p.backend)
-            self._select(self.ui.deviceComboBox, p.device)
+            self.selectData(self.ui.methodComboBox, p.method)
+            self.selectData(self.ui.backendComboBox, p.backend)
+            self.selectData(self.ui.deviceComboBox, p.device)
             method = None if self._coreError else self._currentMethod()
             if method is not None and method.name != self._modelsFor:   # e.g. a scene loaded with another method
                 self._fillModels()

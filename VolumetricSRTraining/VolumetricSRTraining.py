@@ -5,10 +5,8 @@ The panel runs the headless trainer (VolumetricSRTraining/train.py, also usable 
 reads its ``--progress-json`` lines, and stops it with SIGTERM (it saves a checkpoint). The trained model
 is written to the user models folder, where the VolumetricSR module lists it.
 """
-from typing import Annotated, Optional
+from typing import Annotated
 
-import qt
-import vtk
 
 import slicer
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
@@ -16,6 +14,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 
+from VolumetricSRLib.widgets import ParameterNodeWidgetMixin
 from VolumetricSRTrainingLib.command import TrainingSettings
 from VolumetricSRTrainingLib.logic import TrainingRun, slicer_launcher
 
@@ -45,13 +44,11 @@ class VolumetricSRTrainingParameterNode:
     extraArgs: str = ""
 
 
-class VolumetricSRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class VolumetricSRTrainingWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
         self._run = None
 
     def setup(self) -> None:
@@ -61,13 +58,11 @@ class VolumetricSRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = VolumetricSRTrainingLogic()
-        self._timer = qt.QTimer()
-        self._timer.setInterval(200)
-        self._timer.timeout.connect(self._poll)
+        self._timer = self.pollTimer(200, self._poll)
 
         self._fillCombos()
-        self.ui.methodComboBox.currentIndexChanged.connect(lambda i: self._store("method", self.ui.methodComboBox))
-        self.ui.deviceComboBox.currentIndexChanged.connect(lambda i: self._store("device", self.ui.deviceComboBox))
+        self.ui.methodComboBox.currentIndexChanged.connect(lambda i: self.storeData("method", self.ui.methodComboBox))
+        self.ui.deviceComboBox.currentIndexChanged.connect(lambda i: self.storeData("device", self.ui.deviceComboBox))
         self.ui.dataPathLineEdit.currentPathChanged.connect(self._onDataPath)
         self.ui.startButton.clicked.connect(self.onStart)
         self.ui.stopButton.clicked.connect(self.onStop)
@@ -81,25 +76,6 @@ class VolumetricSRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._run is not None:
             self._run.stop()
         self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        self.setParameterNode(None)
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-
-    def setParameterNode(self, parameterNode: Optional[VolumetricSRTrainingParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
-        self._parameterNode = parameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
-            self._updateGui()
 
     def _fillCombos(self) -> None:
         from VolumetricSRLib.devices import device_choices
@@ -117,10 +93,6 @@ class VolumetricSRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         for value, label in device_choices():
             self.ui.deviceComboBox.addItem(label, value)
 
-    def _store(self, field: str, combo) -> None:
-        if self._parameterNode and combo.currentIndex >= 0:
-            setattr(self._parameterNode, field, combo.itemData(combo.currentIndex))
-
     def _onDataPath(self, path) -> None:
         if self._parameterNode:
             self._parameterNode.dataPath = path
@@ -129,12 +101,8 @@ class VolumetricSRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         p = self._parameterNode
         if p is None:
             return
-        for combo, value in ((self.ui.methodComboBox, p.method), (self.ui.deviceComboBox, p.device)):
-            index = combo.findData(value)
-            if index >= 0 and index != combo.currentIndex:
-                blocked = combo.blockSignals(True)
-                combo.currentIndex = index
-                combo.blockSignals(blocked)
+        self.selectData(self.ui.methodComboBox, p.method)
+        self.selectData(self.ui.deviceComboBox, p.device)
         if self.ui.dataPathLineEdit.currentPath != p.dataPath:
             self.ui.dataPathLineEdit.currentPath = p.dataPath
         problems = self._settings().problems()

@@ -112,6 +112,16 @@ def test_card_problems_are_named(models_dir):
         card.build()
 
 
+def test_card_update_adds_fields_and_keeps_the_checksum(models_dir):
+    card = ModelCard.load(write_model(models_dir))
+    updated = card.update(heldout={"psnr": 30.5})
+    assert updated.extra["heldout"] == {"psnr": 30.5} and updated.sha256 == card.sha256
+    updated.verify()
+    assert not list(models_dir.glob(".*.tmp"))
+    with pytest.raises(ModelError, match="cannot change"):
+        card.update(sha256="0" * 64)
+
+
 def test_too_few_slices_for_a_method(models_dir):
     write_model(models_dir)
     with pytest.raises(InputError, match="at least 4 slices"):

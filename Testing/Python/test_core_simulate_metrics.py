@@ -95,3 +95,13 @@ def test_reformat_puts_superior_up():
     image, (width, height) = reformat(vol, axis=2)
     assert image[0, 0] == 3 and image[-1, 0] == 0        # last slice (most superior) on top
     assert (width, height) == (5.0, 8.0)
+
+
+def test_sagittal_reformat_holds_a_column():
+    from volumetricsr.figures import reformat
+
+    array = np.random.default_rng(0).random((4, 3, 5)).astype(np.float32)     # [k, j, i]
+    vol = Volume(array, (0.5, 0.8, 2.0))
+    image, (width, height) = reformat(vol, axis=2, row_fraction=0.5, view="sagittal")
+    np.testing.assert_array_equal(image, array[::-1, :, 2])                   # column i = 2, superior up
+    assert (width, height) == (3 * 0.8, 8.0)

@@ -95,11 +95,40 @@ def test_random_crops_stay_aligned():
     assert 0 < flips < 20
 
 
-def _task(data_folder, total_steps=3):
+def test_foreground_crops_contain_the_body():
+    """Crops centred on foreground pixels: every crop overlaps a small bright square in a dark field."""
+    rng = np.random.default_rng(1)
+    thin = np.zeros((16, 64, 64), np.float32)
+    thin[:, 40:44, 8:12] = 0.8
+    pair = Pair("x", thin[::5].copy(), thin, 5)
+    hits = [random_crop(pair, rng, 4, 16, flip=False, foreground=0.5)[0].max() > 0.5 for _ in range(20)]
+    anywhere = [random_crop(pair, rng, 4, 16, flip=False)[0].max() > 0.5 for _ in range(20)]
+    assert all(hits) and not all(anywhere)
+
+
+def _task(data_folder, total_steps=3, **settings):
     config = json.loads(json.dumps(TVSRN_DEFAULTS))
     config["arch"].update(TINY_ARCH)
     config.update(crop=16, warmup=2, total_steps=total_steps)
+    config["arch"].update(settings.pop("arch", {}))
+    config.update(settings)
     return TVSRNTask(config, "cpu", discover(data_folder)), config
+
+
+def test_fitted_base_fits_the_training_pairs_better_than_bspline(thin_folder):
+    """--fit-base: the linear base starts at the least-squares map, so its squared error on the
+    training windows is below the B-spline start's."""
+    plain, _ = _task(thin_folder, arch={"base": "bspline"})
+    fitted, _ = _task(thin_folder, arch={"base": "bspline"}, fit_base=True)
+    assert not torch.equal(plain.net.base_weights, fitted.net.base_weights)
+    pair = fitted.train_pairs[0]
+    windows = np.stack([pair.thick[k:k + 4] for k in range(pair.thick.shape[0] - 3)])      # (n, 4, h, w)
+    targets = np.stack([pair.thin[5 * k:5 * k + 16] for k in range(pair.thick.shape[0] - 3)])
+    errors = [np.square(np.einsum("dt,ndhw->nthw", task.net.base_weights.detach().numpy(), windows) - targets).mean()
+              for task in (plain, fitted)]
+    assert errors[1] < errors[0]
+    with pytest.raises(InputError, match="linear base"):
+        _task(thin_folder, fit_base=True)
 
 
 def test_interrupted_run_resumes_to_the_same_weights(thin_folder, tmp_path):

@@ -144,3 +144,26 @@ def test_training_after_inference_mode_on_the_same_size():
         net(x)
     net(x).mean().backward()
     assert net.mask_token.grad is not None
+
+
+@pytest.mark.parametrize("base", ["linear", "bspline"])
+def test_interpolation_base_untrained_is_that_interpolation_and_trains(base):
+    """``base``: an untrained network returns the in-window interpolation of the thick slices
+    (thick slices exactly); the interpolation matrix and the head both learn."""
+    import numpy as np
+
+    from volumetricsr.resampling import bspline_weights, linear_weights
+
+    torch.manual_seed(0)
+    net = TVSRN(**TINY, base=base)
+    thick = torch.rand(2, 1, 4, 12, 10)
+    weights = {"linear": linear_weights, "bspline": bspline_weights}[base](np.arange(16) / 5, 4)
+    expected = np.einsum("td,bdhw->bthw", weights, thick[:, 0].numpy())
+    out = net(thick)
+    np.testing.assert_allclose(out[:, 0].detach().numpy(), expected, atol=1e-5)
+    torch.testing.assert_close(out[:, :, ::5], thick, atol=1e-5, rtol=0)
+    out.square().mean().backward()
+    assert net.head[-1].weight.grad.abs().sum() > 0 and net.base_weights.grad.abs().sum() > 0
+    assert "base_weights" in net.state_dict()
+    with pytest.raises(ValueError, match="base"):
+        TVSRN(**TINY, base="cubic")

@@ -241,9 +241,7 @@ def _cmd_export_onnx(args) -> int:
         out = Path(args.output).resolve()
         if out.parent != card.path.resolve().parent:
             raise VolumetricSRError(f"--update-card: {out} is not in the card's folder {card.path.parent}.")
-        data = json.loads(card.path.read_text())
-        data.update(onnx=out.name, onnx_window=list(window))
-        card.path.write_text(json.dumps(data, indent=2) + "\n")
+        card.update(onnx=out.name, onnx_window=list(window))
         print(f"updated {card.path}")
     return 0
 

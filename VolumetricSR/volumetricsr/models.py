@@ -96,6 +96,17 @@ class ModelCard:
                              f"card says {self.sha256[:12]}...). The file is corrupt or belongs to another model.")
         return w
 
+    def update(self, **fields) -> "ModelCard":
+        """Add or replace card fields (not the weights or their checksum); atomic; returns the new card."""
+        if {"id", "weights", "sha256"} & set(fields):
+            raise ModelError("A card update cannot change the id, the weights file or its SHA256.")
+        data = json.loads(self.path.read_text())
+        data.update(fields)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, self.path)
+        return ModelCard.load(self.path)
+
     def state_dict(self) -> dict:
         import torch
 

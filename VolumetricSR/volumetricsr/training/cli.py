@@ -30,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--crop", type=int, default=256, help="in-plane size of the random training crops")
     p.add_argument("--no-flip", action="store_true", help="no random left-right flips")
+    p.add_argument("--foreground", type=float, metavar="LEVEL",
+                   help="centre crops on pixels above this normalised intensity (e.g. 0.25 = -256 HU with "
+                        "the CT window): less training time spent on air")
+    p.add_argument("--fit-base", action="store_true",
+                   help="start the network's linear base (--arch '{\"base\": \"bspline\"}') at the least-squares "
+                        "thick-to-thin map of the training data")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=100, help="linear LR warm-up steps before the cosine decay")
@@ -54,7 +60,8 @@ def _config(args, defaults: dict) -> dict:
     config = json.loads(json.dumps(defaults))
     config["arch"].update(arch, factor=args.factor)
     config.update(lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, batch_size=args.batch_size,
-                  crop=args.crop, flip=not args.no_flip, val_crop=args.val_crop, data=str(args.data),
+                  crop=args.crop, flip=not args.no_flip, foreground=args.foreground, fit_base=args.fit_base,
+                  val_crop=args.val_crop, data=str(args.data),
                   val_fraction=args.val_fraction, seed=args.seed, amp=args.amp)
     return config
 
@@ -103,7 +110,8 @@ def run(args) -> int:
                                    else "whole validation volumes") + ", tvsrn tiling"
     state, fields = task.model_card()
     training = {"steps": trainer.step, "best_step": trainer.best["step"], "batch_size": config["batch_size"],
-                "crop": config["crop"], "optimizer": f"AdamW lr {config['lr']} wd {config['weight_decay']}",
+                "crop": config["crop"], "foreground": config.get("foreground"),
+                "fit_base": config.get("fit_base", False), "optimizer": f"AdamW lr {config['lr']} wd {config['weight_decay']}",
                 "schedule": f"warm-up {config['warmup']} + cosine", "loss": "L1",
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "torch": torch.__version__, "device": device}

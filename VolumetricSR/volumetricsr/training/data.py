@@ -187,17 +187,33 @@ def load_pair(case: Case, factor: int, norm: Normalization, axis=None) -> Pair:
                 norm.forward(np.ascontiguousarray(thin, dtype=np.float32), lo, hi), factor)
 
 
-def random_crop(pair: Pair, rng: np.random.Generator, depth: int, size: int, flip: bool = True):
+def foreground_pixels(pair: Pair, level: float) -> np.ndarray:
+    """``(n, 2)`` in-plane (row, col) positions where some thick slice exceeds ``level`` (cached)."""
+    cache = pair.__dict__.setdefault("_foreground", {})
+    if level not in cache:
+        cache[level] = np.argwhere(pair.thick.max(axis=0) > level)
+    return cache[level]
+
+
+def random_crop(pair: Pair, rng: np.random.Generator, depth: int, size: int, flip: bool = True,
+                foreground: Optional[float] = None):
     """A random training sample: thick ``(depth, s, s)`` and thin ``((depth-1)*f+1, s, s)`` arrays.
 
     ``s`` is ``size`` or the in-plane size when smaller; flipped left-right with probability 1/2.
+    With ``foreground`` (a normalised intensity), crops are centred on a random pixel above it, so
+    that training is not spent on the air around the patient (falls back to anywhere if none is).
     """
     n, h, w = pair.thick.shape
     if n < depth:
         raise InputError(f"Case {pair.name} has {n} thick slices; a training sample needs {depth}.")
     sh, sw = min(size, h), min(size, w)
     k = int(rng.integers(0, n - depth + 1))
-    y, x = int(rng.integers(0, h - sh + 1)), int(rng.integers(0, w - sw + 1))
+    inside = foreground_pixels(pair, foreground) if foreground is not None else ()
+    if len(inside):
+        cy, cx = inside[int(rng.integers(len(inside)))]
+        y, x = int(np.clip(cy - sh // 2, 0, h - sh)), int(np.clip(cx - sw // 2, 0, w - sw))
+    else:
+        y, x = int(rng.integers(0, h - sh + 1)), int(rng.integers(0, w - sw + 1))
     f = pair.factor
     thick = pair.thick[k:k + depth, y:y + sh, x:x + sw]
     thin = pair.thin[f * k:f * (k + depth - 1) + 1, y:y + sh, x:x + sw]

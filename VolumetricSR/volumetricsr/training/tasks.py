@@ -92,9 +92,9 @@ def warmup_cosine(total_steps: int, warmup: int, floor: float = 0.01) -> Callabl
 TVSRN_DEFAULTS = {
     "arch": {"factor": 5, "depth": 4, "channels": 8, "enc_layers": 4, "fims": 1, "tab_layers": 4,
              "dec_layers": 4, "heads": 8, "window": 8, "tab_window": [4, 8], "group": 8, "mlp_ratio": 4.0,
-             "head_hidden": 16},
+             "head_hidden": 16, "base": None},
     "lr": 3e-4, "weight_decay": 1e-4, "warmup": 100, "total_steps": 1000, "batch_size": 1, "crop": 256,
-    "flip": True, "val_crop": 0, "grad_clip": 1.0, "amp": False,
+    "flip": True, "foreground": None, "fit_base": False, "val_crop": 0, "grad_clip": 1.0, "amp": False,
     "normalization": {"kind": "window", "low": -1024.0, "high": 2048.0},
 }
 
@@ -126,6 +126,29 @@ class TVSRNTask(Task):
             self.val_pairs = [tdata.centre_crop(tdata.load_pair(c, factor, self.norm), config["val_crop"])
                               for c in dataset.val]
 
+        if config.get("fit_base") and self.train_pairs:
+            self.fit_base(np.random.default_rng(config.get("seed", 0)))
+
+    def fit_base(self, rng: np.random.Generator, samples: int = 200_000) -> None:
+        """Start the network's linear base (``arch.base``) at the least-squares map from ``depth`` thick
+        to ``D'`` thin values, fitted on pixels of random training windows (foreground ones if set)."""
+        if self.net.base is None:
+            raise InputError("fit_base needs a network with a linear base (arch base 'bspline' or 'linear').")
+        depth, factor, thin = self.net.depth, self.net.factor, self.net.thin
+        xs, ys = [], []
+        for pair, n in zip(self.train_pairs, np.array_split(np.arange(samples), len(self.train_pairs))):
+            level = self.config.get("foreground")
+            pixels = tdata.foreground_pixels(pair, level) if level is not None else np.empty((0, 2), int)
+            if not len(pixels):
+                pixels = np.argwhere(np.ones(pair.thick.shape[1:], bool))
+            yx = pixels[rng.integers(len(pixels), size=len(n))]
+            k = rng.integers(0, pair.thick.shape[0] - depth + 1, size=len(n))
+            xs.append(np.stack([pair.thick[k + d, yx[:, 0], yx[:, 1]] for d in range(depth)], 1))
+            ys.append(np.stack([pair.thin[factor * k + t, yx[:, 0], yx[:, 1]] for t in range(thin)], 1))
+        weights, *_ = np.linalg.lstsq(np.concatenate(xs), np.concatenate(ys), rcond=None)   # (depth, D')
+        with torch.no_grad():
+            self.net.base_weights.copy_(torch.from_numpy(weights.astype(np.float32)))
+
     def modules(self):
         return {"net": self.net}
 
@@ -138,7 +161,8 @@ class TVSRNTask(Task):
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         depth, cfg = self.config["arch"]["depth"], self.config
         crops = [tdata.random_crop(self.train_pairs[int(rng.integers(len(self.train_pairs)))], rng, depth,
-                                   cfg["crop"], cfg["flip"]) for _ in range(cfg["batch_size"])]
+                                   cfg["crop"], cfg["flip"], cfg.get("foreground"))
+                 for _ in range(cfg["batch_size"])]
         h = min(c[0].shape[1] for c in crops)    # cases may be smaller than the crop: a common size
         w = min(c[0].shape[2] for c in crops)
         thick = torch.from_numpy(np.stack([c[0][:, :h, :w] for c in crops]))[:, None]
