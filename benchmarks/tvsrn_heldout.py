@@ -1,7 +1,7 @@
 """TVSRN on held-out data: PSNR/SSIM (RPLHR protocol) of a model against B-spline on a real thin CT
 made pseudo-thick, with fp32, bf16 (fp16 on a GPU) and ONNX Runtime, and a before/after figure.
 
-    nice -n 10 .venv/bin/python benchmarks/tvsrn_heldout.py --model ID --thin THIN.nii.gz \
+    nice -n 10 .venv/bin/python benchmarks/tvsrn_heldout.py --model ID --thin THIN.nii.gz \\
         [--slices 51] [--size 256] [--runs fp32 bf16 onnx] [--device cpu] [--figure PNG]
 
 The thin volume is cropped (``--slices`` thin slices from the middle, in-plane centre ``--size``^2;
@@ -9,6 +9,7 @@ The thin volume is cropped (``--slices`` thin slices from the middle, in-plane c
 back and compared with the crop. The issue asks the model to beat B-spline on both metrics and
 |PSNR(fp32) - PSNR(reduced)| < 0.05 dB. The figure shows coronal and sagittal reformats: thick
 input, B-spline, TVSRN (the first of ``--runs``), reference.
+"""
 from __future__ import annotations
 
 import argparse
