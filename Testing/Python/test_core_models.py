@@ -126,3 +126,20 @@ def test_too_few_slices_for_a_method(models_dir):
     write_model(models_dir)
     with pytest.raises(InputError, match="at least 4 slices"):
         super_resolve(ct_volume(3), "bspline", 1.0)
+
+
+def test_shipped_models_load_verify_and_run():
+    """Every card in models/ matches its weights, builds, and its network runs on a small window."""
+    from volumetricsr.models import SHIPPED_DIR
+
+    cards = sorted(SHIPPED_DIR.glob("*.json"))
+    assert cards, f"no shipped model cards in {SHIPPED_DIR}"
+    for path in cards:
+        card = ModelCard.load(path)
+        card.verify()
+        net = card.build()
+        depth = card.architecture["args"].get("depth", 4)
+        with torch.inference_mode():
+            out = net(torch.rand(1, 1, depth, 24, 24))
+        assert out.shape[2] == (depth - 1) * card.native_factor + 1 and torch.isfinite(out).all()
+        assert "heldout" in card.extra and "limits" in card.extra
