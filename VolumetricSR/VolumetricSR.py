@@ -51,7 +51,7 @@ class VolumetricSRParameterNode:
     axis: Annotated[str, Choice(list(S.AXES))] = "auto"
     device: str = "auto"
     backend: str = "torch"
-    precision: Annotated[str, Choice(list(S.PRECISIONS))] = "fp32"
+    precision: Annotated[str, Choice(list(S.PRECISIONS))] = "auto"
     windowSlices: Annotated[int, WithinRange(0, 64)] = 0
     windowSize: Annotated[int, WithinRange(0, 1024)] = 0
     overlapSlices: Annotated[float, WithinRange(S.METHOD_DEFAULT, 0.95)] = S.METHOD_DEFAULT

@@ -4,7 +4,10 @@
 
 Runs the default (paper-sized) TVSRN with random weights (speed does not depend on the weights)
 for fp32 and bf16 autocast (fp16 too on a GPU), eager and with ``torch.compile`` (``--onnx``: also
-ONNX Runtime), counts the model's floating-point operations with ``torch.utils.flop_counter``,
+ONNX Runtime; ``--allocator both``: eager variants also without :mod:`volumetricsr.cpu_memory`'s
+reuse of freed memory, i.e. with glibc's defaults; run with ``THP_MEM_ALLOC_ENABLE=0`` to turn
+PyTorch's huge pages off as well; ``--in-thread``: time in a worker thread, as the Slicer panel
+runs), counts the model's floating-point operations with ``torch.utils.flop_counter``,
 times a plain large matmul in the same run for comparison, times one real engine run (two windows
 through the tvsrn method's tiling) to check the per-volume estimate, and compares with the public
 reference code's 12.7 s per window (2 CPU cores, fp32, measured). Variants are timed in
@@ -15,10 +18,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import resource
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,6 +95,9 @@ def main() -> int:
     p.add_argument("--compile", nargs="*", default=["fp32"], choices=["fp32", "bf16", "fp16"],
                    help="precisions to time with torch.compile as well (default: fp32; none: eager only)")
     p.add_argument("--onnx", action="store_true", help="time ONNX Runtime (fp32) as well")
+    p.add_argument("--allocator", choices=["tuned", "both"], default="tuned",
+                   help="both: eager variants also with glibc's default allocator settings (+plain)")
+    p.add_argument("--in-thread", action="store_true", help="time in a worker thread (as the Slicer panel)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     if args.threads:
@@ -98,6 +106,8 @@ def main() -> int:
     window = TVSRNMethod.window
     net = TVSRN().eval()
     variants = ["fp32", "bf16", "fp16"] if device.startswith("cuda") else ["fp32", "bf16"]
+    if args.allocator == "both":
+        variants += [f"{prec}+plain" for prec in variants]
     variants += [f"{prec}+compile" for prec in args.compile] + (["onnx"] if args.onnx else [])
     x = torch.rand(args.batch, 1, *window)
     flops = model_flops(net, x[:1])
@@ -105,9 +115,11 @@ def main() -> int:
     results = {"device": device, "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "window": list(window), "batch": args.batch,
                "parameters": sum(q.numel() for q in net.parameters()), "gflop_per_window": flops / 1e9,
-               "volume": args.volume, "windows_per_volume": n_windows, "precisions": {}}
+               "volume": args.volume, "windows_per_volume": n_windows, "in_thread": args.in_thread,
+               "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"), "precisions": {}}
     print(f"TVSRN {results['parameters']:,} parameters, {flops / 1e9:.1f} GFLOP per {window} window; "
-          f"{device}, {results['threads']} threads, torch {torch.__version__}")
+          f"{device}, {results['threads']} threads, torch {torch.__version__}; "
+          f"{'worker thread' if args.in_thread else 'main thread'}, THP_MEM_ALLOC_ENABLE={results['thp_mem_alloc']}")
     predictors, rows = {}, {}
     for variant in variants:                     # build (export, compile) and warm up each variant
         prec = variant.split("+")[0] if variant != "onnx" else "fp32"
@@ -118,7 +130,7 @@ def main() -> int:
             export_onnx(net, buffer, window)
             predictor = OnnxPredictor(buffer.getvalue(), device)
         else:
-            predictor = TorchPredictor(net, device, prec)
+            predictor = TorchPredictor(net, device, prec, keep_freed_memory=not variant.endswith("+plain"))
             if variant.endswith("+compile"):
                 predictor.module = CompiledOrEager(net)
         predictor(x)
@@ -130,11 +142,20 @@ def main() -> int:
     # interleaved rounds, so that every variant (and the matmul) sees the same load on a shared machine
     times = {v: [] for v in variants}
     matmul = {dt: [] for dt in {MATMUL_DTYPE[rows[v]["precision"]] for v in variants}}
-    for _ in range(args.repeats):
-        for variant, predictor in predictors.items():
-            times[variant] += timed(lambda: predictor(x), device, 1, warm=False)
-        for dt in matmul:
-            matmul[dt].append(matmul_gflops(device, dt, args.matmul, 1))
+
+    def rounds():
+        for _ in range(args.repeats):
+            for variant, predictor in predictors.items():
+                times[variant] += timed(lambda: predictor(x), device, 1, warm=False)
+            for dt in matmul:
+                matmul[dt].append(matmul_gflops(device, dt, args.matmul, 1))
+
+    if args.in_thread:
+        worker = threading.Thread(target=rounds, name="timing")
+        worker.start()
+        worker.join()
+    else:
+        rounds()
     for variant in variants:
         row = rows[variant]
         best, median = min(times[variant]) / args.batch, statistics.median(times[variant]) / args.batch

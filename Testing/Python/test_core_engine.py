@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from volumetricsr import CancelToken, Cancelled
+from volumetricsr import CancelToken, Cancelled, InputError
 from volumetricsr.engine import importance_1d, sliding_window_inference, window_starts
 from volumetricsr.predictors import OnnxPredictor, TorchPredictor, export_onnx
 from volumetricsr.resampling import apply_along_first_axis, linear_weights
@@ -114,3 +114,34 @@ def test_bf16_autocast_runs_close_to_fp32(vol):
     a = sliding_window_inference(vol, TorchPredictor(conv, precision="fp32"), (4, 16, 16))
     b = sliding_window_inference(vol, TorchPredictor(conv, precision="bf16"), (4, 16, 16))
     assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+    from volumetricsr import predictors
+
+    monkeypatch.setattr(predictors, "native_bf16", lambda device: native)
+    assert predictors.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert TorchPredictor(torch.nn.Identity(), "cpu", "auto").precision == ("bf16" if native else "fp32")
+    assert predictors.resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(InputError, match="Unknown precision 'half'"):
+        TorchPredictor(torch.nn.Identity(), "cpu", "half")
+
+
+def test_cpu_calls_keep_freed_memory_only_while_running():
+    from volumetricsr import cpu_memory
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(cpu_memory.active())
+            return x
+
+    assert not cpu_memory.active()
+    TorchPredictor(Probe())(torch.zeros(1, 1, 2, 2, 2))
+    with cpu_memory.keep_freed_memory():
+        with cpu_memory.keep_freed_memory():
+            assert cpu_memory.active()
+        assert cpu_memory.active()
+    assert seen == [True] and not cpu_memory.active()

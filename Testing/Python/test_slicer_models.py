@@ -75,7 +75,7 @@ def test_network_method_from_a_node_with_panel_settings(models_dir):
                            windowSlices=3, windowSize=12, overlapSlices=0.5, overlapInPlane=0.25, batchSize=2)
     logic = SuperResolutionLogic()
     job = logic.prepare_from_settings(node, settings, interactive=False)
-    assert job.options == dict(model="toy-x5", backend="torch", precision="fp32", batch_size=2,
+    assert job.options == dict(model="toy-x5", backend="torch", precision="auto", batch_size=2,
                                overlap=(0.5, 0.25, 0.25), window=(3, 12, 12))
     out = logic.finish(job, logic.compute(job))
     assert out.GetName() == "CT SR toy-net"

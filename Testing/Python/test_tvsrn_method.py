@@ -64,7 +64,7 @@ def test_super_resolve_follows_the_papers_tiling(models, n_slices, window):
     _, net = models
     vol = ct_volume(n_slices)
     options = {"window": window} if window else {}
-    out = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu", **options)
+    out = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu", precision="fp32", **options)
     assert out.array.shape == ((n_slices - 1) * 5 + 1, 18, 20)
     assert out.spacing == pytest.approx((0.8, 0.8, 0.8))
     stack01 = np.clip((vol.array.astype(np.float32) + 1024) / 3072, 0, 1)
@@ -103,7 +103,7 @@ def test_card_of_another_architecture_or_factor(models):
 
 def test_onnx_runtime_matches_torch(models):
     vol = ct_volume(8)
-    ref = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu")
+    ref = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu", precision="fp32")
     onnx = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu", backend="onnx")
     assert np.abs(onnx.array - ref.array).max() / 3072 < 1e-3      # on [0, 1] intensities
 
@@ -117,7 +117,7 @@ def test_export_onnx_command_and_card_entry(models, capsys):
     card = find_model("tiny")
     assert card.extra["onnx"] == "tiny.onnx" and card.extra["onnx_window"] == [4, 18, 20]
     vol = ct_volume(7)
-    ref = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu")
+    ref = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu", precision="fp32")
     via_file = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu", backend="onnx")
     assert np.abs(via_file.array - ref.array).max() / 3072 < 1e-3
 
@@ -147,6 +147,6 @@ def test_compile_auto_only_for_many_windows():
 @pytest.mark.slow
 def test_compiled_network_matches_eager(models):
     vol = ct_volume(7)
-    eager = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu", compile=False)
-    compiled = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu", compile=True)
+    eager = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu", precision="fp32", compile=False)
+    compiled = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu", precision="fp32", compile=True)
     np.testing.assert_allclose(compiled.array, eager.array, atol=0.05)

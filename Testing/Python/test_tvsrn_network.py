@@ -167,3 +167,20 @@ def test_interpolation_base_untrained_is_that_interpolation_and_trains(base):
     assert "base_weights" in net.state_dict()
     with pytest.raises(ValueError, match="base"):
         TVSRN(**TINY, base="cubic")
+
+
+def test_bf16_autocast_keeps_the_output_in_fp32():
+    """Under bf16 autocast the body runs in bf16 (attention in fp32 on the CPU), the head and the
+    base in fp32: the output is close to fp32's and not quantised to bf16's ~6 HU steps."""
+    torch.manual_seed(2)
+    net = TVSRN(base="bspline", **TINY).eval()
+    torch.nn.init.normal_(net.head[-1].weight, std=0.1)
+    x = torch.rand(2, 1, 4, 16, 16)
+    with torch.inference_mode():
+        ref = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net(x)
+    assert low.dtype == torch.float32
+    assert (low.bfloat16().float() != low).float().mean() > 0.5
+    torch.testing.assert_close(low, ref, atol=2e-2, rtol=0)
+    assert (low - ref).abs().max() > 0      # bf16 did run

@@ -11,7 +11,7 @@ from typing import Optional
 
 BACKENDS = ("torch", "onnx")
 BACKEND_TITLES = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AXES = ("auto", "I", "J", "K")
 BUDGETS = ("auto", "fast", "balanced", "quality")   # self-supervised training; auto: fast on CPU, quality on GPU
 #: Overlap value meaning "the method's own default" (the spin box shows it as special text).
@@ -29,7 +29,7 @@ class RunSettings:
     axis: str = "auto"
     device: str = "auto"
     backend: str = "torch"
-    precision: str = "fp32"
+    precision: str = "auto"
     windowSlices: int = 0           # 0 = the model's default
     windowSize: int = 0             # in-plane window edge; 0 = the model's default
     overlapSlices: float = METHOD_DEFAULT   # fraction of a window; negative = the method's default

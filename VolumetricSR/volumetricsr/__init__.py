@@ -2,6 +2,7 @@
 
 Plain Python (no Slicer imports): used by the Slicer modules, the command line and the tests.
 """
+from . import cpu_memory  # noqa: F401  (first: sets PyTorch's huge-page switch before torch allocates)
 from .api import infer, super_resolve
 from .errors import (AlreadyIsotropicError, Cancelled, InputError, ModelError, OutputError,
                      VolumetricSRError)

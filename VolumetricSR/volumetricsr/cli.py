@@ -41,7 +41,8 @@ def _add_infer(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     net = p.add_argument_group("network methods (trained models)")
     net.add_argument("--backend", choices=["torch", "onnx"], help="inference backend (default torch)")
-    net.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default fp32")
+    net.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                     help="default auto: bf16 autocast where the CPU/GPU has native bf16, else fp32")
     net.add_argument("--batch-size", type=int, help="windows (or planes) per network call")
     net.add_argument("--window", type=int, nargs=3, metavar=("D", "H", "W"),
                      help="input window in thick slices and in-plane voxels (smaller: less memory)")

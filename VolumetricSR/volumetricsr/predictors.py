@@ -13,22 +13,48 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .cpu_memory import keep_freed_memory
 from .errors import InputError, ModelError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def native_bf16(device: str) -> bool:
+    """True where bf16 runs natively: a CPU with AVX512-BF16 or AMX, or a GPU that supports it."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> ``bf16`` where :func:`native_bf16`, else ``fp32``; other values are checked."""
+    if precision not in PRECISIONS:
+        raise InputError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 class TorchPredictor:
-    """Runs a ``torch.nn.Module`` in inference mode on ``device`` (fp32, or bf16/fp16 autocast)."""
+    """Runs a ``torch.nn.Module`` in inference mode on ``device`` (fp32, or bf16/fp16 autocast).
 
-    def __init__(self, module: torch.nn.Module, device: str = "cpu", precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise InputError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+    ``precision='auto'``: bf16 autocast where the hardware has native bf16 (:func:`resolve_precision`).
+    On the CPU each call keeps freed memory for reuse (:mod:`volumetricsr.cpu_memory`) unless
+    ``keep_freed_memory=False``.
+    """
+
+    def __init__(self, module: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
+                 keep_freed_memory: bool = True):
+        precision = resolve_precision(precision, device)
         if precision == "fp16" and not device.startswith(("cuda", "mps")):
             raise InputError("fp16 needs a GPU; on the CPU use bf16 or fp32.")
         self.module = module.eval().to(device)
         self.device = torch.device(device)
         self.precision = precision
+        self.keep_freed_memory = keep_freed_memory and self.device.type == "cpu"
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -39,7 +65,8 @@ class TorchPredictor:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
             batch = batch.pin_memory()
-        with torch.inference_mode(), self._autocast():
+        memory = keep_freed_memory() if self.keep_freed_memory else contextlib.nullcontext()
+        with memory, torch.inference_mode(), self._autocast():
             return self.module(batch.to(self.device, non_blocking=True)).float()
 
 

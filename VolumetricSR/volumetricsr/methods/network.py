@@ -54,7 +54,7 @@ class NetworkMethod(Method):
         return OnnxPredictor(buffer.getvalue(), device)
 
     def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, model: Optional[str] = None,
-                 backend: str = "torch", precision: str = "fp32", window=None, overlap=None,
+                 backend: str = "torch", precision: str = "auto", window=None, overlap=None,
                  batch_size: int = 1, blend: str = "gaussian") -> np.ndarray:
         card = self.load_card(model)
         factor = int(round(card.native_factor))
@@ -65,7 +65,8 @@ class NetworkMethod(Method):
         norm = Normalization.from_dict(card.normalization)
         lo, hi = norm.range_of(stack)
         predictor = self.predictor(card, window, ctx.device, backend, precision)
-        ctx.report(0.0, f"{self.title}: model {card.id} on {ctx.device} ({backend})")
+        ctx.report(0.0, f"{self.title}: model {card.id} on {ctx.device} ({backend}, "
+                        f"{getattr(predictor, 'precision', 'fp32')})")
         x = torch.from_numpy(norm.forward(stack, lo, hi))[None]
         y = sliding_window_inference(
             x, predictor, window, scale=(factor, 1, 1), overlap=overlap or self.overlap,

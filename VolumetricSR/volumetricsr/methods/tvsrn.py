@@ -53,8 +53,13 @@ _COMPILE = contextvars.ContextVar("tvsrn_compile", default=False)   # this run's
 
 
 class CompiledOrEager:
-    """Calls ``torch.compile(net)``; if compiling fails (no C++ compiler, unsupported platform) it
-    warns once and runs ``net`` eagerly from then on."""
+    """Calls ``torch.compile(net)`` for inference; if compiling fails (no C++ compiler, unsupported
+    platform) it warns once and runs ``net`` eagerly from then on.
+
+    Compiled with inductor's ``freezing``: the weights become constants, so linear layers run as
+    prepacked oneDNN matmuls fused with their GELU (bf16 window on 2 CPU cores 1.26 -> 1.13 s). The
+    weights must therefore not change after the first call (a new network needs a new wrapper).
+    """
 
     def __init__(self, net: torch.nn.Module):
         self.net, self.compiled = net, torch.compile(net, dynamic=False)
@@ -62,8 +67,11 @@ class CompiledOrEager:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled is not None:
             try:
+                from torch._inductor import config
+
                 self.net.prepare(x.shape[-2], x.shape[-1], x.device)   # window plans: constants, no graph breaks
-                return self.compiled(x)
+                with config.patch(freezing=True):
+                    return self.compiled(x)
             except Exception as exc:  # inductor raises many types (compiler missing, codegen, ...)
                 warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); running eagerly.")
                 self.compiled = None

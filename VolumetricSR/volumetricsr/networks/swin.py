@@ -2,7 +2,10 @@
 
 Patch size 1 (one token per pixel), no patch merging: the building block of TVSRN. Attention runs
 through ``torch.nn.functional.scaled_dot_product_attention`` with the relative position bias (and,
-for shifted windows or padded maps, the region mask) folded into one additive mask.
+for shifted windows or padded maps, the region mask) folded into one additive mask; windows that
+need a region mask are attended apart from the others, so no window is computed twice. On the CPU
+attention runs in fp32 even under bf16 autocast: PyTorch's CPU flash kernel is faster in fp32 for
+these tiny heads (4-16 channels; README, TVSRN speed).
 
 Maps whose sides are not multiples of the window are zero-padded inside :class:`SwinStage`; padded
 tokens get a region of their own in the mask, so real tokens never attend to them. A side that
@@ -111,17 +114,28 @@ class WindowAttention(nn.Module):
         b, length, c = x.shape
         n = self.window[0] * self.window[1]
         nw, hd = length // n, c // self.heads
-        q, k, v = self.qkv(x).reshape(b * nw, n, 3, self.heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.position_bias()[None]                                          # (1, heads, N, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
-        out = out.transpose(1, 2).reshape(b, nw, n, c)
-        if mask is not None:   # windows across a shift seam or padding: again, with their mask
-            def sel(t):
-                return t.reshape(b, nw, self.heads, n, hd)[:, n_plain:].reshape(-1, self.heads, n, hd)
-            masks = (bias + mask[:, None]).unsqueeze(0).expand(b, -1, -1, -1, -1).reshape(-1, self.heads, n, n)
-            redo = F.scaled_dot_product_attention(sel(q), sel(k), sel(v), attn_mask=masks.to(q.dtype))
-            out = torch.cat([out[:, :n_plain], redo.transpose(1, 2).reshape(b, nw - n_plain, n, c)], dim=1)
+        qkv = self.qkv(x)
+        if qkv.device.type == "cpu":   # fp32 attention on the CPU: faster here (module docstring)
+            qkv = qkv.float()
+        q, k, v = qkv.reshape(b, nw, n, 3, self.heads, hd).permute(3, 0, 1, 4, 2, 5).unbind(0)
+        bias = self.position_bias()[None]                                           # (1, heads, N, N)
+        parts = [(slice(0, n_plain), bias)]
+        if mask is not None:   # windows across a shift seam or padding: their own region mask
+            parts.append((slice(n_plain, nw), bias + mask[:, None]))               # (n_masked, heads, N, N)
+        out = torch.cat([attend(q[:, s], k[:, s], v[:, s], m) for s, m in parts if s.stop > s.start], dim=1)
         return self.proj(out.reshape(b, length, c))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention in windows, in the dtype of ``q, k, v`` ``(B, nW, heads, N, hd)``; the additive
+    ``mask`` is ``(1, heads, N, N)`` or one per window ``(nW, heads, N, N)``. -> ``(B, nW, N, heads, hd)``."""
+    b, nw, heads, n, hd = q.shape
+    if mask.shape[0] > 1:      # one mask per window, the same for every batch element (a view if B = 1)
+        mask = mask[None].expand(b, -1, -1, -1, -1).reshape(b * nw, heads, n, n)
+    with torch.autocast(q.device.type, enabled=False):
+        out = F.scaled_dot_product_attention(q.reshape(b * nw, heads, n, hd), k.reshape(b * nw, heads, n, hd),
+                                             v.reshape(b * nw, heads, n, hd), attn_mask=mask.to(q.dtype))
+    return out.reshape(b, nw, heads, n, hd).transpose(2, 3)
 
 
 class SwinLayer(nn.Module):

@@ -162,9 +162,10 @@ class TVSRN(nn.Module):
         z = z0
         for fim in self.decoder:
             z = fim(z)
-        y = self.head(z + z0)[..., 0]                                       # (B, H, W, D')
-        if self.base is not None:
-            y = y + thick @ self.base_weights.to(y.dtype)
+        with torch.autocast(x.device.type, enabled=False):   # output in fp32: bf16 would quantise it (~6 HU steps)
+            y = self.head((z + z0).float())[..., 0]                         # (B, H, W, D')
+            if self.base is not None:
+                y = y + thick.float() @ self.base_weights
         return y.permute(0, 3, 1, 2)[:, None, :, :h, :w]
 
 

@@ -29,6 +29,7 @@ from typing import Optional, TextIO
 
 import numpy as np
 
+from ..cpu_memory import keep_freed_memory
 from ..errors import Cancelled, ModelError
 from ..progress import CancelToken
 from . import checkpoint as ckpt
@@ -125,18 +126,8 @@ class Trainer:
         self.emit("start", step=self.step, total=self.total_steps, steps_per_epoch=self.steps_per_epoch,
                   workdir=str(self.workdir))
         try:
-            while self.step < self.total_steps and not self.cancel.cancelled:
-                out = self.task.train_step(self.rng)
-                self.step += 1
-                row = {"step": self.step, "epoch": self.epoch, **out}
-                self.history.append(row)
-                elapsed = time.perf_counter() - t0
-                eta = elapsed / (self.step - start) * (self.total_steps - self.step)
-                self.emit("step", **row, total=self.total_steps, elapsed=round(elapsed, 2), eta=round(eta, 1))
-                if self.stop_path.exists():
-                    self.cancel.cancel()
-                elif self.step % self.steps_per_epoch == 0 or self.step == self.total_steps:
-                    self.end_epoch(row)
+            with keep_freed_memory():
+                self._loop(start, t0)
         except Cancelled:
             pass
         finally:
@@ -150,6 +141,21 @@ class Trainer:
             return STOPPED
         self.emit("done", step=self.step, best=self.best)
         return 0
+
+    def _loop(self, start: int, t0: float) -> None:
+        """Steps until done or cancelled; epochs end with validation and checkpoints."""
+        while self.step < self.total_steps and not self.cancel.cancelled:
+            out = self.task.train_step(self.rng)
+            self.step += 1
+            row = {"step": self.step, "epoch": self.epoch, **out}
+            self.history.append(row)
+            elapsed = time.perf_counter() - t0
+            eta = elapsed / (self.step - start) * (self.total_steps - self.step)
+            self.emit("step", **row, total=self.total_steps, elapsed=round(elapsed, 2), eta=round(eta, 1))
+            if self.stop_path.exists():
+                self.cancel.cancel()
+            elif self.step % self.steps_per_epoch == 0 or self.step == self.total_steps:
+                self.end_epoch(row)
 
     @property
     def epoch(self) -> int:
