@@ -140,7 +140,7 @@ def test_compile_failure_falls_back_to_eager(models, monkeypatch):
 def test_compile_auto_only_for_many_windows():
     from volumetricsr.methods.tvsrn import compile_pays_off
 
-    assert not compile_pays_off(2, "cpu")
+    assert not compile_pays_off(2, "cpu") and not compile_pays_off(80, "cpu")
     assert compile_pays_off(80, "cuda") and not compile_pays_off(10, "cuda")
 
 

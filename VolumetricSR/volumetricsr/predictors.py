@@ -22,7 +22,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 def native_bf16(device: str) -> bool:
     """True where bf16 runs natively: a CPU with AVX512-BF16 or AMX, or a GPU that supports it."""
     if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device == "cpu":
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
