@@ -1,4 +1,7 @@
 """The sliding-window engine, checked with small torch modules whose exact output is known."""
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -145,3 +148,21 @@ def test_cpu_calls_keep_freed_memory_only_while_running():
             assert cpu_memory.active()
         assert cpu_memory.active()
     assert seen == [True] and not cpu_memory.active()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def test_kept_memory_is_reused_inside_and_returned_after():
+    from volumetricsr import cpu_memory
+
+    def rss_mib():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+    start = rss_mib()
+    with cpu_memory.keep_freed_memory():
+        blocks = [torch.ones(25_000_000) for _ in range(4)]    # 4 x 100 MB, above glibc's 32 MiB ceiling
+        del blocks
+        kept = rss_mib()
+    after = rss_mib()
+    assert kept > start + 300          # freed, but kept for the next layer
+    assert after < start + 100         # handed back on leaving

@@ -4,8 +4,9 @@ glibc hands every allocation above its mmap threshold (at most 32 MiB by default
 when it is freed, so a network whose activations are tens of MB gets fresh pages, and a page fault
 for every 4 KiB of them, at every layer of every window. Raising the threshold for the duration of
 inference or training lets those blocks be reused instead: TVSRN's bf16 window on 2 CPU cores went
-from 2.22 to 1.37 s (``THP_MEM_ALLOC_ENABLE=0 benchmarks/tvsrn_speed.py --allocator both``). On leaving, the defaults
-come back and ``malloc_trim`` returns the memory to the system.
+from 2.22 to 1.37 s (``THP_MEM_ALLOC_ENABLE=0 benchmarks/tvsrn_speed.py --allocator both``). On
+leaving, the thresholds go to where glibc's own would settle (32 MiB) and ``malloc_trim`` returns
+the kept memory to the system.
 
 This helps the thread that uses the main heap (a script, the command line, ``train.py``). A worker
 thread (the Slicer panel's) gets a glibc arena of its own, whose heaps cannot hold blocks of more
@@ -28,7 +29,9 @@ if sys.platform.startswith("linux"):
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 KEEP_BELOW = 1 << 30                 # blocks under 1 GiB stay in the heap while active
-GLIBC_DEFAULT = 128 * 1024           # glibc's initial mmap and trim thresholds
+# On leaving: where glibc's own sliding threshold settles in a process that frees large arrays (its
+# ceiling, 32 MiB; trimming at twice that). Setting a threshold at all stops glibc from sliding it.
+SETTLED_MMAP = 32 << 20
 
 _lock = threading.Lock()
 _depth = 0
@@ -67,6 +70,6 @@ def keep_freed_memory():
         with _lock:
             _depth -= 1
             if _depth == 0 and _LIBC is not None:
-                _LIBC.mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT)
-                _LIBC.mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT)
+                _LIBC.mallopt(M_MMAP_THRESHOLD, SETTLED_MMAP)
+                _LIBC.mallopt(M_TRIM_THRESHOLD, 2 * SETTLED_MMAP)
                 _LIBC.malloc_trim(0)
