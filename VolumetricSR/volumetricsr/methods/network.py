@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..cpu_memory import keep_freed_memory
 from ..engine import sliding_window_inference
 from ..errors import InputError, ModelError
 from ..geometry import ThroughPlaneGrid
@@ -68,9 +69,10 @@ class NetworkMethod(Method):
         ctx.report(0.0, f"{self.title}: model {card.id} on {ctx.device} ({backend}, "
                         f"{getattr(predictor, 'precision', 'fp32')})")
         x = torch.from_numpy(norm.forward(stack, lo, hi))[None]
-        y = sliding_window_inference(
-            x, predictor, window, scale=(factor, 1, 1), overlap=overlap or self.overlap,
-            blend=blend, batch_size=batch_size, progress=scaled(ctx.progress, 0.0, 0.95), cancel=ctx.cancel)
+        with keep_freed_memory():     # across windows too (real 8 mm CT: 58 -> 55 s)
+            y = sliding_window_inference(
+                x, predictor, window, scale=(factor, 1, 1), overlap=overlap or self.overlap,
+                blend=blend, batch_size=batch_size, progress=scaled(ctx.progress, 0.0, 0.95), cancel=ctx.cancel)
         out = norm.inverse(y[0].numpy(), lo, hi)
         native_n = (grid.n_in - 1) * factor + 1
         if out.shape[0] != native_n:
