@@ -38,8 +38,8 @@ def test_known_profile_gives_the_expected_blur():
 def test_training_pairs_keep_thick_row_k_at_thin_row_factor_k():
     rng = np.random.default_rng(0)
     slices = rng.random((3, 60, 50)).astype(np.float32)
-    sampler = PatchSampler(slices, 4, np.array([1.0]), 60, 50, 24, rng)    # no blur: low = every 4th row
-    low, high = sampler.batch(8)
+    sampler = PatchSampler(slices, 4, np.array([1.0]), 60, 50, 24)    # no blur: low = every 4th row
+    low, high = sampler.batch(8, rng)
     assert low.shape == (8, 1, 6, 24) and high.shape == (8, 1, 21, 24)
     torch.testing.assert_close(low, high[:, :, ::4])
 

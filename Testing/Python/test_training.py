@@ -143,8 +143,8 @@ def test_interrupted_run_resumes_to_the_same_weights(thin_folder, tmp_path):
     first = Trainer(task, tmp_path / "b", total_steps=3, steps_per_epoch=2, config=config, stream=quiet)
     step = task.train_step
 
-    def step_then_stop(rng):   # a GUI asks to stop (STOP file) during the first step
-        out = step(rng)
+    def step_then_stop(n, rng):   # a GUI asks to stop (STOP file) during the first step
+        out = step(n, rng)
         first.stop_path.touch()
         return out
 
@@ -197,7 +197,7 @@ def test_train_script_stops_on_sigterm_then_resumes_and_the_model_runs(thin_fold
 def test_bf16_autocast_training_step(thin_folder):
     task, config = _task(thin_folder)
     task.config["amp"] = True
-    out = task.train_step(np.random.default_rng(0))
+    out = task.train_step(0, np.random.default_rng(0))
     assert np.isfinite(out["loss"]) and task.net.mask_token.grad is not None
 
 

@@ -184,19 +184,18 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a network method's model (writes a model card + weights)")
+def _parse_train(argv: list[str]) -> argparse.Namespace:
+    """``train`` has per-method options (training/cli.py parses them), so it is parsed on its own."""
     try:
-        from .training.cli import add_arguments
+        from .training.cli import parse
+        args = parse(argv)
     except ImportError as exc:        # no PyTorch yet: say so when the command is used
-        p.set_defaults(missing=str(exc))
-        return
-    add_arguments(p)
+        raise VolumetricSRError(f"Training needs PyTorch, which cannot be imported here ({exc}).")
+    args.command = "train"
+    return args
 
 
 def _cmd_train(args) -> int:
-    if getattr(args, "missing", None):
-        raise VolumetricSRError(f"Training needs PyTorch, which cannot be imported here ({args.missing}).")
     from .training.cli import run
 
     try:
@@ -289,14 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_evaluate(sub)
     _add_info(sub)
-    _add_train(sub)
+    sub.add_parser("train", help="train a method's model (volumetricsr train --method M --help: its options)",
+                   add_help=False)
     _add_export_onnx(sub)
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        args = _parse_train(argv[1:]) if argv[:1] == ["train"] else build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except Cancelled as exc:
         print(f"volumetricsr: {exc}", file=sys.stderr)

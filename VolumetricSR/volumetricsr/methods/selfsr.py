@@ -34,6 +34,8 @@ from ..predictors import TorchPredictor
 from ..profiles import PROFILES, slice_profile_weights
 from ..progress import scaled
 from ..resampling import apply_along_first_axis, bspline_weights
+from ..training.loop import Loop, autocast, needs_scaler, optimize
+from ..training.tasks import Task
 from .base import Method, RunContext, register
 
 NORMALIZATION = {"kind": "percentile", "low": 0.5, "high": 99.5}
@@ -85,8 +87,8 @@ class PatchSampler:
     """
 
     def __init__(self, slices: np.ndarray, factor: int, kernel: np.ndarray, fine_rows: int, fine_cols: int,
-                 patch: int, rng: np.random.Generator):
-        self.factor, self.rng = factor, rng
+                 patch: int):
+        self.factor = factor
         self.sharp = [np.ascontiguousarray(resample_axis(np.swapaxes(slices, 1, 2) if t else slices, 1,
                                                          fine_cols if t else fine_rows), np.float32)
                       for t in (False, True)]      # degraded along rows, then along columns
@@ -106,20 +108,20 @@ class PatchSampler:
             c = np.cumsum(valid.ravel(), dtype=np.float64)
             self.cdf.append((c / c[-1], valid.shape))
 
-    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         lows, highs = [], []
         span = (self.lr_rows - 1) * self.factor + 1
         for _ in range(size):
-            o = int(self.rng.integers(2))
+            o = int(rng.integers(2))
             cdf, shape = self.cdf[o]
-            s, r, c = np.unravel_index(int(np.searchsorted(cdf, self.rng.random())), shape)
-            r += int(self.rng.integers(self.factor))      # random phase of the slice grid
+            s, r, c = np.unravel_index(int(np.searchsorted(cdf, rng.random())), shape)
+            r += int(rng.integers(self.factor))      # random phase of the slice grid
             rows = r + self.factor * np.arange(self.lr_rows)
             low = self.blurred[o][s, rows, c:c + self.width]
             high = self.sharp[o][s, r:r + span, c:c + self.width]
-            if self.rng.random() < 0.5:
+            if rng.random() < 0.5:
                 low, high = low[:, ::-1], high[:, ::-1]
-            if self.rng.random() < 0.5:
+            if rng.random() < 0.5:
                 low, high = low[::-1], high[::-1]
             lows.append(np.ascontiguousarray(low))
             highs.append(np.ascontiguousarray(high))
@@ -128,38 +130,60 @@ class PatchSampler:
 
 # ----------------------------------------------------------------------------- training
 
-def _autocast(device: str):
-    if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
+class SelfSRTask(Task):
+    """Per-volume training on the loop core: Adam + one-cycle, L1, AMP on a GPU (a GradScaler for fp16)."""
+
+    method = "selfsr"
+    best_metric = None
+
+    def __init__(self, net: RowUpsampler, sampler: PatchSampler, budget: Budget, iterations: int, device: str):
+        super().__init__({"budget": asdict(budget), "iterations": iterations}, device)
+        self.net, self.sampler, self.batch_size = net.to(device), sampler, budget.batch_size
+        self.amp = torch.device(device).type == "cuda"
+        self.opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=1e-3, total_steps=max(iterations, 1),
+                                                         pct_start=0.1)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler(device, self.amp))
+
+    def modules(self):
+        return {"net": self.net}
+
+    def optimizers(self):
+        return {"opt": self.opt}
+
+    def schedulers(self):
+        return {"sched": self.sched}
+
+    def extras(self):
+        return {"scaler": self.scaler}
+
+    def train_step(self, step: int, rng: np.random.Generator) -> dict[str, float]:
+        low, high = self.sampler.batch(self.batch_size, rng)
+        self.net.train()
+        with autocast(self.device, self.amp):
+            loss = F.l1_loss(self.net(low.to(self.device)).float(), high.to(self.device))
+        optimize(loss, self.opt, self.net.parameters(), scaler=self.scaler)
+        self.sched.step()
+        return {"loss": float(loss.detach())}
 
 
 def train_network(net: RowUpsampler, sampler: PatchSampler, budget: Budget, iterations: int,
-                  ctx: RunContext, progress) -> list[float]:
-    """Adam + one-cycle, L1; returns the loss curve (one value per 50 iterations)."""
-    device = torch.device(ctx.device)
-    net.to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=max(iterations, 1), pct_start=0.1)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    curve, running = [], 0.0
-    for it in range(iterations):
-        low, high = sampler.batch(budget.batch_size)
-        with _autocast(ctx.device):
-            loss = F.l1_loss(net(low.to(device)).float(), high.to(device))
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        running += float(loss.detach())
-        if (it + 1) % 50 == 0 or it + 1 == iterations:
-            curve.append(running / ((it % 50) + 1))
-            running = 0.0
+                  ctx: RunContext, progress, rng: np.random.Generator, every: int = 50) -> list[float]:
+    """Train ``net`` through the loop core; returns the loss curve (the mean of every ``every`` iterations)."""
+    loop = Loop(SelfSRTask(net, sampler, budget, iterations, ctx.device), iterations, steps_per_epoch=every,
+                rng=rng, cancel=ctx.cancel)
+    curve = []
+
+    def on_event(name: str, fields: dict) -> None:
+        if name == "epoch":
+            curve.append(float(np.mean([r["loss"] for r in loop.history[-every:]])))
             ctx.check()
             if progress:
-                progress((it + 1) / iterations, f"training {it + 1}/{iterations}, L1 {curve[-1]:.4f}")
+                progress(loop.step / iterations, f"training {loop.step}/{iterations}, L1 {curve[-1]:.4f}")
+
+    loop.on_event = on_event
+    loop.run()
+    ctx.check()
     return curve
 
 
@@ -237,9 +261,9 @@ class SelfSupervised(Method):
             ctx.report(0.0, f"preparing x{factor} training pairs from {n} in-plane slices")
             fine_rows = round((iso_rows - 1) * fine / lr_spacing) + 1
             fine_cols = round((iso_cols - 1) * fine / lr_spacing) + 1
-            sampler = PatchSampler(work, factor, kernel, fine_rows, fine_cols, b.patch, rng)
+            sampler = PatchSampler(work, factor, kernel, fine_rows, fine_cols, b.patch)
             start = time.perf_counter()
-            curve = train_network(net, sampler, b, iterations, ctx, scaled(ctx.progress, 0.02, 0.75))
+            curve = train_network(net, sampler, b, iterations, ctx, scaled(ctx.progress, 0.02, 0.75), rng)
             self.last_training = {"budget": budget_name, "iterations": iterations, "factor": factor,
                                   "seconds": time.perf_counter() - start, "loss_curve": curve}
             if save_model:

@@ -15,14 +15,22 @@
 - Linear projection per thin voxel: ``C`` features -> ``head_hidden`` (LeakyReLU) -> 1 intensity,
   slice by slice (the reference's head mixes channels of different slices; this one does not).
 
-Option beyond the paper: ``base="bspline"`` (or ``"linear"``) adds a learned linear map of the ``D``
+Options beyond the paper (each ablated in the README, TVSRN training):
+
+- ``base="bspline"`` (or ``"linear"``) adds a learned linear map of the ``D``
 thick slices to the ``D'`` thin ones (a ``D x D'`` matrix shared by all pixels, starting as that
 interpolation) to the head's output, so the transformer learns only the residual; the head's last
 layer starts at zero, so an untrained network is exactly the interpolation. The matrix learns, for
 example, to undo the slice-profile blur of the thick slices. The paper's network is ``base=None``
 (the default). A short training run (a CPU, hundreds of steps instead of the paper's GPU
 schedule) gets far sooner to something useful with a base, started at the least-squares map of the
-training data (``volumetricsr train --fit-base``).
+training data (``volumetricsr train --fit-base``). The base is the image-level skip the paper's
+  network lacks.
+- ``init="balanced"``: the embedding starts with weights of std ``EMBED_STD`` instead of Swin's 0.02,
+  so the image features start at about the scale of the position code (paper init: about 0.02 RMS
+  beside the code's 0.7, and the untrained network outputs nearly one constant per slice position).
+- ``final_norm=True``: a LayerNorm on each thin voxel's ``C`` features before the head (the stage
+  residuals grow the stream; the paper has no final norm).
 
 In-plane sizes that are not multiples of ``lcm(window, group)`` are padded inside (replicate) and
 cropped back, so any ``H, W`` works.
@@ -42,6 +50,8 @@ from .swin import SwinStage, init_weights
 
 
 BASES = {None: None, "linear": linear_weights, "bspline": bspline_weights}
+INITS = ("paper", "balanced")
+EMBED_STD = 1.0   # init="balanced": embedding weight std (a [0, 1] CT pixel -> features of about 0.5 RMS)
 
 
 def sincos_positions(length: int, dim: int) -> torch.Tensor:
@@ -97,12 +107,14 @@ class TVSRN(nn.Module):
     def __init__(self, factor: int = 5, depth: int = 4, channels: int = 8, enc_layers: int = 4, fims: int = 1,
                  tab_layers: int = 4, dec_layers: int = 4, heads: int = 8, window: int = 8,
                  tab_window=(4, 8), group: int = 8, mlp_ratio: float = 4.0, head_hidden: int = 16,
-                 base: str | None = None):
+                 base: str | None = None, init: str = "paper", final_norm: bool = False):
         super().__init__()
         if factor < 1 or depth < 2:
             raise ValueError(f"TVSRN needs factor >= 1 and depth >= 2 thick slices (got {factor}, {depth}).")
         if base not in BASES:
             raise ValueError(f"TVSRN base must be one of {sorted(BASES, key=str)}, not {base!r}.")
+        if init not in INITS:
+            raise ValueError(f"TVSRN init must be one of {INITS}, not {init!r}.")
         self.factor, self.depth, self.channels = factor, depth, channels
         self.thin = (depth - 1) * factor + 1
         self.multiple = math.lcm(window, group)
@@ -113,10 +125,13 @@ class TVSRN(nn.Module):
         self.decoder = nn.ModuleList(
             FeatureInteraction(channels, self.thin, group, tab_layers, dec_layers, heads, window, tab_window, mlp_ratio)
             for _ in range(fims))
+        self.final_norm = nn.LayerNorm(channels) if final_norm else nn.Identity()
         self.head = (nn.Sequential(nn.Linear(channels, head_hidden), nn.LeakyReLU(0.01), nn.Linear(head_hidden, 1))
                      if head_hidden else nn.Linear(channels, 1))
         self.apply(init_weights)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+        if init == "balanced":
+            nn.init.trunc_normal_(self.embed.weight, std=EMBED_STD, a=-2 * EMBED_STD, b=2 * EMBED_STD)
         self.base = base
         if base is not None:
             positions = np.arange(self.thin) / factor
@@ -163,7 +178,7 @@ class TVSRN(nn.Module):
         for fim in self.decoder:
             z = fim(z)
         with torch.autocast(x.device.type, enabled=False):   # output in fp32: bf16 would quantise it (~6 HU steps)
-            y = self.head((z + z0).float())[..., 0]                         # (B, H, W, D')
+            y = self.head(self.final_norm((z + z0).float()))[..., 0]                         # (B, H, W, D')
             if self.base is not None:
                 y = y + thick.float() @ self.base_weights
         return y.permute(0, 3, 1, 2)[:, None, :, :h, :w]

@@ -8,15 +8,21 @@
   thick volume makes a pseudo-pair; ``split`` is ``train`` or ``val``;
 - a folder of thin volumes (or one thin volume): pseudo-pairs only.
 Pseudo-pairs come from :func:`volumetricsr.simulate.simulate_thick` (slice-profile averaging).
-Cases without a split are split by case (the last ``val_fraction`` of them); a single case is split
-by slab (its last ``val_fraction`` of slices).
+Cases without a split are split by case (the last ``val_fraction`` of them), or with
+``val_split="slab"`` (and always for a single case) by slab: each case's last ``val_fraction`` of
+slices validates, the rest trains.
 
 A loaded :class:`Pair` holds stacks ``(slices, rows, cols)`` normalised to [0, 1] with thick slice
-``k`` at thin slice ``factor*k``.
+``k`` at thin slice ``factor*k``. With a cache folder (:func:`open_pair`; the trainer's
+``WORKDIR/cache``) each pair is prepared once, stored as ``.npy`` files and memory-mapped anew at
+every access, so a cohort of hundreds of CTs trains in the memory of a few crops.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -66,6 +72,13 @@ class Dataset:
         kind = "pseudo" if pseudo == {True} else "real" if pseudo == {False} else "mixed"
         return {"layout": self.layout, "pairs": kind,
                 "train_cases": [c.name for c in self.train], "val_cases": [c.name for c in self.val]}
+
+    def split(self) -> dict:
+        """The exact case lists (files, slabs): saved with a run and compared when it resumes."""
+        def rows(cases):
+            return [[c.name, str(c.thin), None if c.thick is None else str(c.thick), c.slab and list(c.slab)]
+                    for c in cases]
+        return {"train": rows(self.train), "val": rows(self.val)}
 
 
 def _is_volume(p: Path) -> bool:
@@ -117,9 +130,16 @@ def _list_cases(path: Path) -> list[Case]:
     return cases
 
 
-def discover(data: "str | Path", val_fraction: float = 0.2) -> Dataset:
+def _slab_split(case: Case, val_fraction: float) -> tuple[Case, Case]:
+    return (Case(case.name, case.thin, case.thick, "train", (0.0, 1 - val_fraction)),
+            Case(case.name + "-slab", case.thin, case.thick, "val", (1 - val_fraction, 1.0)))
+
+
+def discover(data: "str | Path", val_fraction: float = 0.2, val_split: str = "case") -> Dataset:
     """Find the training and validation cases under ``data`` (see the module docstring)."""
     root = Path(data)
+    if val_split not in ("case", "slab"):
+        raise InputError(f"val_split must be 'case' or 'slab', not {val_split!r}.")
     if not root.exists():
         raise InputError(f"Training data {root} does not exist.")
     if root.is_dir() and (root / "train" / RPLHR_THIN).is_dir():
@@ -135,10 +155,11 @@ def discover(data: "str | Path", val_fraction: float = 0.2) -> Dataset:
         unsplit = [c for c in cases if c.split is None]
     if unsplit:
         n_val = int(round(len(unsplit) * val_fraction)) if not ds.val else 0
-        if len(unsplit) == 1 and not ds.val and not ds.train and val_fraction > 0:
-            c = unsplit[0]
-            ds.train.append(Case(c.name, c.thin, c.thick, "train", (0.0, 1 - val_fraction)))
-            ds.val.append(Case(c.name + "-slab", c.thin, c.thick, "val", (1 - val_fraction, 1.0)))
+        if val_fraction > 0 and (val_split == "slab" or len(unsplit) == 1 and not ds.val and not ds.train):
+            for c in unsplit:
+                train, val = _slab_split(c, val_fraction)
+                ds.train.append(train)
+                ds.val.append(val)
         else:
             n_val = min(max(n_val, 1 if val_fraction > 0 and not ds.val else 0), len(unsplit) - 1)
             ds.train += unsplit[:len(unsplit) - n_val]
@@ -187,11 +208,59 @@ def load_pair(case: Case, factor: int, norm: Normalization, axis=None) -> Pair:
                 norm.forward(np.ascontiguousarray(thin, dtype=np.float32), lo, hi), factor)
 
 
-def foreground_pixels(pair: Pair, level: float) -> np.ndarray:
-    """``(n, 2)`` in-plane (row, col) positions where some thick slice exceeds ``level`` (cached)."""
+class CachedPair:
+    """A :class:`Pair` stored as ``thick.npy`` / ``thin.npy`` in ``folder``: each access maps the
+    file anew, so pages read for one crop are released with it (resident memory stays bounded)."""
+
+    def __init__(self, name: str, folder: Path, factor: int):
+        self.name, self.folder, self.factor = name, folder, factor
+
+    @property
+    def thick(self) -> np.ndarray:
+        return np.load(self.folder / "thick.npy", mmap_mode="r")
+
+    @property
+    def thin(self) -> np.ndarray:
+        return np.load(self.folder / "thin.npy", mmap_mode="r")
+
+
+def _cache_key(case: Case, factor: int, norm: Normalization) -> str:
+    files = [(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in (case.thin, case.thick) if p is not None]
+    spec = json.dumps([files, case.slab, factor, [norm.kind, norm.low, norm.high]])
+    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def open_pair(case: Case, factor: int, norm: Normalization, cache: Optional[Path] = None) -> "Pair | CachedPair":
+    """:func:`load_pair`, kept in RAM (``cache=None``) or prepared once into the ``cache`` folder
+    (keyed by the files' size and time, the slab, factor and normalisation) and memory-mapped."""
+    if cache is None:
+        return load_pair(case, factor, norm)
+    folder = Path(cache) / f"{case.name}-{_cache_key(case, factor, norm)}"
+    if not (folder / "thin.npy").is_file():
+        pair = load_pair(case, factor, norm)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("thick", "thin"):   # thin last: its presence marks a complete entry
+            tmp = folder / f".{name}.{os.getpid()}.npy"
+            np.save(tmp, getattr(pair, name))
+            os.replace(tmp, folder / f"{name}.npy")
+    return CachedPair(case.name, folder, factor)
+
+
+def foreground_pixels(pair: "Pair | CachedPair", level: float) -> np.ndarray:
+    """``(n, 2)`` in-plane (row, col) positions (int16) where some thick slice exceeds ``level``;
+    kept on the pair (in its cache folder for a cached pair)."""
+    folder = getattr(pair, "folder", None)
+    path = folder / f"foreground-{level:g}.npy" if folder is not None else None
+    if path is not None and path.is_file():
+        return np.load(path, mmap_mode="r")
     cache = pair.__dict__.setdefault("_foreground", {})
     if level not in cache:
-        cache[level] = np.argwhere(pair.thick.max(axis=0) > level)
+        cache[level] = np.argwhere(np.asarray(pair.thick).max(axis=0) > level).astype(np.int16)
+        if path is not None:
+            tmp = folder / f".foreground.{os.getpid()}.npy"
+            np.save(tmp, cache.pop(level))
+            os.replace(tmp, path)
+            return np.load(path, mmap_mode="r")
     return cache[level]
 
 
@@ -210,7 +279,7 @@ def random_crop(pair: Pair, rng: np.random.Generator, depth: int, size: int, fli
     k = int(rng.integers(0, n - depth + 1))
     inside = foreground_pixels(pair, foreground) if foreground is not None else ()
     if len(inside):
-        cy, cx = inside[int(rng.integers(len(inside)))]
+        cy, cx = (int(v) for v in inside[int(rng.integers(len(inside)))])
         y, x = int(np.clip(cy - sh // 2, 0, h - sh)), int(np.clip(cx - sw // 2, 0, w - sw))
     else:
         y, x = int(rng.integers(0, h - sh + 1)), int(rng.integers(0, w - sw + 1))
@@ -222,11 +291,12 @@ def random_crop(pair: Pair, rng: np.random.Generator, depth: int, size: int, fli
     return np.ascontiguousarray(thick), np.ascontiguousarray(thin)
 
 
-def centre_crop(pair: Pair, size: int) -> Pair:
-    """The in-plane centre ``size x size`` of a pair (validation on crops); 0 keeps it whole."""
+def centre_crop(pair: "Pair | CachedPair", size: int) -> "Pair | CachedPair":
+    """The in-plane centre ``size x size`` of a pair (validation on crops, read into RAM); 0 keeps it
+    as it is."""
     if not size:
         return pair
     _, h, w = pair.thick.shape
     y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
     sl = (slice(None), slice(y, y + size), slice(x, x + size))
-    return Pair(pair.name, pair.thick[sl], pair.thin[sl], pair.factor)
+    return Pair(pair.name, np.array(pair.thick[sl]), np.array(pair.thin[sl]), pair.factor)

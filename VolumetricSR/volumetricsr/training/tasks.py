@@ -1,14 +1,20 @@
-"""Training tasks: what one method needs trained. The :class:`~.trainer.Trainer` owns the loop.
+"""Training tasks: what one method needs trained. The loop core (:mod:`.loop`) runs the steps;
+:class:`~.trainer.Trainer` adds the work folder; ``volumetricsr train`` builds the task from its
+own command-line options (:meth:`Task.add_arguments`).
 
-A task owns its networks, optimizers and schedulers, draws its own training samples, does one
-optimisation step, validates, and describes the final model (weights + model-card fields). Methods
-with several networks and optimizers (a CycleGAN) or several stages just return more of them; the
-trainer checkpoints whatever :meth:`Task.modules`, :meth:`Task.optimizers` and
-:meth:`Task.schedulers` return.
+A task owns its networks, optimizers and schedulers and any other state that must survive a resume
+(:meth:`Task.extras`: GradScalers, image pools, EMA weights: objects with ``state_dict`` /
+``load_state_dict``), draws its own training samples, takes one step at a given global step (a
+GAN alternates its networks there; a staged method switches stages by the step, so a switch
+survives a resume), validates, and describes the final model (weights + model-card fields).
 """
 from __future__ import annotations
 
+import argparse
+import copy
+import json
 import math
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -22,6 +28,7 @@ from ..normalization import Normalization
 from ..progress import CancelToken
 from ..volume import Volume
 from . import data as tdata
+from .loop import autocast, optimize
 
 _TASKS: dict[str, Callable] = {}
 
@@ -35,18 +42,59 @@ def register_task(name: str):
 
 def get_task(name: str) -> Callable:
     if name not in _TASKS:
-        raise InputError(f"No trainer for method {name!r} (trainable: {', '.join(sorted(_TASKS))}).")
+        raise InputError(f"No trainer for method {name!r} (trainable: {', '.join(trainable())}).")
     return _TASKS[name]
+
+
+def trainable() -> list[str]:
+    return sorted(_TASKS)
 
 
 class Task:
     """Base class. ``config`` is a plain dict (saved in checkpoints and model cards)."""
 
     method = ""
-    best_metric = "val_psnr"     # higher is better
+    best_metric: Optional[str] = "val_psnr"   # higher is better; None: no best, the last state is the result
+    final_stage: Optional[str] = None         # the result is the best (or last) of this stage; None: any
+    defaults: dict = {}
 
     def __init__(self, config: dict, device: str = "cpu"):
         self.config, self.device = config, device
+
+    # -- command line (``volumetricsr train --method M``) ----------------------------------------
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """This method's own training options."""
+
+    @classmethod
+    def config_from_args(cls, args: argparse.Namespace) -> dict:
+        return copy.deepcopy(cls.defaults)
+
+    @classmethod
+    def from_config(cls, config: dict, device: str, cache: Optional[Path] = None) -> "Task":
+        """The task with its data (``cache``: a folder for prepared training data)."""
+        return cls(config, device)
+
+    def split(self) -> dict:
+        """The data the run trains and validates on, exactly (compared on resume)."""
+        return {}
+
+    @classmethod
+    def default_steps_per_epoch(cls, config: dict) -> int:
+        return 100
+
+    def card_training(self) -> dict:
+        """Training settings for the model card."""
+        return {}
+
+    def card_metrics(self, row: dict) -> dict:
+        """Model-card metrics from the history row of the chosen step."""
+        return {k: round(v, 4) for k, v in row.items() if k.startswith("val_")}
+
+    # -- training ------------------------------------------------------------------------------
+    def stage(self, step: int) -> str:
+        """Name of the stage global step ``step`` belongs to ('' for single-stage tasks)."""
+        return ""
 
     def modules(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
@@ -57,8 +105,11 @@ class Task:
     def schedulers(self) -> dict:
         return {}
 
-    def train_step(self, rng: np.random.Generator) -> dict[str, float]:
-        """Draw a batch with ``rng`` and take one optimisation step; returns losses and the lr."""
+    def extras(self) -> dict:
+        return {}
+
+    def train_step(self, step: int, rng: np.random.Generator) -> dict[str, float]:
+        """Global step ``step``: draw a batch with ``rng``, take the optimisation step(s); losses, lr."""
         raise NotImplementedError
 
     def validate(self, cancel: Optional[CancelToken] = None) -> dict[str, float]:
@@ -68,33 +119,46 @@ class Task:
         """``(state_dict of the network to ship, card fields without id/weights/sha256)``."""
         raise NotImplementedError
 
+    def _groups(self) -> dict:
+        return {"modules": self.modules(), "optimizers": self.optimizers(), "schedulers": self.schedulers(),
+                "extras": self.extras()}
+
     def state_dict(self) -> dict:
-        groups = {"modules": self.modules(), "optimizers": self.optimizers(), "schedulers": self.schedulers()}
-        return {g: {k: v.state_dict() for k, v in items.items()} for g, items in groups.items()}
+        return {g: {k: v.state_dict() for k, v in items.items()} for g, items in self._groups().items()}
 
     def load_state_dict(self, state: dict) -> None:
-        groups = {"modules": self.modules(), "optimizers": self.optimizers(), "schedulers": self.schedulers()}
-        for g, items in groups.items():
+        for g, items in self._groups().items():
             for k, v in items.items():
-                v.load_state_dict(state[g][k])
+                v.load_state_dict(state.get(g, {})[k])
 
 
-def warmup_cosine(total_steps: int, warmup: int, floor: float = 0.01) -> Callable[[int], float]:
-    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine decay to ``floor``."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-    return factor
+class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` x the base rate at
+    ``total_steps`` (and the floor beyond). The horizon is part of the saved state, so a resumed
+    run continues the same curve."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup: int, floor: float = 0.01,
+                 last_epoch: int = -1):
+        self.total_steps, self.warmup, self.floor = int(total_steps), int(warmup), float(floor)
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        t = min(1.0, (step - self.warmup) / max(1, self.total_steps - self.warmup))
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    def get_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
 
 
 TVSRN_DEFAULTS = {
     "arch": {"factor": 5, "depth": 4, "channels": 8, "enc_layers": 4, "fims": 1, "tab_layers": 4,
              "dec_layers": 4, "heads": 8, "window": 8, "tab_window": [4, 8], "group": 8, "mlp_ratio": 4.0,
-             "head_hidden": 16, "base": None},
+             "head_hidden": 16, "base": None, "init": "paper", "final_norm": False},
     "lr": 3e-4, "weight_decay": 1e-4, "warmup": 100, "total_steps": 1000, "batch_size": 1, "crop": 256,
     "flip": True, "foreground": None, "fit_base": False, "val_crop": 0, "grad_clip": 1.0, "amp": False,
+    "loss_slices": None, "val_fraction": 0.2, "val_split": "case", "seed": 0,
     "normalization": {"kind": "window", "low": -1024.0, "high": 2048.0},
 }
 
@@ -102,32 +166,102 @@ TVSRN_DEFAULTS = {
 @register_task("tvsrn")
 class TVSRNTask(Task):
     """Supervised TVSRN: L1 between predicted and true thin slices of random 4-slice crops; AdamW;
-    warm-up + cosine LR; optional bf16 autocast (``amp``); validation PSNR/SSIM (RPLHR protocol) on whole validation volumes (or their
-    in-plane centre crops, ``val_crop``) run through the engine with the method's tiling."""
+    warm-up + cosine LR; optional bf16 autocast (``amp``); validation PSNR/SSIM (RPLHR protocol) on
+    whole validation volumes (or their in-plane centre crops, ``val_crop``) run through the engine
+    with the method's tiling. ``loss_slices``: ``[a, b]`` restricts the loss to thin slices a..b-1
+    of each window (the reference trains on the central 10 of 16); None: all of them."""
 
     method = "tvsrn"
+    defaults = TVSRN_DEFAULTS
 
-    def __init__(self, config: dict, device: str = "cpu", dataset: Optional[tdata.Dataset] = None):
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        d = cls.defaults
+        p.add_argument("--data", help="RPLHR-CT folder (train/val with 1mm/ and 5mm/), a CSV/text list of "
+                                      "thin[,thick[,split]] lines, or a folder of thin volumes (pseudo-pairs)")
+        p.add_argument("--val-fraction", type=float, default=d["val_fraction"],
+                       help="cases (or slab) held out when no split is given")
+        p.add_argument("--val-split", choices=["case", "slab"], default=d["val_split"],
+                       help="hold out whole cases, or the last slab of every case")
+        p.add_argument("--val-crop", type=int, default=d["val_crop"],
+                       help="validate on the in-plane centre NxN (0: whole volumes)")
+        p.add_argument("--batch-size", type=int, default=d["batch_size"])
+        p.add_argument("--crop", type=int, default=d["crop"], help="in-plane size of the random training crops")
+        p.add_argument("--no-flip", action="store_true", help="no random left-right flips")
+        p.add_argument("--foreground", type=float, metavar="LEVEL",
+                       help="centre crops on pixels above this normalised intensity (e.g. 0.25 = -256 HU with "
+                            "the CT window): less training time spent on air")
+        p.add_argument("--fit-base", action="store_true",
+                       help="start the network's linear base (--arch '{\"base\": \"bspline\"}') at the "
+                            "least-squares thick-to-thin map of the training data")
+        p.add_argument("--loss-slices", type=int, nargs=2, metavar=("A", "B"),
+                       help="train on thin slices A..B-1 of each window only (default: all)")
+        p.add_argument("--lr", type=float, default=d["lr"])
+        p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+        p.add_argument("--warmup", type=int, default=d["warmup"], help="linear LR warm-up steps before the cosine decay")
+        p.add_argument("--factor", type=int, default=d["arch"]["factor"], help="thin slices per thick slice")
+        p.add_argument("--arch", default="{}", help="JSON of network arguments, e.g. "
+                       "'{\"base\": \"bspline\", \"init\": \"balanced\", \"final_norm\": true}'")
+        p.add_argument("--amp", action="store_true", help="bf16 autocast in training steps (faster on recent GPUs)")
+
+    @classmethod
+    def config_from_args(cls, args: argparse.Namespace) -> dict:
+        if not args.data:
+            raise InputError("--data is needed (unless --resume).")
+        try:
+            arch = json.loads(args.arch)
+        except ValueError as exc:
+            raise InputError(f"--arch is not JSON: {exc}")
+        config = copy.deepcopy(cls.defaults)
+        unknown = set(arch) - set(config["arch"])
+        if unknown:
+            raise InputError(f"Unknown network arguments {sorted(unknown)}; known: {sorted(config['arch'])}.")
+        config["arch"].update(arch, factor=args.factor)
+        config.update(lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, batch_size=args.batch_size,
+                      crop=args.crop, flip=not args.no_flip, foreground=args.foreground, fit_base=args.fit_base,
+                      val_crop=args.val_crop, data=str(args.data), val_fraction=args.val_fraction,
+                      val_split=args.val_split, amp=args.amp, loss_slices=args.loss_slices)
+        return config
+
+    @staticmethod
+    def discover(config: dict) -> tdata.Dataset:
+        return tdata.discover(config["data"], config["val_fraction"], config.get("val_split", "case"))
+
+    @classmethod
+    def from_config(cls, config: dict, device: str, cache: Optional[Path] = None) -> "TVSRNTask":
+        return cls(config, device, cls.discover(config), cache)
+
+    @classmethod
+    def default_steps_per_epoch(cls, config: dict) -> int:
+        return max(100, len(cls.discover(config).train))    # one random crop per training case per step, >= 100
+
+    def __init__(self, config: dict, device: str = "cpu", dataset: Optional[tdata.Dataset] = None,
+                 cache: Optional[Path] = None):
         from ..methods.tvsrn import TVSRNMethod
         from ..networks import TVSRN
 
         super().__init__(config, device)
-        self.net = TVSRN(**config["arch"]).to(device)
+        with torch.random.fork_rng(devices=[]):      # the run's seed, without touching the process's RNG
+            torch.manual_seed(config.get("seed", 0))
+            self.net = TVSRN(**config["arch"]).to(device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, warmup_cosine(config["total_steps"], config["warmup"]))
+        self.sched = WarmupCosine(self.opt, config["total_steps"], config["warmup"])
         self.norm = Normalization.from_dict(config["normalization"])
         self.tiling = TVSRNMethod
         self.dataset = dataset
-        self.train_pairs: list[tdata.Pair] = []
-        self.val_pairs: list[tdata.Pair] = []
+        self.train_pairs: list = []
+        self.val_pairs: list = []
         if dataset is not None:
             factor = config["arch"]["factor"]
-            self.train_pairs = [tdata.load_pair(c, factor, self.norm) for c in dataset.train]
-            self.val_pairs = [tdata.centre_crop(tdata.load_pair(c, factor, self.norm), config["val_crop"])
+            self.train_pairs = [tdata.open_pair(c, factor, self.norm, cache) for c in dataset.train]
+            self.val_pairs = [tdata.centre_crop(tdata.open_pair(c, factor, self.norm, cache), config["val_crop"])
                               for c in dataset.val]
 
         if config.get("fit_base") and self.train_pairs:
             self.fit_base(np.random.default_rng(config.get("seed", 0)))
+
+    def split(self) -> dict:
+        return self.dataset.split() if self.dataset is not None else {}
 
     def fit_base(self, rng: np.random.Generator, samples: int = 200_000) -> None:
         """Start the network's linear base (``arch.base``) at the least-squares map from ``depth`` thick
@@ -169,18 +303,14 @@ class TVSRNTask(Task):
         thin = torch.from_numpy(np.stack([c[1][:, :h, :w] for c in crops]))[:, None]
         return thick.to(self.device), thin.to(self.device)
 
-    def train_step(self, rng: np.random.Generator) -> dict[str, float]:
+    def train_step(self, step: int, rng: np.random.Generator) -> dict[str, float]:
         thick, thin = self.sample(rng)
         self.net.train()
-        device_type = torch.device(self.device).type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bool(self.config.get("amp"))):
-            loss = F.l1_loss(self.net(thick).float(), thin)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config["grad_clip"])
+        keep = slice(*self.config["loss_slices"]) if self.config.get("loss_slices") else slice(None)
+        with autocast(self.device, bool(self.config.get("amp"))):
+            loss = F.l1_loss(self.net(thick).float()[:, :, keep], thin[:, :, keep])
         lr = self.opt.param_groups[0]["lr"]
-        self.opt.step()
+        optimize(loss, self.opt, self.net.parameters(), self.config["grad_clip"])
         self.sched.step()
         return {"loss": float(loss.detach()), "lr": lr}
 
@@ -194,7 +324,7 @@ class TVSRNTask(Task):
             with torch.inference_mode():
                 return self.net(batch.to(self.device)).float()
 
-        out = sliding_window_inference(torch.from_numpy(thick)[None], predictor, window,
+        out = sliding_window_inference(torch.from_numpy(np.array(thick))[None], predictor, window,
                                        scale=(self.config["arch"]["factor"], 1, 1), overlap=self.tiling.overlap,
                                        blend="uniform", cancel=cancel)
         return out[0].numpy()
@@ -225,3 +355,18 @@ class TVSRNTask(Task):
             "window": [depth, *self.tiling.window[1:]], "training_data": info,
         }
         return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}, fields
+
+    def card_training(self) -> dict:
+        c = self.config
+        return {"batch_size": c["batch_size"], "crop": c["crop"], "foreground": c.get("foreground"),
+                "fit_base": c.get("fit_base", False), "loss_slices": c.get("loss_slices"),
+                "optimizer": f"AdamW lr {c['lr']} wd {c['weight_decay']}",
+                "schedule": f"warm-up {c['warmup']} + cosine over {c['total_steps']} steps", "loss": "L1"}
+
+    def card_metrics(self, row: dict) -> dict:
+        metrics = super().card_metrics(row)
+        if metrics:
+            metrics["protocol"] = "rplhr"
+            metrics["evaluated_on"] = (f"validation cases, in-plane centre {self.config['val_crop']}^2"
+                                       if self.config["val_crop"] else "whole validation volumes") + ", tvsrn tiling"
+        return metrics

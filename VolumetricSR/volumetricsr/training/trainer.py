@@ -1,14 +1,16 @@
-"""The training loop shared by every method: steps, validation, checkpoints, resume, logs, curves, stop.
+"""The training harness: the work folder around the loop core (:mod:`.loop`): checkpoints, exact
+resume, logs, curves, progress lines, signals and the STOP file.
 
 Files in the work folder:
 - ``checkpoints/last.pt`` (after every epoch and when stopped) and ``checkpoints/best.pt`` (best
-  validation score so far): task state (networks, optimizers, schedulers), step, best score,
+  validation score so far, within the task's final stage): task state (networks, optimizers, schedulers), step, best score,
   history and every random state; written atomically.
 - ``log.csv`` (one row per step; validation columns filled at epoch ends) and ``curves.png``.
+- ``cache/``: training data prepared once per case and memory-mapped (see :mod:`.data`).
 
 Progress goes to stdout: with ``progress_json`` one JSON object per line, with an ``event`` of
 ``start``, ``step``, ``validate`` (starting), ``epoch`` (with any validation metrics),
-``checkpoint``, ``stopped`` or ``done`` (plus ``model`` and ``error`` from the command line);
+``checkpoint``, ``note``, ``stopped`` or ``done`` (plus ``model`` and ``error`` from the command line);
 otherwise short human-readable lines. SIGTERM/SIGINT, or a file named ``STOP`` appearing in the work
 folder (for platforms without signals, e.g. a GUI on Windows), stop the run after the current step:
 a checkpoint is saved and :meth:`Trainer.run` returns 130; a second signal aborts at once.
@@ -18,7 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import signal
 import sys
@@ -30,9 +31,10 @@ from typing import Optional, TextIO
 import numpy as np
 
 from ..cpu_memory import keep_freed_memory
-from ..errors import Cancelled, ModelError
+from ..errors import Cancelled, InputError, ModelError
 from ..progress import CancelToken
 from . import checkpoint as ckpt
+from .loop import Loop
 from .tasks import Task
 
 STOPPED = 130
@@ -40,18 +42,51 @@ FORMAT = 1
 
 
 class Trainer:
+    """The work-folder harness around the loop core (:class:`~.loop.Loop`): checkpoints, exact
+    resume, signals and the STOP file, ``log.csv``, curves and progress lines.
+
+    ``config`` is saved with every checkpoint, with the run's horizon (``total_steps``,
+    ``steps_per_epoch``, ``val_every``) and the task's data split; :meth:`resume` restores the
+    step, history, best values, every random state and the task's state (the schedulers carry
+    their own horizon), and refuses a split that has changed.
+    """
+
     def __init__(self, task: Task, workdir: "str | os.PathLike", *, total_steps: int, steps_per_epoch: int,
                  val_every: int = 1, seed: int = 0, config: Optional[dict] = None, progress_json: bool = False,
                  log_every: int = 10, stream: Optional[TextIO] = None):
         self.task, self.workdir = task, Path(workdir)
-        self.total_steps, self.steps_per_epoch = int(total_steps), max(1, int(steps_per_epoch))
-        self.val_every, self.config = max(1, int(val_every)), dict(config or {})
+        self.config = dict(config or {})
+        self.config.update(total_steps=int(total_steps), steps_per_epoch=max(1, int(steps_per_epoch)),
+                           val_every=max(1, int(val_every)))
         self.progress_json, self.log_every = progress_json, max(1, log_every)
         self.stream = stream or sys.stdout
-        self.rng = np.random.default_rng(seed)
         self.cancel = CancelToken()
-        self.step, self.history, self.best = 0, [], {"metric": task.best_metric, "value": None, "step": None}
+        self.loop = Loop(task, total_steps, steps_per_epoch=steps_per_epoch, val_every=val_every,
+                         rng=np.random.default_rng(seed), cancel=self.cancel, on_event=self._on_event,
+                         should_stop=self.stop_path.exists)
         self.is_main = int(os.environ.get("RANK", "0")) == 0   # only rank 0 writes (torchrun)
+        self._t0, self._start = time.perf_counter(), 0
+
+    # -- the loop's state ----------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        return self.loop.step
+
+    @property
+    def history(self) -> list[dict]:
+        return self.loop.history
+
+    @property
+    def total_steps(self) -> int:
+        return self.loop.total_steps
+
+    @property
+    def result(self) -> dict:
+        """The best entry of the final stage (``{"metric", "value", "step"}``), {} if none."""
+        final = self.task.final_stage
+        bests = self.loop.best if final is None else {final: self.loop.best.get(final)}
+        found = [b for b in bests.values() if b]
+        return max(found, key=lambda b: b["value"]) if found else {}
 
     # -- files ---------------------------------------------------------------------------------
     @property
@@ -67,9 +102,8 @@ class Trainer:
         return self.workdir / "checkpoints" / "best.pt"
 
     def state(self) -> dict:
-        return {"format": FORMAT, "method": self.task.method, "config": self.config, "step": self.step,
-                "best": self.best, "history": self.history, "task": self.task.state_dict(),
-                "rng": ckpt.rng_state(self.rng)}
+        return {"format": FORMAT, "method": self.task.method, "config": self.config, "split": self.task.split(),
+                **self.loop.state(), "task": self.task.state_dict(), "rng": ckpt.rng_state(self.loop.rng)}
 
     def save(self, path: Path) -> None:
         if self.is_main:
@@ -81,9 +115,10 @@ class Trainer:
         if state.get("method") != self.task.method:
             raise ModelError(f"Checkpoint {self.last_path} belongs to method {state.get('method')!r}, "
                              f"not {self.task.method!r}.")
+        check_same_split(state.get("split", {}), self.task.split(), self.last_path)
         self.task.load_state_dict(state["task"])
-        self.step, self.best, self.history = state["step"], state["best"], state["history"]
-        ckpt.set_rng_state(state["rng"], self.rng)
+        self.loop.load_state(state)
+        ckpt.set_rng_state(state["rng"], self.loop.rng)
 
     def write_log(self) -> None:
         if not self.is_main or not self.history:
@@ -94,7 +129,13 @@ class Trainer:
         writer.writeheader()
         writer.writerows(self.history)
         _atomic_text(self.workdir / "log.csv", buf.getvalue())
-        plot_curves(self.history, self.workdir / "curves.png")
+        try:
+            plot_curves(self.history, self.workdir / "curves.png")
+        except ImportError:   # matplotlib is an optional extra
+            if not getattr(self, "_said_no_curves", False):
+                self._said_no_curves = True
+                self.emit("note", message="matplotlib is not installed: log.csv written, curves.png skipped "
+                                          "(pip install volumetricsr[plots])")
 
     # -- progress and signals ------------------------------------------------------------------
     def emit(self, event: str, **fields) -> None:
@@ -106,12 +147,27 @@ class Trainer:
             text = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
             print(f"[{event}] {text}", file=self.stream, flush=True)
 
+    def _on_event(self, name: str, fields: dict) -> None:
+        if name == "step":
+            elapsed = time.perf_counter() - self._t0
+            eta = elapsed / (self.step - self._start) * (self.total_steps - self.step)
+            self.emit("step", **fields, total=self.total_steps, elapsed=round(elapsed, 2), eta=round(eta, 1))
+        elif name == "best":
+            if self.task.final_stage is None or fields["stage"] == self.task.final_stage:
+                self.save(self.best_path)
+        elif name == "epoch":
+            self.emit("epoch", **fields)
+            self.save(self.last_path)
+            self.write_log()
+        else:
+            self.emit(name, **fields)
+
     def _on_signal(self, signum, frame) -> None:
         if self.cancel.cancelled:
             raise KeyboardInterrupt
         self.cancel.cancel()
 
-    # -- loop ----------------------------------------------------------------------------------
+    # -- run -----------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> int:
         """Train until ``total_steps``; 0 when done, :data:`STOPPED` when stopped by a signal."""
         if resume:
@@ -122,12 +178,12 @@ class Trainer:
                 handlers[sig] = signal.signal(sig, self._on_signal)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stop_path.unlink(missing_ok=True)
-        start, t0 = self.step, time.perf_counter()
-        self.emit("start", step=self.step, total=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+        self._start, self._t0 = self.step, time.perf_counter()
+        self.emit("start", step=self.step, total=self.total_steps, steps_per_epoch=self.loop.steps_per_epoch,
                   workdir=str(self.workdir))
         try:
             with keep_freed_memory():
-                self._loop(start, t0)
+                self.loop.run()
         except Cancelled:
             pass
         finally:
@@ -139,76 +195,63 @@ class Trainer:
             self.write_log()
             self.emit("stopped", step=self.step, checkpoint=str(self.last_path))
             return STOPPED
-        self.emit("done", step=self.step, best=self.best)
+        self.emit("done", step=self.step, best=self.result or None)
         return 0
 
-    def _loop(self, start: int, t0: float) -> None:
-        """Steps until done or cancelled; epochs end with validation and checkpoints."""
-        while self.step < self.total_steps and not self.cancel.cancelled:
-            out = self.task.train_step(self.rng)
-            self.step += 1
-            row = {"step": self.step, "epoch": self.epoch, **out}
-            self.history.append(row)
-            elapsed = time.perf_counter() - t0
-            eta = elapsed / (self.step - start) * (self.total_steps - self.step)
-            self.emit("step", **row, total=self.total_steps, elapsed=round(elapsed, 2), eta=round(eta, 1))
-            if self.stop_path.exists():
-                self.cancel.cancel()
-            elif self.step % self.steps_per_epoch == 0 or self.step == self.total_steps:
-                self.end_epoch(row)
 
-    @property
-    def epoch(self) -> int:
-        return math.ceil(self.step / self.steps_per_epoch)
-
-    def end_epoch(self, row: dict) -> None:
-        metrics = {}
-        if self.epoch % self.val_every == 0 or self.step == self.total_steps:
-            self.emit("validate", epoch=self.epoch, step=self.step)
-            metrics = self.task.validate(self.cancel)
-            row.update(metrics)
-            value = metrics.get(self.best["metric"])
-            if value is not None and (self.best["value"] is None or value > self.best["value"]):
-                self.best.update(value=value, step=self.step)
-                self.save(self.best_path)
-        self.emit("epoch", epoch=self.epoch, step=self.step, **metrics, best=self.best["value"])
-        self.save(self.last_path)
-        self.write_log()
+def check_same_split(saved: dict, now: dict, where: Path) -> None:
+    """A resumed run must see the data it started with: say which cases changed."""
+    if saved == now:
+        return
+    changes = []
+    for part in sorted(set(saved) | set(now)):
+        old = {json.dumps(r) for r in saved.get(part, [])}
+        new = {json.dumps(r) for r in now.get(part, [])}
+        changes += [f"{part} +{json.loads(r)[0]}" for r in sorted(new - old)]
+        changes += [f"{part} -{json.loads(r)[0]}" for r in sorted(old - new)]
+    raise InputError(f"The training data changed since {where} was written ({', '.join(changes) or 'order'}); "
+                     f"restore it, or start a new run (another --out or --workdir).")
 
 
 def _atomic_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
-    """Training loss (raw and smoothed) and validation metrics against the step, as a PNG."""
+    """Training losses (raw and smoothed) and up to two validation metrics against the step, as a PNG."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     steps = np.array([r["step"] for r in history])
-    loss = np.array([r.get("loss", np.nan) for r in history], dtype=float)
     fig = Figure(figsize=(10, 4), dpi=100)
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(steps, loss, color="0.75", lw=0.8, label="loss")
-    k = max(1, len(loss) // 50)
-    if k > 1:
-        ax1.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), color="C0", label=f"mean of {k}")
-    ax1.set(xlabel="step", ylabel="training loss (L1)", yscale="log" if np.nanmin(loss) > 0 else "linear")
+    losses = [k for k in dict.fromkeys(k for r in history for k in r) if k.startswith("loss")]
+    positive = True
+    for i, key in enumerate(losses):
+        loss = np.array([r.get(key, np.nan) for r in history], dtype=float)
+        positive &= bool(np.nanmin(loss) > 0)
+        ax1.plot(steps, loss, color="0.75", lw=0.8, label=key if len(losses) == 1 else None)
+        k = max(1, len(loss) // 50)
+        if k > 1:
+            ax1.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), color=f"C{i}",
+                     label=f"{key}, mean of {k}")
+    ax1.set(xlabel="step", ylabel="training loss", yscale="log" if positive and losses else "linear")
     ax1.legend()
-    val = [r for r in history if "val_psnr" in r]
-    if val:
-        ax2.plot([r["step"] for r in val], [r["val_psnr"] for r in val], "o-", color="C1", label="PSNR")
-        ax2.set(xlabel="step", ylabel="validation PSNR (dB)")
-        twin = ax2.twinx()
-        twin.plot([r["step"] for r in val], [r["val_ssim"] for r in val], "s--", color="C2", label="SSIM")
-        twin.set_ylabel("validation SSIM")
+    metrics = [k for k in dict.fromkeys(k for r in history for k in r) if k.startswith("val_")][:2]
+    if metrics:
+        for axis, key, style in zip((ax2, ax2.twinx()), metrics, ("o-", "s--")):
+            rows = [r for r in history if key in r]
+            axis.plot([r["step"] for r in rows], [r[key] for r in rows], style,
+                      color="C1" if axis is ax2 else "C2", label=key)
+            axis.set_ylabel(f"validation {key[4:].upper()}")
+        ax2.set_xlabel("step")
     else:
         ax2.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax2.transAxes)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     fig.savefig(tmp)
     os.replace(tmp, path)

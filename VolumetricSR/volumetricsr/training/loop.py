@@ -1,0 +1,106 @@
+"""The training loop core shared by every method: steps, epochs, validation, the best model per
+stage, progress and cancel. It touches no files; :class:`~.trainer.Trainer` adds the work folder
+(checkpoints, logs, signals) around it, and per-volume methods (selfsr) run it directly.
+
+A run is a sequence of global steps ``0 .. total_steps-1``. Step ``s`` calls
+``task.train_step(s, rng)``; after every ``steps_per_epoch`` steps (and the last) an epoch ends:
+every ``val_every`` epochs (and at the end) the task validates, and a new best value of
+``task.best_metric`` within the current ``task.stage(s)`` is recorded. Events go to ``on_event(name,
+fields)``: ``step``, ``validate`` (starting), ``best``, ``epoch``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+import torch
+
+from ..progress import CancelToken
+
+EventCallback = Callable[[str, dict], None]
+
+
+class Loop:
+    def __init__(self, task, total_steps: int, *, steps_per_epoch: int, val_every: int = 1,
+                 rng: Optional[np.random.Generator] = None, cancel: Optional[CancelToken] = None,
+                 on_event: Optional[EventCallback] = None, should_stop: Optional[Callable[[], bool]] = None):
+        self.task, self.total_steps = task, int(total_steps)
+        self.steps_per_epoch, self.val_every = max(1, int(steps_per_epoch)), max(1, int(val_every))
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.cancel = cancel or CancelToken()
+        self.on_event = on_event or (lambda name, fields: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.step, self.history, self.best = 0, [], {}   # best: {stage: {"metric", "value", "step"}}
+
+    @property
+    def epoch(self) -> int:
+        return math.ceil(self.step / self.steps_per_epoch)
+
+    def state(self) -> dict:
+        return {"step": self.step, "history": self.history, "best": self.best}
+
+    def load_state(self, state: dict) -> None:
+        self.step, self.history, self.best = state["step"], state["history"], state["best"]
+
+    def run(self) -> None:
+        """Steps until ``total_steps`` or until cancelled (the token, or ``should_stop()``)."""
+        while self.step < self.total_steps and not self.cancel.cancelled:
+            stage = self.task.stage(self.step)
+            out = self.task.train_step(self.step, self.rng)
+            self.step += 1
+            row = {"step": self.step, "epoch": self.epoch, **({"stage": stage} if stage else {}), **out}
+            self.history.append(row)
+            self.on_event("step", row)
+            if self.should_stop():
+                self.cancel.cancel()
+            elif self.step % self.steps_per_epoch == 0 or self.step == self.total_steps:
+                self.end_epoch(row, stage)
+
+    def end_epoch(self, row: dict, stage: str) -> None:
+        metrics = {}
+        if self.epoch % self.val_every == 0 or self.step == self.total_steps:
+            self.on_event("validate", {"epoch": self.epoch, "step": self.step})
+            metrics = self.task.validate(self.cancel)
+            row.update(metrics)
+            name = self.task.best_metric
+            value = metrics.get(name) if name else None
+            best = self.best.get(stage)
+            if value is not None and (best is None or value > best["value"]):
+                self.best[stage] = {"metric": name, "value": value, "step": self.step}
+                self.on_event("best", {"stage": stage, **self.best[stage]})
+        best = self.best.get(stage, {})
+        self.on_event("epoch", {"epoch": self.epoch, "step": self.step, **metrics, "best": best.get("value")})
+
+
+def optimize(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters: Iterable[torch.nn.Parameter],
+             grad_clip: float = 0.0, scaler: Optional[torch.amp.GradScaler] = None) -> None:
+    """One optimisation step of ``loss``: zero, backward (through ``scaler`` for fp16), optional
+    gradient-norm clipping, step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        return
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()
+
+
+def autocast(device: str, enabled: bool = True):
+    """Mixed precision for a training step: bf16 where the device has it natively (CUDA with bf16,
+    a CPU asked for it), fp16 on older GPUs (then a GradScaler is needed: :func:`needs_scaler`)."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype, enabled=enabled)
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled and kind == "cpu")
+
+
+def needs_scaler(device: str, amp: bool) -> bool:
+    return amp and torch.device(device).type == "cuda" and not torch.cuda.is_bf16_supported()
