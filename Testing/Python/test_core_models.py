@@ -163,3 +163,18 @@ def test_shipped_tvsrn_models_beat_bspline_on_a_synthetic_pseudo_pair():
         out = super_resolve(thick, "tvsrn", 1.0, axis=2, model=card.id, device="cpu", precision="fp32", compile=False)
         m = evaluate(out, phantom, "rplhr")
         assert m["psnr"] > bspline["psnr"] + 0.2 and m["ssim"] > bspline["ssim"], (card.id, m, bspline)
+
+
+def test_intensities_outside_the_window_are_restored(models_dir):
+    """Metal (12,618 HU) and outside-the-field -3024 HU survive a network whose window is
+    [-1024, 2048]: the clipped part comes back, so the linear toy network's output equals linear
+    interpolation of the unclipped input, and the acquired slices keep their values."""
+    write_model(models_dir)
+    vol = ct_volume()
+    array = vol.array.copy()
+    array[3, 5:8, 5:8] = 12618
+    array[:, 0, :] = -3024
+    vol = vol.with_array(array)
+    out = super_resolve(vol, "toy-net", 1.0, device="cpu", model="toy-x5")
+    np.testing.assert_allclose(out.array, global_linear(array.astype(np.float32), 5), atol=0.05)
+    assert out.array[15].max() == pytest.approx(12618, rel=1e-4) and out.array[:, 0].min() == pytest.approx(-3024)

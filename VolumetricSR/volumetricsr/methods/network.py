@@ -15,7 +15,7 @@ from ..models import ModelCard, find_model
 from ..normalization import Normalization
 from ..predictors import OnnxPredictor, TorchPredictor, export_onnx
 from ..progress import scaled
-from ..resampling import apply_along_first_axis, bspline_weights
+from ..resampling import apply_along_first_axis, bspline_weights, linear_weights
 from .base import Method, RunContext
 
 BACKENDS = ("torch", "onnx")
@@ -27,6 +27,11 @@ class NetworkMethod(Method):
     Subclasses set ``name`` etc. and may change the defaults below; the model card may override the
     window with ``"window": [d, h, w]``. When the requested factor differs from the native one, the
     network's output is resampled to the requested grid with a cubic B-spline.
+
+    Intensities outside the card's normalisation window (metal, dense bone, contrast above a CT
+    window; the brightest voxels of an MR volume beyond its percentile range) are not lost: what
+    the window clipped off the input is interpolated linearly along the through-plane axis and added
+    back to the network's output (:func:`restore_clipped`). Inside the window nothing changes.
     """
 
     needs_model = True
@@ -78,8 +83,21 @@ class NetworkMethod(Method):
         if out.shape[0] != native_n:
             raise ModelError(f"Model {card.id} returned {out.shape[0]} slices for {grid.n_in} thick ones; "
                              f"expected {native_n} at factor {factor}. Card and network disagree.")
+        out = restore_clipped(out, stack, lo, hi)
         if native_n != grid.n_out:
             ctx.report(0.96, f"resampling x{factor} output to the requested {grid.spacing_out:.3g} mm")
             positions = np.arange(grid.n_out) * (native_n - 1) / max(grid.n_out - 1, 1)
             out = apply_along_first_axis(bspline_weights(positions, native_n), out)
         return out
+
+
+def restore_clipped(out: np.ndarray, stack: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``out`` (thin slices at thick positions ``t * (n_in-1)/(n_out-1)``) plus the part of ``stack``
+    (thick slices) outside ``[lo, hi]``, linearly interpolated to the thin positions: at the acquired
+    slices the input's own values come back; linear weights are non-negative, so nothing rings."""
+    excess = stack - np.clip(stack, lo, hi)
+    if not excess.any():
+        return out
+    n_in, n_out = stack.shape[0], out.shape[0]
+    positions = np.arange(n_out) * (n_in - 1) / max(n_out - 1, 1)
+    return out + apply_along_first_axis(linear_weights(positions, n_in), excess.astype(np.float32))
