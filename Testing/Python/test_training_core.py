@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_training import NORM, TINY_ARCH, thin_ct
+from test_training import NORM, TINY_ARCH, thin_ct, thin_folder  # noqa: F401  (thin_folder: a fixture)
 from volumetricsr import InputError, write_volume
 from volumetricsr.cli import main as cli_main
 from volumetricsr.methods.selfsr import BUDGETS, PatchSampler, SelfSRTask
@@ -16,15 +16,6 @@ from volumetricsr.training.data import CachedPair, discover, load_pair, open_pai
 from volumetricsr.training.loop import Loop, optimize
 from volumetricsr.training.tasks import Task, TVSRNTask, WarmupCosine
 from volumetricsr.training.trainer import STOPPED, Trainer
-
-
-@pytest.fixture
-def thin_folder(tmp_path):
-    folder = tmp_path / "thin"
-    folder.mkdir()
-    for i in range(2):
-        write_volume(thin_ct(i), folder / f"case{i}.nii.gz")
-    return folder
 
 
 def train_args(tmp_path, out, *extra):

@@ -35,7 +35,7 @@ from ..profiles import PROFILES, slice_profile_weights
 from ..progress import scaled
 from ..resampling import apply_along_first_axis, bspline_weights
 from ..training.loop import Loop, autocast, needs_scaler, optimize
-from ..training.tasks import Task
+from ..training.tasks import OneNetworkTask
 from .base import Method, RunContext, register
 
 NORMALIZATION = {"kind": "percentile", "low": 0.5, "high": 99.5}
@@ -130,7 +130,7 @@ class PatchSampler:
 
 # ----------------------------------------------------------------------------- training
 
-class SelfSRTask(Task):
+class SelfSRTask(OneNetworkTask):
     """Per-volume training on the loop core: Adam + one-cycle, L1, AMP on a GPU (a GradScaler for fp16)."""
 
     method = "selfsr"
@@ -144,15 +144,6 @@ class SelfSRTask(Task):
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=1e-3, total_steps=max(iterations, 1),
                                                          pct_start=0.1)
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler(device, self.amp))
-
-    def modules(self):
-        return {"net": self.net}
-
-    def optimizers(self):
-        return {"opt": self.opt}
-
-    def schedulers(self):
-        return {"sched": self.sched}
 
     def extras(self):
         return {"scaler": self.scaler}

@@ -132,6 +132,19 @@ class Task:
                 v.load_state_dict(state.get(g, {})[k])
 
 
+class OneNetworkTask(Task):
+    """A task with one network ``net``, one optimizer ``opt`` and one scheduler ``sched``."""
+
+    def modules(self):
+        return {"net": self.net}
+
+    def optimizers(self):
+        return {"opt": self.opt}
+
+    def schedulers(self):
+        return {"sched": self.sched}
+
+
 class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
     """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` x the base rate at
     ``total_steps`` (and the floor beyond). The horizon is part of the saved state, so a resumed
@@ -164,7 +177,7 @@ TVSRN_DEFAULTS = {
 
 
 @register_task("tvsrn")
-class TVSRNTask(Task):
+class TVSRNTask(OneNetworkTask):
     """Supervised TVSRN: L1 between predicted and true thin slices of random 4-slice crops; AdamW;
     warm-up + cosine LR; optional bf16 autocast (``amp``); validation PSNR/SSIM (RPLHR protocol) on
     whole validation volumes (or their in-plane centre crops, ``val_crop``) run through the engine
@@ -282,15 +295,6 @@ class TVSRNTask(Task):
         weights, *_ = np.linalg.lstsq(np.concatenate(xs), np.concatenate(ys), rcond=None)   # (depth, D')
         with torch.no_grad():
             self.net.base_weights.copy_(torch.from_numpy(weights.astype(np.float32)))
-
-    def modules(self):
-        return {"net": self.net}
-
-    def optimizers(self):
-        return {"opt": self.opt}
-
-    def schedulers(self):
-        return {"sched": self.sched}
 
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         depth, cfg = self.config["arch"]["depth"], self.config
