@@ -165,12 +165,15 @@ class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
         return [base * self.factor(self.last_epoch) for base in self.base_lrs]
 
 
+# The training default adds the learned linear image skip (``base``, started at the least-squares fit)
+# to the paper's network: the ablation in the README (benchmarks/tvsrn_ablation.py, tvsrn_diagnose.py).
+# The paper's network itself: --arch '{"base": null}' --no-fit-base.
 TVSRN_DEFAULTS = {
     "arch": {"factor": 5, "depth": 4, "channels": 8, "enc_layers": 4, "fims": 1, "tab_layers": 4,
              "dec_layers": 4, "heads": 8, "window": 8, "tab_window": [4, 8], "group": 8, "mlp_ratio": 4.0,
-             "head_hidden": 16, "base": None, "init": "paper", "final_norm": False},
+             "head_hidden": 16, "base": "bspline", "init": "paper", "final_norm": False},
     "lr": 3e-4, "weight_decay": 1e-4, "warmup": 100, "total_steps": 1000, "batch_size": 1, "crop": 256,
-    "flip": True, "foreground": None, "fit_base": False, "val_crop": 0, "grad_clip": 1.0, "amp": False,
+    "flip": True, "foreground": None, "fit_base": True, "val_crop": 0, "grad_clip": 1.0, "amp": False,
     "loss_slices": None, "val_fraction": 0.2, "val_split": "case", "seed": 0,
     "normalization": {"kind": "window", "low": -1024.0, "high": 2048.0},
 }
@@ -204,9 +207,9 @@ class TVSRNTask(OneNetworkTask):
         p.add_argument("--foreground", type=float, metavar="LEVEL",
                        help="centre crops on pixels above this normalised intensity (e.g. 0.25 = -256 HU with "
                             "the CT window): less training time spent on air")
-        p.add_argument("--fit-base", action="store_true",
-                       help="start the network's linear base (--arch '{\"base\": \"bspline\"}') at the "
-                            "least-squares thick-to-thin map of the training data")
+        p.add_argument("--fit-base", action=argparse.BooleanOptionalAction, default=None,
+                       help="start the network's linear base (arch 'base') at the least-squares thick-to-thin "
+                            "map of the training data (default: yes when the network has a base)")
         p.add_argument("--loss-slices", type=int, nargs=2, metavar=("A", "B"),
                        help="train on thin slices A..B-1 of each window only (default: all)")
         p.add_argument("--lr", type=float, default=d["lr"])
@@ -231,7 +234,8 @@ class TVSRNTask(OneNetworkTask):
             raise InputError(f"Unknown network arguments {sorted(unknown)}; known: {sorted(config['arch'])}.")
         config["arch"].update(arch, factor=args.factor)
         config.update(lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, batch_size=args.batch_size,
-                      crop=args.crop, flip=not args.no_flip, foreground=args.foreground, fit_base=args.fit_base,
+                      crop=args.crop, flip=not args.no_flip, foreground=args.foreground,
+                      fit_base=config["arch"]["base"] is not None if args.fit_base is None else args.fit_base,
                       val_crop=args.val_crop, data=str(args.data), val_fraction=args.val_fraction,
                       val_split=args.val_split, amp=args.amp, loss_slices=args.loss_slices)
         return config
