@@ -178,3 +178,40 @@ def test_intensities_outside_the_window_are_restored(models_dir):
     out = super_resolve(vol, "toy-net", 1.0, device="cpu", model="toy-x5")
     np.testing.assert_allclose(out.array, global_linear(array.astype(np.float32), 5), atol=0.05)
     assert out.array[15].max() == pytest.approx(12618, rel=1e-4) and out.array[:, 0].min() == pytest.approx(-3024)
+
+
+def test_weights_of_the_wrong_size_are_a_model_error_naming_the_card(models_dir):
+    write_model(models_dir, state={"gain": torch.zeros(3)})          # the architecture's gain is a scalar
+    with pytest.raises(ModelError, match=r"Model toy-x5 \(.*toy-x5.json\): the weights do not fit"):
+        find_model("toy-x5").build()
+
+
+@pytest.mark.parametrize("name", ["../escape.pt", "/tmp/elsewhere.pt", "sub/../../x.pt"])
+def test_card_files_must_sit_next_to_the_card(models_dir, name):
+    write_model(models_dir, weights=name)
+    with pytest.raises(ModelError, match="not a file in the card's folder"):
+        find_model("toy-x5").verify()
+
+
+def test_onnx_file_of_a_card_is_checked(models_dir):
+    path = write_model(models_dir)
+    onnx = models_dir / "toy-x5.onnx"
+    onnx.write_bytes(b"pretend onnx")
+    ModelCard.load(path).update(onnx=onnx.name)
+    with pytest.raises(ModelError, match="without its onnx_sha256"):
+        find_model("toy-x5").onnx_path()
+    ModelCard.load(path).update(onnx_sha256=sha256_of(onnx))
+    assert find_model("toy-x5").onnx_path() == onnx.resolve()
+    onnx.write_bytes(b"tampered onnx")
+    with pytest.raises(ModelError, match="does not match its card"):
+        super_resolve(ct_volume(), "toy-net", 1.0, device="cpu", backend="onnx")
+
+
+def test_models_command_lists_a_malformed_card_with_its_reason(models_dir, capsys):
+    from volumetricsr.cli import main
+
+    write_model(models_dir)
+    (models_dir / "broken.json").write_text("{not json")
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "toy-x5" in out and "broken.json  [not usable]" in out and "not readable JSON" in out

@@ -108,15 +108,19 @@ def _cmd_methods(args) -> int:
 def _cmd_models(args) -> int:
     from .models import list_models, model_dirs
 
-    cards = list_models(args.method)
+    problems: list = []
+    cards = list_models(args.method, problems)
     if args.json:
         print(json.dumps([{"id": c.id, "method": c.method, "path": str(c.path), "native_factor": c.native_factor,
-                           "modality": c.modality, "metrics": c.metrics} for c in cards], indent=2))
+                           "modality": c.modality, "metrics": c.metrics} for c in cards]
+                         + [{"path": str(p), "error": reason} for p, reason in problems], indent=2))
         return 0
     if not cards:
         print("no models in " + ", ".join(str(d) for d in model_dirs()))
     for c in cards:
         print(c.summary())
+    for path, reason in problems:
+        print(f"{path.name}  [not usable]  {reason}")
     return 0
 
 
@@ -222,7 +226,7 @@ def _cmd_export_onnx(args) -> int:
 
     from .methods import get_method
     from .methods.tvsrn import export_onnx
-    from .models import find_model
+    from .models import find_model, sha256_of
     from .predictors import OnnxPredictor
 
     card = find_model(args.model)
@@ -241,7 +245,7 @@ def _cmd_export_onnx(args) -> int:
         out = Path(args.output).resolve()
         if out.parent != card.path.resolve().parent:
             raise VolumetricSRError(f"--update-card: {out} is not in the card's folder {card.path.parent}.")
-        card.update(onnx=out.name, onnx_window=list(window))
+        card.update(onnx=out.name, onnx_window=list(window), onnx_sha256=sha256_of(out))
         print(f"updated {card.path}")
     return 0
 

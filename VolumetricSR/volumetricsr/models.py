@@ -81,19 +81,41 @@ class ModelCard:
         return cls(**{k: data[k] for k in REQUIRED}, path=path,
                    extra={k: v for k, v in data.items() if k not in REQUIRED})
 
+    def file(self, name: str) -> Path:
+        """A file the card names (weights, ONNX), which must lie in the card's own folder."""
+        folder = self.path.parent.resolve()
+        path = (folder / name).resolve()
+        if Path(name).is_absolute() or path.parent != folder:
+            raise ModelError(f"Model {self.id}: the card names {name!r}, which is not a file in the card's folder "
+                             f"{folder}; card files must sit next to the card.")
+        return path
+
     @property
     def weights_path(self) -> Path:
-        return self.path.parent / self.weights
+        return self.file(self.weights)
 
     def verify(self) -> Path:
         """Check the weights file exists and matches the card's SHA256."""
-        w = self.weights_path
+        return self._verified(self.weights, self.sha256, "weights file")
+
+    def onnx_path(self) -> Path | None:
+        """The card's ONNX file, checked against its ``onnx_sha256`` (None if the card names none)."""
+        name = self.extra.get("onnx")
+        if not name:
+            return None
+        if not self.extra.get("onnx_sha256"):
+            raise ModelError(f"Model {self.id}: the card names {name} without its onnx_sha256; re-export it "
+                             f"(volumetricsr export-onnx --model {self.id} ... --update-card).")
+        return self._verified(name, self.extra["onnx_sha256"], "ONNX file")
+
+    def _verified(self, name: str, sha256: str, what: str) -> Path:
+        w = self.file(name)
         if not w.is_file():
-            raise ModelError(f"Model {self.id}: weights file {w} is missing (the card names {self.weights!r}).")
+            raise ModelError(f"Model {self.id}: {what} {w} is missing (the card names {name!r}).")
         digest = sha256_of(w)
-        if digest != self.sha256:
+        if digest != sha256:
             raise ModelError(f"Model {self.id}: {w.name} does not match its card (SHA256 {digest[:12]}..., "
-                             f"card says {self.sha256[:12]}...). The file is corrupt or belongs to another model.")
+                             f"card says {sha256[:12]}...). The file is corrupt or belongs to another model.")
         return w
 
     def update(self, **fields) -> "ModelCard":
@@ -131,7 +153,11 @@ class ModelCard:
             net = _ARCHITECTURES[name](**args)
         except TypeError as exc:
             raise ModelError(f"Model {self.id}: bad arguments for architecture {name}: {exc}") from exc
-        missing, unexpected = net.load_state_dict(self.state_dict(), strict=False)
+        try:
+            missing, unexpected = net.load_state_dict(self.state_dict(), strict=False)
+        except RuntimeError as exc:      # tensor shapes that differ from the architecture's
+            raise ModelError(f"Model {self.id} ({self.path}): the weights do not fit architecture {name} {args}: "
+                             f"{str(exc).splitlines()[-1].strip()[:300]} Card and weights disagree.") from exc
         if missing or unexpected:
             raise ModelError(f"Model {self.id}: the weights do not fit architecture {name} {args} "
                              f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}). "
@@ -143,14 +169,17 @@ class ModelCard:
         return f"{self.id}  [{self.method}, x{self.native_factor:g}, {self.modality}]  {metrics}"
 
 
-def list_models(method: Optional[str] = None) -> list[ModelCard]:
-    """Cards in every models folder (shipped first), optionally only those of ``method``."""
+def list_models(method: Optional[str] = None, problems: Optional[list] = None) -> list[ModelCard]:
+    """Cards in every models folder (shipped first), optionally only those of ``method``; cards that
+    cannot be read are left out and, with ``problems``, appended to it as ``(path, reason)``."""
     cards = []
     for d in model_dirs():
         for p in sorted(d.glob("*.json")) if d.is_dir() else []:
             try:
                 card = ModelCard.load(p)
-            except ModelError:
+            except ModelError as exc:
+                if problems is not None:
+                    problems.append((p, str(exc)))
                 continue
             if method is None or card.method == method:
                 cards.append(card)

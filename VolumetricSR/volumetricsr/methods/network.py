@@ -52,9 +52,9 @@ class NetworkMethod(Method):
         net = card.build()
         if backend == "torch":
             return TorchPredictor(net, device, precision)
-        onnx_file = card.extra.get("onnx")
+        onnx_file = card.onnx_path()
         if onnx_file:
-            return OnnxPredictor(card.path.parent / onnx_file, device)
+            return OnnxPredictor(onnx_file, device)
         buffer = io.BytesIO()
         export_onnx(net, buffer, window)
         return OnnxPredictor(buffer.getvalue(), device)

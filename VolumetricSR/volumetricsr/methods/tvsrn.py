@@ -119,9 +119,8 @@ class TVSRNMethod(NetworkMethod):
             if _COMPILE.get():
                 predictor.module = CompiledOrEager(predictor.module)
             return predictor
-        onnx_file = card.extra.get("onnx")
-        if onnx_file and list(card.extra.get("onnx_window", [])) == list(window):
-            return OnnxPredictor(card.path.parent / onnx_file, device)
+        if card.extra.get("onnx") and list(card.extra.get("onnx_window", [])) == list(window):
+            return OnnxPredictor(card.onnx_path(), device)
         buffer = io.BytesIO()
         export_onnx(card.build(), buffer, window)
         return OnnxPredictor(buffer.getvalue(), device)
