@@ -20,6 +20,7 @@ class RunContext:
     device: str = "cpu"
     progress: Optional[ProgressCallback] = None
     cancel: CancelToken = field(default_factory=CancelToken)
+    results: dict = field(default_factory=dict)     # what this run reports back (e.g. selfsr's training)
 
     def report(self, fraction: float, message: str = "") -> None:
         report(self.progress, fraction, message)
@@ -54,11 +55,13 @@ class Method(ABC):
 
     def run(self, volume: Volume, spacing: Optional[float] = None, *, axis: AxisLike = None,
             device: str = "cpu", progress: Optional[ProgressCallback] = None,
-            cancel: Optional[CancelToken] = None, force: bool = False, **options) -> Volume:
+            cancel: Optional[CancelToken] = None, force: bool = False, results: Optional[dict] = None,
+            **options) -> Volume:
         """Upsample ``volume`` along its through-plane axis to ``spacing`` mm (default: isotropic).
 
         The input is never modified; the result is a new float32 :class:`Volume` with the input's
-        origin, direction and physical extent.
+        origin, direction and physical extent. ``results``: a dict the method fills with what the
+        run reports besides the volume (methods are shared objects: nothing of a run stays on them).
         """
         unknown = sorted(set(options) - set(self.options))
         if unknown:
@@ -69,7 +72,7 @@ class Method(ABC):
         if grid.n_in < self.min_slices:
             raise InputError(f"{self.title or self.name} needs at least {self.min_slices} slices along the "
                              f"through-plane axis {grid.axis_name}; the volume has {grid.n_in}.")
-        ctx = RunContext(device, progress, cancel or CancelToken())
+        ctx = RunContext(device, progress, cancel or CancelToken(), {} if results is None else results)
         ctx.check()
         stack = to_stack(volume.array, grid.axis).astype(np.float32)   # a copy: the input stays as it is
         out = self.upsample(stack, grid, ctx, **options)

@@ -228,7 +228,6 @@ class SelfSupervised(Method):
             raise InputError(f"Unknown slice profile {profile!r}; use one of {', '.join(PROFILES)}.")
         b = BUDGETS[budget_name]
         iterations = b.iterations if iterations is None else int(iterations)
-        torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
 
         # isotropic in-plane grid at the finest in-plane spacing
@@ -246,7 +245,9 @@ class SelfSupervised(Method):
         lo, hi = norm.range_of(work)
         work = ((work - lo) / (hi - lo)).astype(np.float32)
 
-        net = self._network(model, warm_start, factor, b)
+        with torch.random.fork_rng(devices=[]):       # the run's seed, not the process's random state
+            torch.manual_seed(seed)
+            net = self._network(model, warm_start, factor, b)
         trained = model is None
         if trained:
             ctx.report(0.0, f"preparing x{factor} training pairs from {n} in-plane slices")
@@ -255,8 +256,8 @@ class SelfSupervised(Method):
             sampler = PatchSampler(work, factor, kernel, fine_rows, fine_cols, b.patch)
             start = time.perf_counter()
             curve = train_network(net, sampler, b, iterations, ctx, scaled(ctx.progress, 0.02, 0.75), rng)
-            self.last_training = {"budget": budget_name, "iterations": iterations, "factor": factor,
-                                  "seconds": time.perf_counter() - start, "loss_curve": curve}
+            ctx.results["training"] = {"budget": budget_name, "iterations": iterations, "factor": factor,
+                                       "seconds": time.perf_counter() - start, "loss_curve": curve}
             if save_model:
                 self._save(net, save_model, factor, b, thickness, profile, thick, iterations, budget_name)
         net.eval()
