@@ -1,4 +1,5 @@
 """The training core: one loop for every method, exact resume, the task contract, lazy data, the CLI."""
+import io
 import json
 import os
 
@@ -249,3 +250,14 @@ def test_loop_without_files_runs_selfsr_style_and_cancels():
     loop.should_stop = lambda: loop.step == 7
     loop.run()
     assert loop.step == 7 and loop.cancel.cancelled and events.count("epoch") == 1
+
+
+def test_training_without_matplotlib_writes_the_log_and_says_curves_were_skipped(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)        # import matplotlib -> ImportError
+    stream = io.StringIO()
+    trainer = Trainer(ToyGAN(), tmp_path, total_steps=2, steps_per_epoch=1, config={}, stream=stream)
+    assert trainer.run() == 0
+    assert (tmp_path / "log.csv").read_text().count("\n") == 3 and not (tmp_path / "curves.png").exists()
+    assert stream.getvalue().count("curves.png skipped") == 1

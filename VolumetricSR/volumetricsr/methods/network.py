@@ -71,6 +71,7 @@ class NetworkMethod(Method):
         norm = Normalization.from_dict(card.normalization)
         lo, hi = norm.range_of(stack)
         predictor = self.predictor(card, window, ctx.device, backend, precision)
+        ctx.check()                   # building it may have taken long (ONNX export)
         ctx.report(0.0, f"{self.title}: model {card.id} on {ctx.device} ({backend}, "
                         f"{getattr(predictor, 'precision', 'fp32')})")
         x = torch.from_numpy(norm.forward(stack, lo, hi))[None]

@@ -254,6 +254,7 @@ class SelfSupervised(Method):
             fine_rows = round((iso_rows - 1) * fine / lr_spacing) + 1
             fine_cols = round((iso_cols - 1) * fine / lr_spacing) + 1
             sampler = PatchSampler(work, factor, kernel, fine_rows, fine_cols, b.patch)
+            ctx.check()
             start = time.perf_counter()
             curve = train_network(net, sampler, b, iterations, ctx, scaled(ctx.progress, 0.02, 0.75), rng)
             ctx.results["training"] = {"budget": budget_name, "iterations": iterations, "factor": factor,
