@@ -194,11 +194,18 @@ def test_train_script_stops_on_sigterm_then_resumes_and_the_model_runs(thin_fold
     assert out.array.shape == (26, 16, 16) and np.isfinite(out.array).all()
 
 
-def test_bf16_autocast_training_step(thin_folder):
-    task, config = _task(thin_folder)
-    task.config["amp"] = True
+def test_bf16_autocast_training_step(thin_folder, monkeypatch):
+    import volumetricsr.training.tasks as tasks
+
+    monkeypatch.setattr(tasks, "native_bf16", lambda device: True)
+    task, config = _task(thin_folder, amp=True)
+    assert task.amp
     out = task.train_step(0, np.random.default_rng(0))
     assert np.isfinite(out["loss"]) and task.net.mask_token.grad is not None
+    monkeypatch.setattr(tasks, "native_bf16", lambda device: False)    # emulated bf16: many times slower
+    with pytest.warns(UserWarning, match="no native bf16"):
+        task, config = _task(thin_folder, amp=True)
+    assert not task.amp
 
 
 def test_train_command_reports_bad_input_as_json(tmp_path, capsys):

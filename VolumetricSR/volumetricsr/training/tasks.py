@@ -14,6 +14,7 @@ import argparse
 import copy
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -25,6 +26,7 @@ from ..engine import sliding_window_inference
 from ..errors import InputError
 from ..metrics import evaluate
 from ..normalization import Normalization
+from ..predictors import native_bf16
 from ..progress import CancelToken
 from ..volume import Volume
 from . import data as tdata
@@ -264,6 +266,11 @@ class TVSRNTask(OneNetworkTask):
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
         self.sched = WarmupCosine(self.opt, config["total_steps"], config["warmup"])
         self.norm = Normalization.from_dict(config["normalization"])
+        self.amp = bool(config.get("amp"))
+        if self.amp and torch.device(device).type == "cpu" and not native_bf16("cpu"):
+            warnings.warn("--amp: this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 is emulated and "
+                          "many times slower; training in fp32.")
+            self.amp = False
         self.tiling = TVSRNMethod
         self.dataset = dataset
         self.train_pairs: list = []
@@ -315,7 +322,7 @@ class TVSRNTask(OneNetworkTask):
         thick, thin = self.sample(rng)
         self.net.train()
         keep = slice(*self.config["loss_slices"]) if self.config.get("loss_slices") else slice(None)
-        with autocast(self.device, bool(self.config.get("amp"))):
+        with autocast(self.device, self.amp):
             loss = F.l1_loss(self.net(thick).float()[:, :, keep], thin[:, :, keep])
         lr = self.opt.param_groups[0]["lr"]
         optimize(loss, self.opt, self.net.parameters(), self.config["grad_clip"])
