@@ -100,7 +100,8 @@ def main() -> int:
     p.add_argument("--thin", required=True)
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--crop", type=int, default=32)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="none (an empty list) with --model: only the trained model's branch")
     p.add_argument("--model", help="a trained tvsrn model: its transformer branch's contribution in HU")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -112,16 +113,18 @@ def main() -> int:
     print(f"crop 4x{args.crop}x{args.crop} of {Path(args.thin).name}: target spread "
           f"{float(thin.std(dim=(-2, -1)).mean()) * HU:.1f} HU; best constant L1 {const * HU:.1f} HU; "
           f"best linear 4->16 L1 {linear_fit_l1(thick, thin) * HU:.1f} HU")
-    print("| variant | feature RMS / position RMS | untrained output spread (HU) | L1 after "
-          f"{args.steps} steps (HU) | vs constant | s |")
-    print("|---|---|---|---|---|---|")
+    if args.variants:
+        print("| variant | feature RMS / position RMS | untrained output spread (HU) | L1 after "
+              f"{args.steps} steps (HU) | vs constant | s |")
+        print("|---|---|---|---|---|---|")
     details = {}
     for name in args.variants:
         r = overfit(VARIANTS[name], thick, thin, args.steps, args.seed)
         details[name] = r
         print(f"| {name} | {r['feature_rms']:.3f} / {r['position_rms']:.3f} | {r['output_spread0'] * HU:.1f} | "
               f"{r['l1'] * HU:.1f} | {r['l1'] / const:.2f}x | {r['seconds']:.0f} |", flush=True)
-    print("\nmean gradient norm / relative update per step (every 10th step):")
+    if details:
+        print("\nmean gradient norm / relative update per step (every 10th step):")
     for name, r in details.items():
         print(f"  {name}: " + ", ".join(f"{g} {r['grad'][g]:.2e}/{r['update'][g]:.1e}" for g in r["grad"]))
     if args.model:
