@@ -90,8 +90,8 @@ def test_panel_follows_the_parameter_node(qt_slicer):
     assert "B-spline" in w.ui.methodDescriptionLabel.text and not visible(w.ui.modelComboBox)
     p.method = "tvsrn"                                 # a network method: model, device and backend appear
     assert w.ui.methodComboBox.currentData == "tvsrn" and visible(w.ui.modelComboBox)
-    assert w.ui.modelComboBox.currentData == "tvsrn-chest-x5" == p.model      # the shipped model, its card shown
-    assert "tvsrn-chest-x5.json" in w.ui.modelCardLabel.text and "val_psnr" in w.ui.modelCardLabel.text
+    assert w.ui.modelComboBox.currentData == "tvsrn-ct-x5" == p.model      # the shipped model, its card shown
+    assert "tvsrn-ct-x5.json" in w.ui.modelCardLabel.text and "val_psnr" in w.ui.modelCardLabel.text
     assert w.ui.advancedCollapsibleButton.enabled and w.ui.backendComboBox.enabled
     p.method, p.isotropic, p.spacing = "linear", False, 1.0
     assert "-> 22 slices at 1 mm" in w.ui.geometryLabel.text and w.ui.spacingSpinBox.enabled

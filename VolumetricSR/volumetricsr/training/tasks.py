@@ -341,7 +341,7 @@ class TVSRNTask(OneNetworkTask):
 
         out = sliding_window_inference(torch.from_numpy(np.array(thick))[None], predictor, window,
                                        scale=(self.config["arch"]["factor"], 1, 1), overlap=self.tiling.overlap,
-                                       blend="uniform", cancel=cancel)
+                                       blend="gaussian", cancel=cancel)
         return out[0].numpy()
 
     def validate(self, cancel: Optional[CancelToken] = None) -> dict[str, float]:

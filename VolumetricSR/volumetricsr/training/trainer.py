@@ -248,6 +248,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
             axis.plot([r["step"] for r in rows], [r[key] for r in rows], style,
                       color="C1" if axis is ax2 else "C2", label=key)
             axis.set_ylabel(f"validation {key[4:].upper()}")
+            axis.ticklabel_format(axis="y", useOffset=False)
         ax2.set_xlabel("step")
     else:
         ax2.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax2.transAxes)
