@@ -91,12 +91,10 @@ def run(args) -> int:
             raise InputError("--method is needed (unless --resume).")
         task_cls = get_task(args.method)
         config = task_cls.config_from_args(args)
-        config["seed"] = args.seed
-    device = resolve_device(args.device)
-    if not args.resume:
+        config["seed"], config["val_every"] = args.seed, args.val_every
         config["steps_per_epoch"] = args.steps_per_epoch or task_cls.default_steps_per_epoch(config)
         config["total_steps"] = args.max_steps or args.epochs * config["steps_per_epoch"]
-        config["val_every"] = args.val_every
+    device = resolve_device(args.device)
     task = task_cls.from_config(config, device, workdir / "cache")
     trainer = Trainer(task, workdir, total_steps=config["total_steps"], steps_per_epoch=config["steps_per_epoch"],
                       val_every=config["val_every"], seed=config["seed"], config=config,

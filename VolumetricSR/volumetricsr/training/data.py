@@ -240,28 +240,33 @@ def open_pair(case: Case, factor: int, norm: Normalization, cache: Optional[Path
         pair = load_pair(case, factor, norm)
         folder.mkdir(parents=True, exist_ok=True)
         for name in ("thick", "thin"):   # thin last: its presence marks a complete entry
-            tmp = folder / f".{name}.{os.getpid()}.npy"
-            np.save(tmp, getattr(pair, name))
-            os.replace(tmp, folder / f"{name}.npy")
+            _save_npy(folder / f"{name}.npy", getattr(pair, name))
     return CachedPair(case.name, folder, factor)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through a temporary file of this process, then ``os.replace``: never half-written."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
 
 
 def foreground_pixels(pair: "Pair | CachedPair", level: float) -> np.ndarray:
     """``(n, 2)`` in-plane (row, col) positions (int16) where some thick slice exceeds ``level``;
-    kept on the pair (in its cache folder for a cached pair)."""
+    computed once: kept on an in-RAM pair, in the cache folder of a cached pair."""
+    def compute() -> np.ndarray:
+        return np.argwhere(np.asarray(pair.thick).max(axis=0) > level).astype(np.int16)
+
     folder = getattr(pair, "folder", None)
-    path = folder / f"foreground-{level:g}.npy" if folder is not None else None
-    if path is not None and path.is_file():
-        return np.load(path, mmap_mode="r")
-    cache = pair.__dict__.setdefault("_foreground", {})
-    if level not in cache:
-        cache[level] = np.argwhere(np.asarray(pair.thick).max(axis=0) > level).astype(np.int16)
-        if path is not None:
-            tmp = folder / f".foreground.{os.getpid()}.npy"
-            np.save(tmp, cache.pop(level))
-            os.replace(tmp, path)
-            return np.load(path, mmap_mode="r")
-    return cache[level]
+    if folder is None:
+        cache = pair.__dict__.setdefault("_foreground", {})
+        if level not in cache:
+            cache[level] = compute()
+        return cache[level]
+    path = folder / f"foreground-{level:g}.npy"
+    if not path.is_file():
+        _save_npy(path, compute())
+    return np.load(path, mmap_mode="r")
 
 
 def random_crop(pair: Pair, rng: np.random.Generator, depth: int, size: int, flip: bool = True,
