@@ -60,6 +60,7 @@ class VolumetricSRParameterNode:
     budget: Annotated[str, Choice(list(S.BUDGETS))] = "auto"
     iterations: Annotated[int, WithinRange(0, 1000000)] = 0
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
+    force: bool = False
 
 
 class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -267,6 +268,7 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
                 self._fillMethods()
                 self._fillModels()
             self._runInput = p.inputVolume
+            self.ui.warningLabel.text = "\n".join(f"Warning: {w}" for w in job.warnings)
             self._task = self.logic.start(job, on_progress=self._onProgress, on_done=self._onDone,
                                           on_cancelled=self._onCancelled, on_error=self._onError)
             self._setRunning(True)
@@ -454,8 +456,10 @@ class VolumetricSRTest(ScriptedLoadableModuleTest):
                     "modality": "CT", "normalization": {"kind": "window", "low": -1024, "high": 2048},
                     "training_data": "none: random weights for the self-test"})
                 thin, thick, factor = self._thick(5)
+                with self.assertRaisesRegex(Exception, "is a CT model"):     # MRHead is an MR volume
+                    VolumetricSRLogic().run(thick, method="tvsrn", model="selftest-tiny", device="auto")
                 out = VolumetricSRLogic().run(thick, method="tvsrn", model="selftest-tiny", device="auto",
-                                              spacing=thin.GetSpacing()[2], window=(4, 64, 64))
+                                              spacing=thin.GetSpacing()[2], window=(4, 64, 64), force=True)
                 n = slicer.util.arrayFromVolume(thick).shape[0]
                 self.assertEqual(slicer.util.arrayFromVolume(out).shape[0], (n - 1) * factor + 1)
                 np.testing.assert_allclose(out.GetOrigin(), thick.GetOrigin(), atol=1e-4)

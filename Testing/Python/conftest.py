@@ -31,6 +31,14 @@ def make_volume(size_ijk=(20, 18, 8), spacing=(0.8, 0.8, 3.0), origin=(10.0, -20
     return Volume(array, spacing, origin, np.eye(3) if direction is None else direction)
 
 
+def make_ct_volume(air_rows: int = 2, **kwargs) -> Volume:
+    """:func:`make_volume` in HU: tissue around 0 with air (-1000 HU) in the first and last rows."""
+    v = make_volume(**kwargs)
+    a = v.array.copy()
+    a[:, :air_rows], a[:, -air_rows:] = -1000, -1000
+    return v.with_array(a)
+
+
 @pytest.fixture
 def volume() -> Volume:
     return make_volume()

@@ -13,6 +13,7 @@ from VolumetricSRLib import scene  # noqa: E402
 from VolumetricSRLib.geometry import geometry_from_ijk_to_ras, ijk_to_ras_from_geometry  # noqa: E402
 from VolumetricSRLib.logic import SuperResolutionLogic  # noqa: E402
 from VolumetricSRLib.settings import RunSettings  # noqa: E402
+from volumetricsr.errors import InputError  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -222,9 +223,12 @@ def test_settings_reach_the_core():
     settings = RunSettings(method="linear", isotropic=False, spacing=1.5, axis="K")
     job = SuperResolutionLogic().prepare_from_settings(node, settings)
     assert (job.method, job.spacing, job.axis, job.options) == ("linear", 1.5, "K", {})
-    bad = RunSettings(isotropic=False, spacing=0.0, overlapSlices=1.0)
-    with pytest.raises(Exception, match="positive.*Overlaps"):
-        SuperResolutionLogic().prepare_from_settings(node, bad)
+    # the core checks the values, with the command line's messages
+    with pytest.raises(InputError, match=r"spacing \(--spacing\) must be a number above 0"):
+        SuperResolutionLogic().prepare_from_settings(node, RunSettings(isotropic=False, spacing=0.0))
+    with pytest.raises(InputError, match=r"seed \(--seed\) must be a whole number from 0"):
+        SuperResolutionLogic().prepare_from_settings(node, RunSettings(method="selfsr", seed=-1))
+    assert node_count() == 1
 
 
 def test_compare_links_input_and_output_side_by_side():

@@ -167,7 +167,7 @@ TRAIN_PY = slicer_standin.REPO / "VolumetricSRTraining" / "train.py"
 @pytest.mark.skipif(not TRAIN_PY.is_file(), reason="VolumetricSRTraining/train.py is not there yet")
 def test_real_trainer_end_to_end(tmp_path, monkeypatch):
     """The panel's glue drives the real train.py for one tiny step; the model then runs from a node."""
-    from conftest import make_volume
+    from conftest import make_ct_volume, make_volume
     from test_slicer_scene import add_node
     from volumetricsr import write_volume
     from VolumetricSRLib.logic import SuperResolutionLogic
@@ -192,8 +192,8 @@ def test_real_trainer_end_to_end(tmp_path, monkeypatch):
     assert run.last_record.get("event") == "model"
     assert "tvsrn-tiny" in [i for i, _ in model_choices("tvsrn")]     # beside the shipped models
 
-    thick = make_volume(size_ijk=(24, 20, 5), spacing=(0.8, 0.8, 5.0), seed=3)
-    node = add_node(thick.with_array((thick.array * 5).astype("int16")), name="thick")
+    thick = make_ct_volume(size_ijk=(24, 20, 5), spacing=(0.8, 0.8, 5.0), seed=3)
+    node = add_node(thick.with_array(thick.array.astype("int16")), name="thick")
     out = SuperResolutionLogic().run(node, "tvsrn", 1.0, device="cpu", model="tvsrn-tiny")
     assert slicer.util.arrayFromVolume(out).shape == (21, 20, 24)
     assert np.allclose(out.ijk_to_ras[:3, 2], node.ijk_to_ras[:3, 2] / 5)

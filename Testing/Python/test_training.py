@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, make_volume
+from conftest import REPO, make_ct_volume, make_volume
 from volumetricsr import InputError, super_resolve, write_volume
 from volumetricsr.cli import main as cli_main
 from volumetricsr.normalization import Normalization
@@ -189,7 +189,7 @@ def test_train_script_stops_on_sigterm_then_resumes_and_the_model_runs(thin_fold
     assert card["training_data"]["pairs"] == "pseudo" and "pseudo-pairs" in card["training_data"]["note"]
     assert card["architecture"]["args"]["channels"] == 4 and "val_psnr" in card["metrics"]
     monkeypatch.setenv("VOLUMETRICSR_MODELS", str(models))
-    vol = make_volume(size_ijk=(16, 16, 6), spacing=(0.8, 0.8, 4.0))
+    vol = make_ct_volume(size_ijk=(16, 16, 6), spacing=(0.8, 0.8, 4.0))
     out = super_resolve(vol, "tvsrn", 0.8, model="tiny-run", device="cpu")
     assert out.array.shape == (26, 16, 16) and np.isfinite(out.array).all()
 

@@ -43,6 +43,8 @@ class Job:
     dtype: Optional[str] = None
     show: bool = True
     cancel: object = field(default=None)
+    warnings: list = field(default_factory=list)    # fitness warnings to show before the run
+    force: bool = False            # run even where the input does not suit the method
 
 
 class SuperResolutionLogic:
@@ -80,21 +82,19 @@ class SuperResolutionLogic:
             from volumetricsr.models import find_model
 
             options["model"] = find_model(options.get("model") or None, m.name).id
+        force = bool(options.pop("force", False))
+        method_options = core.api.check_request(m.name, spacing, options).check_options(options)
         volume = scene.volume_from_node(input_node, copy=True)
-        plan_grid(volume, spacing, axis, options.get("force", False))   # fails early on a bad target
+        grid = plan_grid(volume, spacing, axis, force)   # fails early on a bad target
+        notes = m.fitness(volume, grid, method_options, force)
         return Job(input_node, volume, m.name, spacing, axis, device, options, output_node,
-                   scene.output_name(input_node, m.name), dtype, show, core.CancelToken())
+                   scene.output_name(input_node, m.name), dtype, show, core.CancelToken(), notes, force)
 
     def prepare_from_settings(self, input_node, settings: RunSettings, output_node=None, interactive: bool = True) -> Job:
-        problems = settings.problems()
-        if problems:
-            from volumetricsr.errors import InputError
-
-            raise InputError(" ".join(problems))
         m = self.core(interactive).get_method(settings.method)
         return self.prepare(input_node, m.name, settings.target_spacing, device=settings.device,
                             axis=settings.target_axis, output_node=output_node, interactive=interactive,
-                            **settings.method_options(m))
+                            force=settings.force, **settings.method_options(m))
 
     @staticmethod
     def compute(job: Job, progress: Optional[Callable] = None, cancel=None):
@@ -102,7 +102,8 @@ class SuperResolutionLogic:
         from volumetricsr import super_resolve
 
         return super_resolve(job.volume, job.method, job.spacing, axis=job.axis, device=job.device,
-                             dtype=job.dtype, progress=progress, cancel=cancel or job.cancel, **job.options)
+                             dtype=job.dtype, force=job.force, progress=progress, cancel=cancel or job.cancel,
+                             **job.options)
 
     @staticmethod
     def finish(job: Job, result):

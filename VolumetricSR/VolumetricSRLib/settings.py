@@ -1,5 +1,8 @@
 """The run settings of the VolumetricSR panel, independent of how they are stored.
 
+Their values are checked by the core (``volumetricsr.api.check_request``), with the same messages
+as on the command line.
+
 The module's ``parameterNodeWrapper`` class has fields of the same names; :func:`settings_from` reads
 them from it (or from any object with those attributes), so the conversion to core options is tested
 without Slicer.
@@ -38,6 +41,7 @@ class RunSettings:
     budget: str = "auto"            # methods that train on the volume (selfsr)
     iterations: int = 0             # 0 = the budget's
     seed: int = 0
+    force: bool = False             # run a model on an input that does not suit it (e.g. a CT model on MR)
 
     @property
     def target_spacing(self) -> Optional[float]:
@@ -46,25 +50,6 @@ class RunSettings:
     @property
     def target_axis(self) -> Optional[str]:
         return None if self.axis in ("", "auto") else self.axis
-
-    def problems(self) -> list[str]:
-        """Reasons the settings cannot be used (empty when they can)."""
-        out = []
-        if not self.isotropic and not self.spacing > 0:
-            out.append("The target spacing must be a positive number of mm.")
-        if self.backend not in BACKENDS:
-            out.append(f"Unknown backend {self.backend!r}.")
-        if self.precision not in PRECISIONS:
-            out.append(f"Unknown precision {self.precision!r}.")
-        if self.axis not in AXES:
-            out.append(f"Unknown axis {self.axis!r}.")
-        if not self.overlapSlices < 1 or not self.overlapInPlane < 1:
-            out.append("Overlaps are fractions of the window, from 0 up to (not including) 1.")
-        if self.batchSize < 1 or self.windowSlices < 0 or self.windowSize < 0:
-            out.append("Batch size must be at least 1 and window sizes 0 (model default) or more.")
-        if self.budget not in BUDGETS or self.iterations < 0 or self.seed < 0:
-            out.append(f"Training budget must be one of {', '.join(BUDGETS)}; iterations and seed 0 or more.")
-        return out
 
     def method_options(self, method) -> dict:
         """Keyword options for ``volumetricsr.super_resolve`` with the core ``method`` object."""

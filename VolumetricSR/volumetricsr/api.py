@@ -6,10 +6,21 @@ from typing import Optional
 
 from .device import resolve_device
 from .geometry import AxisLike
+from .errors import OutputError
 from .io import cast_array, check_writable, read_volume, write_volume
-from .methods import get_method
+from .methods import Method, get_method
+from .options import check_spacing
 from .progress import CancelToken, ProgressCallback
 from .volume import Volume
+
+
+def check_request(method: str, spacing: Optional[float] = None, options: Optional[dict] = None) -> Method:
+    """Every check that needs no volume (method, target spacing, option values; a network method's
+    card, not its weights): an :class:`~volumetricsr.errors.InputError` before any work. Returns the method."""
+    m = get_method(method)
+    check_spacing(spacing)
+    m.check_options(dict(options or {}))
+    return m
 
 
 def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[float] = None, *,
@@ -24,7 +35,7 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     ``window``, ``overlap``, ``batch_size`` for network methods.
     ``results``: a dict that receives what the run reports besides the volume (selfsr: ``training``).
     """
-    m = get_method(method)
+    m = check_request(method, spacing, options)
     dev = resolve_device(device) if m.uses_device else "cpu"
     out = m.run(volume, spacing, axis=axis, device=dev, progress=progress, cancel=cancel, force=force,
                 results=results, **options)
@@ -33,10 +44,17 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     return out
 
 
+SUPER_RESOLVE_ARGS = ("axis", "device", "dtype", "force", "progress", "cancel", "results")
+
+
 def infer(input_path: "str | os.PathLike", output_path: "str | os.PathLike", method: str = "bspline",
           spacing: Optional[float] = None, *, series: Optional[str] = None, **kwargs) -> Volume:
-    """Read, super-resolve and atomically write; the output is checked to be writable first."""
+    """Read, super-resolve and atomically write; the request and the output are checked first."""
+    check_request(method, spacing, {k: v for k, v in kwargs.items() if k not in SUPER_RESOLVE_ARGS})
     check_writable(output_path)
+    if os.path.exists(output_path) and os.path.samefile(input_path, output_path):
+        raise OutputError(f"The output {output_path} is the input file; give another output path "
+                          "(the input is never overwritten).")
     volume = read_volume(input_path, series)
     out = super_resolve(volume, method, spacing, **kwargs)
     write_volume(out, output_path)

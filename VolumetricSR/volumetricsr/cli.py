@@ -5,28 +5,47 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from typing import Optional
 
 from . import __version__
 from .errors import Cancelled, VolumetricSRError
 
+_default_show_warning = warnings.showwarning
+
 
 class TqdmProgress:
-    """A progress callback that drives one tqdm bar (percent of the whole task)."""
+    """A progress callback that drives one tqdm bar (percent of the whole task), shown from the
+    first report on, so that an error found before any work is the only line on the terminal."""
 
     def __init__(self, description: str, enabled: bool = True):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=100, desc=description, unit="%", disable=not enabled,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+        self.description, self.enabled, self.bar = description, enabled, None
 
     def __call__(self, fraction: float, message: str = "") -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, desc=self.description, unit="%", disable=not self.enabled,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
         self.bar.update(fraction * 100 - self.bar.n)
         if message:
             self.bar.set_postfix_str(message, refresh=False)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings meant for the user (a model trained at another spacing): one line, above the bar."""
+    from tqdm import tqdm
+
+    from .methods.base import FitnessWarning
+
+    if issubclass(category, FitnessWarning):
+        tqdm.write(f"volumetricsr: warning: {message}", file=sys.stderr)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
 
 
 def _add_infer(sub) -> None:
@@ -71,12 +90,11 @@ METHOD_OPTIONS = ("model", "backend", "precision", "batch_size", "window", "over
 
 
 def _cmd_infer(args) -> int:
-    from .api import infer
-    from .methods import get_method
+    from .api import check_request, infer
 
-    method = get_method(args.method)
     given = {name: getattr(args, name) for name in METHOD_OPTIONS}
     options = {name: value for name, value in given.items() if value is not None}
+    method = check_request(args.method, args.spacing, options)
     bar = TqdmProgress(method.title or method.name, enabled=not args.quiet)
     start = time.perf_counter()
     try:
@@ -300,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     try:
         args = _parse_train(argv[1:]) if argv[:1] == ["train"] else build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

@@ -20,6 +20,8 @@ REQUIRED = ("id", "method", "architecture", "native_factor", "modality", "normal
 #: Shipped models, next to the package (models/ at the top of the repository).
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "models"
 USER_DIR_ENV = "VOLUMETRICSR_MODELS"
+#: Relative distance from a model's training slice spacing beyond which a run gets a warning.
+SPACING_TOLERANCE = 0.25
 
 _ARCHITECTURES: dict[str, Callable] = {}
 
@@ -163,6 +165,23 @@ class ModelCard:
                              f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}). "
                              "Card and weights disagree.")
         return net.eval()
+
+    def training_spacing(self) -> tuple[float, float] | None:
+        """The thick slice spacings (mm) the model was trained on, as (lowest, highest), if the card says."""
+        value = self.extra.get("slice_spacing_mm")
+        if value is None:
+            return None
+        values = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        return min(values), max(values)
+
+    def spacing_warning(self, spacing: float, tolerance: float = SPACING_TOLERANCE) -> str | None:
+        """A message when ``spacing`` lies more than ``tolerance`` (relative) outside the training spacings."""
+        trained = self.training_spacing()
+        if trained is None or trained[0] / (1 + tolerance) <= spacing <= trained[1] * (1 + tolerance):
+            return None
+        seen = f"{trained[0]:g} mm" if trained[0] == trained[1] else f"{trained[0]:g} to {trained[1]:g} mm"
+        return (f"The slices are {spacing:g} mm apart, but model {self.id} was trained on slices {seen} apart: "
+                "expect a weaker result (selfsr learns from the volume itself).")
 
     def summary(self) -> str:
         metrics = ", ".join(f"{k} {v}" for k, v in self.metrics.items()) if isinstance(self.metrics, dict) else ""

@@ -1,6 +1,7 @@
 """The interface every super-resolution method implements, and the registry that lists them."""
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Optional
@@ -8,9 +9,14 @@ from typing import Optional
 import numpy as np
 
 from ..errors import InputError
+from ..options import Rule, check_options
 from ..geometry import AxisLike, ThroughPlaneGrid, output_volume, plan_grid, to_stack
 from ..progress import CancelToken, ProgressCallback, report
 from ..volume import Volume, check_scalar_volume
+
+
+class FitnessWarning(UserWarning):
+    """The input may not suit the method or model (e.g. another slice spacing than it was trained on)."""
 
 
 @dataclass
@@ -21,6 +27,11 @@ class RunContext:
     progress: Optional[ProgressCallback] = None
     cancel: CancelToken = field(default_factory=CancelToken)
     results: dict = field(default_factory=dict)     # what this run reports back (e.g. selfsr's training)
+
+    def warn(self, message: str) -> None:
+        """A warning for the user: shown at once (``warnings``) and kept in ``results['warnings']``."""
+        warnings.warn(message, FitnessWarning, stacklevel=2)
+        self.results.setdefault("warnings", []).append(message)
 
     def report(self, fraction: float, message: str = "") -> None:
         report(self.progress, fraction, message)
@@ -46,7 +57,20 @@ class Method(ABC):
     native_factor: Optional[float] = None   # the factor it was built for; None: any factor
     min_slices: int = 2
     uses_device: bool = False          # runs on a GPU when one is given
-    options: tuple[str, ...] = ()      # the keyword options ``run`` accepts for this method
+    option_rules: dict[str, Rule] = {}   # the keyword options ``run`` accepts, each with its rule
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        return tuple(self.option_rules)
+
+    def check_options(self, options: dict) -> dict:
+        """Clean option values, or an :class:`InputError` naming the bad one (needs no volume, loads nothing)."""
+        return check_options(self.title or self.name, self.option_rules, options)
+
+    def fitness(self, volume: Volume, grid: ThroughPlaneGrid, options: dict, force: bool = False) -> list[str]:
+        """Warnings about how well ``volume`` suits this method with ``options`` (cheap: no weights);
+        raises :class:`InputError` for a clear misfit unless ``force``."""
+        return []
 
     def info(self) -> dict:
         return {k: getattr(self, k) for k in ("name", "title", "description", "modalities", "needs_model",
@@ -60,19 +84,19 @@ class Method(ABC):
         """Upsample ``volume`` along its through-plane axis to ``spacing`` mm (default: isotropic).
 
         The input is never modified; the result is a new float32 :class:`Volume` with the input's
-        origin, direction and physical extent. ``results``: a dict the method fills with what the
+        origin, direction and physical extent. Options are checked first, then the volume and the
+        grid, then the fitness of the input for the method (``force`` overrides a misfit). ``results``: a dict the method fills with what the
         run reports besides the volume (methods are shared objects: nothing of a run stays on them).
         """
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            accepted = ", ".join(self.options) or "none"
-            raise InputError(f"{self.title or self.name} has no option {', '.join(unknown)} (its options: {accepted}).")
+        options = self.check_options(options)
         check_scalar_volume(volume)
         grid = plan_grid(volume, spacing, axis, force)
         if grid.n_in < self.min_slices:
             raise InputError(f"{self.title or self.name} needs at least {self.min_slices} slices along the "
                              f"through-plane axis {grid.axis_name}; the volume has {grid.n_in}.")
         ctx = RunContext(device, progress, cancel or CancelToken(), {} if results is None else results)
+        for message in self.fitness(volume, grid, options, force):
+            ctx.warn(message)
         ctx.check()
         stack = to_stack(volume.array, grid.axis).astype(np.float32)   # a copy: the input stays as it is
         out = self.upsample(stack, grid, ctx, **options)

@@ -9,16 +9,28 @@ import torch
 
 from ..cpu_memory import keep_freed_memory
 from ..engine import sliding_window_inference
+from ..engine import BLENDS
 from ..errors import InputError, ModelError
 from ..geometry import ThroughPlaneGrid
 from ..models import ModelCard, find_model
 from ..normalization import Normalization
+from ..options import BATCH, FRACTION, Count, OneOf, Triple, label, text
 from ..predictors import OnnxPredictor, TorchPredictor, export_onnx
 from ..progress import scaled
 from ..resampling import apply_along_first_axis, bspline_weights, linear_weights
 from .base import Method, RunContext
 
 BACKENDS = ("torch", "onnx")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Percentiles of a CT volume in HU: air (or the scanner's padding) at the low end, bone below 4000.
+HU_LOW_PERCENTILE, HU_AIR_AT_MOST, HU_HIGH_PERCENTILE, HU_TOP_AT_MOST = 1.0, -500.0, 99.5, 4000.0
+
+
+def looks_like_hu(array: np.ndarray) -> bool:
+    """True when ``array`` has the intensity profile of a CT in Hounsfield units (air near -1000)."""
+    sample = array.ravel()[::max(1, array.size // 1_000_000)]
+    low, high = np.percentile(sample, [HU_LOW_PERCENTILE, HU_HIGH_PERCENTILE])
+    return bool(low <= HU_AIR_AT_MOST and high <= HU_TOP_AT_MOST)
 
 
 class NetworkMethod(Method):
@@ -36,7 +48,9 @@ class NetworkMethod(Method):
 
     needs_model = True
     uses_device = True
-    options = ("model", "backend", "precision", "window", "overlap", "batch_size", "blend")
+    option_rules = {"model": text, "backend": OneOf(BACKENDS), "precision": OneOf(PRECISIONS),
+                    "window": Triple(Count(1, 4096)), "overlap": Triple(FRACTION), "batch_size": BATCH,
+                    "blend": OneOf(BLENDS)}
     window: tuple[int, int, int] = (4, 256, 256)
     overlap: tuple[float, float, float] = (0.5, 0.25, 0.25)
 
@@ -45,6 +59,34 @@ class NetworkMethod(Method):
         if card.method != self.name:
             raise ModelError(f"Model {card.id} is a {card.method} model, not {self.name}.")
         return card
+
+    def window_depth(self, card: ModelCard) -> Optional[int]:
+        """Thick slices per input window that ``card``'s network needs (None: any depth)."""
+        return int(card.extra["window"][0]) if card.extra.get("window") else None
+
+    def check_options(self, options: dict) -> dict:
+        options = super().check_options(options)
+        if "window" in options:       # its depth may be the network's: read the card (JSON only, no weights)
+            depth = self.window_depth(self.load_card(options.get("model")))
+            if depth is not None and options["window"][0] != depth:
+                rows, cols = options["window"][1:]
+                raise InputError(f"{label('window')}: the {self.title} model takes {depth} slices per window, not "
+                                 f"{options['window'][0]}; change only the in-plane size (e.g. {depth} {rows} {cols}).")
+        return options
+
+    def fitness(self, volume, grid: ThroughPlaneGrid, options: dict, force: bool = False) -> list[str]:
+        """A CT model refuses an input that is not in HU (an MR volume, raw scanner values) unless
+        ``force``; a slice spacing far from the model's training spacing gets a warning."""
+        card = self.load_card(options.get("model"))
+        if card.modality.upper() == "CT" and not force:
+            modality = str(volume.metadata.get("dicom", {}).get("0008|0060", "")).strip().upper()
+            if modality not in ("", "CT") or not looks_like_hu(volume.array):
+                seen = f"its DICOM modality is {modality}" if modality not in ("", "CT") else \
+                    "its intensities do not look like Hounsfield units (no air near -1000 HU)"
+                raise InputError(f"Model {card.id} is a CT model, but {seen}. Use selfsr or an interpolation for "
+                                 "MR and other images, or force (--force) if this really is a CT in HU.")
+        note = card.spacing_warning(grid.spacing_in)
+        return [note] if note else []
 
     def predictor(self, card: ModelCard, window, device: str, backend: str, precision: str):
         if backend not in BACKENDS:

@@ -30,6 +30,7 @@ from ..geometry import ThroughPlaneGrid
 from ..models import ModelCard, find_model, user_models_dir
 from ..networks.row_upsampler import RowUpsampler
 from ..normalization import Normalization
+from ..options import BATCH, Count, Number, OneOf, label, text
 from ..predictors import TorchPredictor
 from ..profiles import PROFILES, slice_profile_weights
 from ..progress import scaled
@@ -214,18 +215,26 @@ class SelfSupervised(Method):
     trains_per_volume = True
     uses_device = True
     min_slices = 3
-    options = ("budget", "iterations", "seed", "thickness", "profile", "model", "warm_start", "save_model",
-               "batch_size")
+    option_rules = {"budget": OneOf(tuple(BUDGETS)), "iterations": Count(1, 1_000_000), "seed": Count(0, 2**32 - 1),
+                    "thickness": Number(0.0, 200.0, " mm"), "profile": OneOf(PROFILES), "model": text,
+                    "warm_start": text, "save_model": text, "batch_size": BATCH}
+    #: A slice thicker than this many slice spacings is taken for a typing error.
+    max_thickness_ratio = 10.0
+
+    def fitness(self, volume, grid: ThroughPlaneGrid, options: dict, force: bool = False) -> list[str]:
+        """A saved model (``model``/``warm_start``) trained at another slice spacing gets a warning."""
+        source = options.get("model") or options.get("warm_start")
+        note = find_model(source, "selfsr").spacing_warning(grid.spacing_in) if source else None
+        return [note] if note else []
 
     def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, budget: Optional[str] = None,
                  iterations: Optional[int] = None, seed: int = 0, thickness: Optional[float] = None,
                  profile: str = "gaussian", model: Optional[str] = None, warm_start: Optional[str] = None,
                  save_model: Optional[str] = None, batch_size: Optional[int] = None) -> np.ndarray:
         budget_name = budget or ("fast" if ctx.device == "cpu" else "quality")
-        if budget_name not in BUDGETS:
-            raise InputError(f"Unknown budget {budget_name!r}; use one of {', '.join(BUDGETS)}.")
-        if profile not in PROFILES:
-            raise InputError(f"Unknown slice profile {profile!r}; use one of {', '.join(PROFILES)}.")
+        if thickness is not None and thickness > self.max_thickness_ratio * grid.spacing_in:
+            raise InputError(f"{label('thickness')} {thickness:g} mm is more than {self.max_thickness_ratio:g} times "
+                             f"the slice spacing {grid.spacing_in:g} mm; give the slices' thickness in mm.")
         b = BUDGETS[budget_name]
         iterations = b.iterations if iterations is None else int(iterations)
         rng = np.random.default_rng(seed)

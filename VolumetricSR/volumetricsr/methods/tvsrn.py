@@ -24,6 +24,7 @@ from ..engine import window_starts
 from ..errors import ModelError
 from ..geometry import ThroughPlaneGrid
 from ..models import ModelCard
+from ..options import OneOf
 from ..predictors import OnnxPredictor
 from .base import RunContext, register
 from .network import NetworkMethod
@@ -98,7 +99,10 @@ class TVSRNMethod(NetworkMethod):
     min_slices = 4
     window = (4, 256, 256)
     overlap = (0.5, 0.0, 0.0)
-    options = NetworkMethod.options + ("compile",)
+    option_rules = {**NetworkMethod.option_rules, "compile": OneOf((True, False, "auto"))}
+
+    def window_depth(self, card: ModelCard) -> int:
+        return int(card.architecture.get("args", {}).get("depth", 4))
 
     def load_card(self, model: Optional[str]) -> ModelCard:
         card = super().load_card(model)
