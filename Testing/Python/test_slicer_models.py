@@ -113,3 +113,12 @@ def test_self_supervised_settings_reach_the_method():
     opts = RunSettings(budget="balanced", iterations=300, seed=7, backend="onnx").method_options(selfsr)
     assert opts == {"budget": "balanced", "iterations": 300, "seed": 7}
     assert RunSettings(budget="balanced", iterations=300).method_options(get_method("bspline")) == {}
+
+
+def test_prepare_reports_fitness_before_the_run(models_dir):
+    write_model(models_dir)
+    from volumetricsr.models import find_model
+
+    find_model("toy-x5").update(slice_spacing_mm=1.0)      # trained on 1 mm slices; the node has 5 mm
+    job = SuperResolutionLogic().prepare(ct_node(), "toy-net", 1.0, device="cpu")
+    assert len(job.warnings) == 1 and "5 mm apart, but model toy-x5 was trained on slices 1 mm apart" in job.warnings[0]

@@ -206,3 +206,20 @@ def test_training_panel_runs_the_trainer(qt_slicer, monkeypatch, tmp_path):
     table = slicer.mrmlScene.GetNodesByClass("vtkMRMLTableNode")[0]
     assert list(table.columns["loss"]) == [1.0, 0.5, 1.0 / 3]
     assert w.ui.startButton.enabled and not w.ui.stopButton.enabled
+
+
+def test_fitness_warnings_are_shown_in_the_panel(qt_slicer, monkeypatch):
+    add_node(make_volume())
+    w, p = sr_widget()
+    p.method = "linear"
+    original = SuperResolutionLogic.prepare_from_settings
+
+    def with_note(self, *args, **kwargs):
+        job = original(self, *args, **kwargs)
+        job.warnings = ["The slices are 8 mm apart, but model m was trained on slices 5 mm apart."]
+        return job
+
+    monkeypatch.setattr(SuperResolutionLogic, "prepare_from_settings", with_note)
+    w.onApply()
+    run_until_idle(w._poll, lambda: w._task is not None)
+    assert w.ui.warningLabel.text == "Warning: The slices are 8 mm apart, but model m was trained on slices 5 mm apart."

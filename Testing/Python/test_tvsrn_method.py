@@ -151,3 +151,36 @@ def test_compiled_network_matches_eager(models):
     eager = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu", precision="fp32", compile=False)
     compiled = super_resolve(vol, "tvsrn", 0.8, model="tiny", device="cpu", precision="fp32", compile=True)
     np.testing.assert_allclose(compiled.array, eager.array, atol=0.05)
+
+
+def test_a_ct_model_refuses_what_is_not_hu_unless_forced(models):
+    mr = make_volume(size_ijk=(20, 18, 7), spacing=(0.8, 0.8, 4.0))
+    mr = mr.with_array(np.abs(mr.array) * 3)                       # 0 ... 300: MR-like, no air
+    with pytest.raises(InputError, match="tiny is a CT model, but its intensities do not look like Hounsfield"):
+        super_resolve(mr, "tvsrn", model="tiny", device="cpu")
+    assert super_resolve(mr, "tvsrn", 0.8, model="tiny", device="cpu", force=True).array.shape[0] == 31
+    tagged = ct_volume(7).with_array(ct_volume(7).array, metadata={"dicom": {"0008|0060": "MR"}})
+    with pytest.raises(InputError, match="its DICOM modality is MR"):
+        super_resolve(tagged, "tvsrn", model="tiny", device="cpu")
+    assert super_resolve(ct_volume(7), "tvsrn", 0.8, model="tiny", device="cpu").array.shape[0] == 31
+
+
+def test_a_spacing_far_from_training_is_warned_on_every_path(models, capsys, tmp_path):
+    from volumetricsr.io import write_volume
+    from volumetricsr.methods.base import FitnessWarning
+
+    folder, net = models
+    write_model(folder, "at5mm", net.state_dict(), card_fields(), slice_spacing_mm=[5.0, 6.25])
+    results = {}
+    with pytest.warns(FitnessWarning, match="8 mm apart, but model at5mm was trained on slices 5 to 6.25 mm"):
+        v8 = ct_volume(7).with_array(ct_volume(7).array, spacing=(0.8, 0.8, 8.0))
+        super_resolve(v8, "tvsrn", 1.6, model="at5mm", device="cpu", results=results)
+    assert len(results["warnings"]) == 1
+    results = {}
+    super_resolve(ct_volume(7), "tvsrn", 0.8, model="at5mm", device="cpu", results=results)   # 4 mm: near 5
+    assert "warnings" not in results
+    write_volume(v8, tmp_path / "v8.nii.gz")
+    assert cli_main(["infer", str(tmp_path / "v8.nii.gz"), str(tmp_path / "o.nii.gz"), "--method", "tvsrn",
+                     "--model", "at5mm", "--spacing", "1.6", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "volumetricsr: warning: The slices are 8 mm apart" in err

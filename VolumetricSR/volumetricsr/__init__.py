@@ -2,6 +2,8 @@
 
 Plain Python (no Slicer imports): used by the Slicer modules, the command line and the tests.
 """
+__version__ = "0.1.0"
+
 from . import cpu_memory  # noqa: F401  (first: sets PyTorch's huge-page switch before torch allocates)
 from .api import infer, super_resolve
 from .errors import (AlreadyIsotropicError, Cancelled, InputError, ModelError, OutputError,
@@ -12,7 +14,6 @@ from .methods import Method, available_methods, get_method, register
 from .progress import CancelToken
 from .volume import Volume
 
-__version__ = "0.1.0"
 
 __all__ = ["AlreadyIsotropicError", "CancelToken", "Cancelled", "InputError", "Method", "ModelError",
            "OutputError", "ThroughPlaneGrid", "Volume", "VolumetricSRError", "available_methods",

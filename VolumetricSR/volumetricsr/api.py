@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import numpy as np
+
+from . import __version__
 from .device import resolve_device
 from .geometry import AxisLike
 from .errors import OutputError
@@ -37,11 +40,24 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     """
     m = check_request(method, spacing, options)
     dev = resolve_device(device) if m.uses_device else "cpu"
+    results = {} if results is None else results
     out = m.run(volume, spacing, axis=axis, device=dev, progress=progress, cancel=cancel, force=force,
                 results=results, **options)
+    out = out.with_array(out.array, metadata={**volume.metadata, "derivation": derivation(m, volume, out, results)})
     if dtype is not None:
         out = out.with_array(cast_array(out.array, volume.array.dtype if dtype == "input" else dtype))
     return out
+
+
+def derivation(method: Method, volume: Volume, out: Volume, results: dict) -> dict:
+    """How ``out`` was made from ``volume``: for writers (DICOM DerivationDescription) and for people."""
+    axis = int(np.argmax(np.abs(np.subtract(volume.spacing, out.spacing))))
+    model = f" (model {results['model']})" if results.get("model") else ""
+    return {"method": method.name, "model": results.get("model"), "axis": axis,
+            "source_spacing_mm": volume.spacing[axis], "spacing_mm": out.spacing[axis],
+            "description": f"VolumetricSR {__version__} {method.title or method.name}{model}: through-plane "
+                           f"super-resolution from {volume.spacing[axis]:g} mm slices to {out.spacing[axis]:.4g} mm "
+                           f"spacing; not acquired at that resolution"}
 
 
 SUPER_RESOLVE_ARGS = ("axis", "device", "dtype", "force", "progress", "cancel", "results")

@@ -1,15 +1,20 @@
 """Reading and writing volumes (NIfTI, NRRD, MetaImage, DICOM series) with SimpleITK.
 
-Writes are atomic: everything is written into a hidden temporary folder beside the target and
-moved into place at the end, so a failed or cancelled write never leaves a half-written file.
+Writes are atomic: everything is written into a hidden staging folder beside the target (named
+with the writer's process id) and moved into place at the end, so a failed, cancelled or killed
+write never leaves a half-written file; staging folders of writers that died are removed by the
+next write of the same target.
 """
 from __future__ import annotations
 
+import glob
+import gzip
 import os
 import shutil
 import tempfile
 import time
 import uuid
+import zlib
 from pathlib import Path
 from typing import Optional, Union
 
@@ -23,9 +28,12 @@ PathLike = Union[str, os.PathLike]
 FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Relative deviation of a DICOM slice gap from the median gap that counts as unequal spacing.
 SLICE_GAP_TOLERANCE = 0.01
+#: Words in SimpleITK's messages for a file that ends before its data does.
+TRUNCATION_HINTS = ("not read completely", "fread got only", "but received", "unexpected end")
 #: DICOM tags copied from an input series into a written one (patient and study identity).
 STUDY_TAGS = ("0010|0010", "0010|0020", "0010|0030", "0010|0040", "0020|000d", "0008|0020",
-              "0008|0030", "0008|0050", "0008|0060", "0020|0052", "0008|103e", "0020|0011")
+              "0008|0030", "0008|0050", "0008|0060", "0020|0052", "0008|103e", "0020|0011",
+              "0028|1050", "0028|1051", "0018|0050")     # ... and the window and slice thickness
 
 
 def volume_format(path: PathLike) -> str:
@@ -51,12 +59,41 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> Volume:
         raise InputError(f"No such file or folder: {p}")
     if p.is_dir() or p.suffix.lower() == ".dcm":
         return _read_dicom(p, series)
+    if p.stat().st_size == 0:
+        raise InputError(f"{p} is an empty file (0 bytes): copy it again.")
     try:
         image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
+        if any(hint in str(exc) for hint in TRUNCATION_HINTS):
+            raise InputError(f"{p} is truncated: it holds less data than its header announces (an interrupted "
+                             "copy or download?). Copy it again.")
         raise InputError(f"Could not read {p}: it is not an image SimpleITK can read "
                          f"({', '.join(FILE_SUFFIXES)} or a DICOM folder). Details: {_first_line(exc)}")
+    if p.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(p, image)
     return volume_from_image(image, name=p.name)
+
+
+def _check_nifti_complete(path: Path, image: sitk.Image) -> None:
+    """SimpleITK fills a truncated NIfTI file's missing voxels with zeros: compare the data the file
+    holds (decompressed) with what its header announces, and refuse a short file."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            header = f.read(540)
+            held = len(header) + sum(len(block) for block in iter(lambda: f.read(1 << 22), b""))
+    except (EOFError, OSError, zlib.error):     # a gzip stream cut short, or corrupt
+        held = -1
+    if held >= 0:
+        order = "<" if int.from_bytes(header[:4], "little") in (348, 540) else ">"
+        nifti2 = int.from_bytes(header[:4], "little" if order == "<" else "big") == 540
+        offset = int(np.frombuffer(header, f"{order}i8" if nifti2 else f"{order}f4", 1, 168 if nifti2 else 108)[0])
+        expected = offset + image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() \
+            * image.GetSizeOfPixelComponent()
+        if held >= expected:
+            return
+    raise InputError(f"{path} is truncated: it holds less data than its header announces (an interrupted copy "
+                     "or download?). Copy it again.")
 
 
 def volume_from_image(image: sitk.Image, name: str = "input", metadata: Optional[dict] = None) -> Volume:
@@ -67,8 +104,12 @@ def volume_from_image(image: sitk.Image, name: str = "input", metadata: Optional
     if dim != 3:
         raise InputError(f"{name} is a {dim}-D image; VolumetricSR needs a 3-D volume"
                          + (" (for a time series, extract one frame first)." if dim == 4 else "."))
-    volume = Volume(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(),
-                    np.reshape(image.GetDirection(), (3, 3)), metadata or {})
+    direction = np.reshape(image.GetDirection(), (3, 3))
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-3):
+        raise InputError(f"{name} has a direction matrix that is not a rotation (sheared or scaled axes: "
+                         f"{np.round(direction, 4).tolist()}). Fix its header, or resample it to a proper "
+                         "orientation first (e.g. Resample Scalar/Vector/DWI Volume in Slicer).")
+    volume = Volume(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(), direction, metadata or {})
     check_scalar_volume(volume, name)
     return volume
 
@@ -181,7 +222,9 @@ def write_volume(volume: Volume, path: PathLike, dtype=None) -> Path:
         volume = volume.with_array(cast_array(volume.array, dtype))
     staging = None
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        remove_stale_staging(target)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial",
+                                        dir=target.parent))
         if fmt == "dicom":
             _write_dicom(volume, staging / "series")
             os.replace(staging / "series", target)
@@ -200,6 +243,34 @@ def write_volume(volume: Volume, path: PathLike, dtype=None) -> Path:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def remove_stale_staging(target: Path, max_age_s: float = 86400.0) -> list[Path]:
+    """Remove staging folders of ``target`` left by writers that died (kill -9, power loss): those whose
+    process no longer runs (POSIX) or, where that cannot be asked safely, older than ``max_age_s``."""
+    removed = []
+    for staging in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
+        pid = staging.name[len(target.name) + 2:].split(".", 1)[0]
+        try:
+            age = time.time() - staging.stat().st_mtime
+        except OSError:
+            continue
+        if (pid.isdigit() and not _process_alive(int(pid))) or age > max_age_s:
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt":       # os.kill(pid, 0) would terminate the process on Windows: go by age there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _dicom_rescale(array: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -226,13 +297,19 @@ def _write_dicom(volume: Volume, folder: Path) -> None:
     tags.setdefault("0020|000d", _new_uid())
     tags.setdefault("0008|0060", "OT")
     tags.setdefault("0020|0052", _new_uid())
+    derived, source_thickness = volume.metadata.get("derivation"), tags.pop("0018|0050", "").strip()
+    tags["0018|0050"] = f"{volume.spacing[2]:.10g}"
+    if derived:   # a derived series (PS3.3 C.7.6.1): says how it was made and claims no thinner slices
+        tags.update({"0008|0008": "DERIVED\\SECONDARY", "0008|2111": derived["description"][:1024]})
+        if derived["axis"] == 2:      # slices along the upsampled axis: the acquired thickness
+            tags["0018|0050"] = source_thickness or f"{derived['source_spacing_mm']:.10g}"
     tags.update({
         "0020|000e": _new_uid(),
+        "0018|0088": f"{volume.spacing[2]:.10g}",
         "0008|103e": (tags.get("0008|103e", "").strip() + " VolumetricSR").strip()[:64],
         "0008|0021": now[0], "0008|0031": now[1],
         "0020|0037": "\\".join(f"{v:.10g}" for v in volume.direction[:, 0].tolist() + volume.direction[:, 1].tolist()),
         "0028|0030": f"{volume.spacing[1]:.10g}\\{volume.spacing[0]:.10g}",
-        "0018|0050": f"{volume.spacing[2]:.10g}",
         "0028|1053": f"{slope:.10g}", "0028|1052": f"{intercept:.10g}",
         "0028|0100": "16", "0028|0101": "16", "0028|0102": "15", "0028|0103": "1",
     })

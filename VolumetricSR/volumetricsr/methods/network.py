@@ -112,6 +112,7 @@ class NetworkMethod(Method):
         window = (window[0], min(window[1], stack.shape[1]), min(window[2], stack.shape[2]))
         norm = Normalization.from_dict(card.normalization)
         lo, hi = norm.range_of(stack)
+        ctx.results["model"] = card.id
         predictor = self.predictor(card, window, ctx.device, backend, precision)
         ctx.check()                   # building it may have taken long (ONNX export)
         ctx.report(0.0, f"{self.title}: model {card.id} on {ctx.device} ({backend}, "

@@ -38,6 +38,8 @@ from ..volume import Volume
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 RPLHR_THIN, RPLHR_THICK = "1mm", "5mm"
+#: Changes when what a cache entry holds changes (v2: percentile ranges from the thick slices).
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -51,6 +53,15 @@ class Case:
     @property
     def pseudo(self) -> bool:
         return self.thick is None
+
+    def slice_spacing(self, factor: int) -> float:
+        """The thick slice spacing in mm (from the file headers; a pseudo-pair's is the thin one x ``factor``)."""
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(self.thin if self.pseudo else self.thick))
+        reader.ReadImageInformation()
+        return max(reader.GetSpacing()) * (factor if self.pseudo else 1)
 
 
 @dataclass
@@ -203,9 +214,10 @@ def load_pair(case: Case, factor: int, norm: Normalization, axis=None) -> Pair:
         raise InputError(f"Case {case.name}: fewer than 2 thick slices overlap the thin volume.")
     k0, k1 = ks[0], ks[-1] + 1
     thin = thin[offset + factor * k0: offset + factor * (k1 - 1) + 1]
-    lo, hi = norm.range_of(thin)
-    return Pair(case.name, norm.forward(np.ascontiguousarray(thick[k0:k1], dtype=np.float32), lo, hi),
-                norm.forward(np.ascontiguousarray(thin, dtype=np.float32), lo, hi), factor)
+    thick = np.ascontiguousarray(thick[k0:k1], dtype=np.float32)
+    lo, hi = norm.range_of(thick)          # from the thick slices, as at inference
+    return Pair(case.name, norm.forward(thick, lo, hi), norm.forward(np.ascontiguousarray(thin, dtype=np.float32),
+                                                                     lo, hi), factor)
 
 
 class CachedPair:
@@ -226,7 +238,7 @@ class CachedPair:
 
 def _cache_key(case: Case, factor: int, norm: Normalization) -> str:
     files = [(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in (case.thin, case.thick) if p is not None]
-    spec = json.dumps([files, case.slab, factor, [norm.kind, norm.low, norm.high]])
+    spec = json.dumps([files, case.slab, factor, [norm.kind, norm.low, norm.high], CACHE_VERSION])
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 

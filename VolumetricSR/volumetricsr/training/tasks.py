@@ -369,6 +369,9 @@ class TVSRNTask(OneNetworkTask):
             "native_factor": arch["factor"], "modality": "CT", "normalization": dict(self.config["normalization"]),
             "window": [depth, *self.tiling.window[1:]], "training_data": info,
         }
+        if self.dataset is not None:
+            spacings = [round(c.slice_spacing(arch["factor"]), 4) for c in self.dataset.train]
+            fields["slice_spacing_mm"] = [min(spacings), max(spacings)]
         return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}, fields
 
     def card_training(self) -> dict:
