@@ -104,3 +104,69 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path):
     for path, message in cases:
         with pytest.raises(OutputError, match=message):
             check_writable(path)
+
+
+def _tags(path: Path) -> dict:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return {k: reader.GetMetaData(k).strip() for k in reader.GetMetaDataKeys()}
+
+
+def test_dicom_output_is_a_derived_series_that_keeps_the_window(tmp_path):
+    from volumetricsr import super_resolve
+
+    thick = make_volume(size_ijk=(12, 10, 6), spacing=(0.8, 0.8, 4.0), dtype=np.int16)
+    write_volume(thick, tmp_path / "thick")
+    for f in sorted((tmp_path / "thick").glob("*.dcm")):      # a scanner's window and thickness
+        image = sitk.ReadImage(str(f))
+        for tag, value in (("0028|1050", "40"), ("0028|1051", "400"), ("0018|0050", "5")):
+            image.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(f))
+        writer.Execute(image)
+    out = super_resolve(read_volume(tmp_path / "thick"), "linear", 1.0)
+    write_volume(out, tmp_path / "thin")
+    files = sorted((tmp_path / "thin").glob("*.dcm"))
+    assert len(files) == 21
+    tags = _tags(files[3])
+    assert tags["0008|0008"] == "DERIVED\\SECONDARY"
+    assert "Linear" in tags["0008|2111"] and "from 4 mm slices to 1 mm spacing" in tags["0008|2111"]
+    assert (tags["0028|1050"], tags["0028|1051"]) == ("40", "400")        # the window is kept
+    assert float(tags["0018|0088"]) == pytest.approx(1.0)                  # true spacing between slices
+    assert float(tags["0018|0050"]) == 5.0           # the acquired thickness, not the 1 mm spacing
+    assert float(_tags(sorted((tmp_path / "thick").glob("*.dcm"))[0])["0018|0050"]) == 5.0   # input untouched
+    back = read_volume(tmp_path / "thin")
+    np.testing.assert_allclose(back.spacing, out.spacing, rtol=1e-5)
+
+
+def test_truncated_nifti_and_sheared_directions_are_refused(tmp_path):
+    vol = make_volume(size_ijk=(32, 32, 10), dtype=np.int16)
+    for suffix in (".nii.gz", ".nii"):
+        whole = write_volume(vol, tmp_path / f"v{suffix}").read_bytes()
+        (tmp_path / f"cut{suffix}").write_bytes(whole[:len(whole) // 3])
+        with pytest.raises(InputError, match="is truncated"):
+            read_volume(tmp_path / f"cut{suffix}")
+        assert read_volume(tmp_path / f"v{suffix}").array.shape == vol.array.shape
+    write_volume(vol, tmp_path / "v.mha")
+    text = (tmp_path / "v.mha").read_bytes().replace(b"TransformMatrix = 1 0 0 0 1 0 0 0 1",
+                                                     b"TransformMatrix = 1 0 0 0.5 1 0 0 0 1")
+    (tmp_path / "skew.mha").write_bytes(text)
+    with pytest.raises(InputError, match="not a rotation"):
+        read_volume(tmp_path / "skew.mha")
+
+
+def test_staging_left_by_a_dead_writer_is_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    debris = tmp_path / f".out.nii.gz.{dead.stdout.strip()}.abc123.partial"
+    debris.mkdir()
+    (debris / "out.nii.gz").write_bytes(b"half")
+    alive = tmp_path / f".out.nii.gz.{os.getpid()}.def456.partial"      # a writer still at work
+    alive.mkdir()
+    write_volume(make_volume(), tmp_path / "out.nii.gz")
+    assert not debris.exists() and alive.exists()
+    assert read_volume(tmp_path / "out.nii.gz").array.shape == make_volume().array.shape

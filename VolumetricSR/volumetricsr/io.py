@@ -37,13 +37,14 @@ STUDY_TAGS = ("0010|0010", "0010|0020", "0010|0030", "0010|0040", "0020|000d", "
 
 
 def volume_format(path: PathLike) -> str:
-    """'dicom' for a folder (existing, ending in a separator, or without suffix), else the suffix."""
+    """The suffix of a volume file name; else 'dicom' for a folder (existing, ending in a separator, or
+    without suffix)."""
     p = str(path)
-    if os.path.isdir(p) or p.endswith(("/", os.sep)) or not Path(p).suffix:
-        return "dicom"
     for suffix in FILE_SUFFIXES:
         if p.lower().endswith(suffix):
             return suffix
+    if os.path.isdir(p) or p.endswith(("/", os.sep)) or not Path(p).suffix:
+        return "dicom"
     if p.lower().endswith(".dcm"):
         return "dicom-file"
     raise OutputError(f"Unknown volume format for {p!r}. Use one of {', '.join(FILE_SUFFIXES)} "
@@ -64,6 +65,9 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> Volume:
     try:
         image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
+        if "Zero-valued spacing" in str(exc):
+            raise InputError(f"{p} has a zero voxel spacing in its header; fix the header (each axis's spacing "
+                             "in mm) before super-resolution.")
         if any(hint in str(exc) for hint in TRUNCATION_HINTS):
             raise InputError(f"{p} is truncated: it holds less data than its header announces (an interrupted "
                              "copy or download?). Copy it again.")
@@ -124,7 +128,8 @@ def image_from_volume(volume: Volume) -> sitk.Image:
 
 def _read_dicom(p: Path, series: Optional[str]) -> Volume:
     folder = p if p.is_dir() else p.parent
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    has_files = any(f.is_file() for f in folder.iterdir())
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) if has_files else ()   # GDCM warns on none
     if p.is_file():
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(p))

@@ -209,7 +209,7 @@ def find_model(model_id: Optional[str] = None, method: Optional[str] = None) -> 
     """A card by id or card path; without an id, the first model of ``method``."""
     if model_id and (model_id.endswith(".json") or os.sep in model_id):
         return ModelCard.load(model_id)
-    cards = list_models(method)
+    cards = list_models(None if model_id else method)     # by id: any method's (the caller checks it)
     for card in cards:
         if model_id is None or card.id == model_id:
             return card

@@ -1,0 +1,220 @@
+"""Bad inputs, options, models and outputs: each gets one line that names the problem, exit code 2,
+no traceback, and nothing written.
+
+The README's table of bad inputs is generated from ``CASES`` (``python Testing/Python/test_bad_inputs.py
+--readme`` rewrites it) and a test checks it is current, so the two cannot drift apart.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parents[1] / "README.md"
+START, END = "<!-- bad-inputs:start -->", "<!-- bad-inputs:end -->"
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str          # file, option, model, output
+    what: str          # the bad input, for the README
+    args: str          # the command's arguments: {in} is the inputs folder, {out} a fresh output folder
+    says: str          # words the one-line message must contain (a regular expression)
+
+
+CT = "{in}/ct.nii.gz"
+OUT = "{out}/o.nii.gz"
+TV = f"infer {CT} {OUT} --method tvsrn --model tiny"
+SELF = f"infer {CT} {OUT} --method selfsr"
+CASES = [
+    # files
+    Case("file", "a 2-D image", "infer {in}/2d.nrrd " + OUT, "is a 2-D image"),
+    Case("file", "a 4-D image (time series)", "infer {in}/4d.nii.gz " + OUT, "is a 4-D image"),
+    Case("file", "a vector (colour) image", "infer {in}/vector.nrrd " + OUT, "3 components per voxel"),
+    Case("file", "an empty file", "infer {in}/empty.nii.gz " + OUT, "is an empty file"),
+    Case("file", "a .nii.gz cut to a third of its bytes", "infer {in}/cut.nii.gz " + OUT, "is truncated"),
+    Case("file", "a .nii cut to a third of its bytes", "infer {in}/cut.nii " + OUT, "is truncated"),
+    Case("file", "an .nrrd cut to a third of its bytes", "infer {in}/cut.nrrd " + OUT, "is truncated"),
+    Case("file", "not an image (text named .nii.gz)", "infer {in}/text.nii.gz " + OUT, "not an image SimpleITK can read"),
+    Case("file", "NaN voxels (NRRD)", "infer {in}/nan.nrrd " + OUT, "NaN or infinite voxels"),
+    Case("file", "infinite voxels (MHA)", "infer {in}/inf.mha " + OUT, "NaN or infinite voxels"),
+    Case("file", "a sheared (non-orthonormal) direction matrix", "infer {in}/skew.mha " + OUT, "not a rotation"),
+    Case("file", "a zero spacing in the header", "infer {in}/zero.mha " + OUT, "zero voxel spacing"),
+    Case("file", "a single slice", "infer {in}/slice.nii.gz " + OUT, "single slice"),
+    Case("file", "a file that does not exist", "infer {in}/nope.nii.gz " + OUT, "No such file"),
+    Case("file", "a DICOM folder with a missing slice", "infer {in}/gap " + OUT, "unequal slice spacing"),
+    Case("file", "a DICOM folder with two series", "infer {in}/two " + OUT, "holds 2 DICOM series"),
+    Case("file", "an empty folder", "infer {in}/nothing " + OUT, "No DICOM series found"),
+    Case("file", "a volume already at the target spacing", "infer {in}/iso.nii.gz " + OUT, "already has 1 mm spacing"),
+    Case("file", "two axes share the largest spacing", "infer {in}/tie.nii.gz " + OUT, "through-plane axis is ambiguous"),
+    Case("file", "an MR volume given to a CT model", "infer {in}/mr.nii.gz " + OUT + " --method tvsrn --model tiny",
+         "is a CT model, but its intensities do not look like Hounsfield"),
+    # options
+    Case("option", "--batch-size 0", TV + " --batch-size 0", r"batch_size \(--batch-size\) must be a whole number from 1"),
+    Case("option", "--batch-size -3", TV + " --batch-size -3", r"batch_size .* must be a whole number from 1 to 4096"),
+    Case("option", "--batch-size 100000000", TV + " --batch-size 100000000", r"batch_size .* from 1 to 4096"),
+    Case("option", "--window 0 0 0", TV + " --window 0 0 0", r"window \(--window\) needs 3 values"),
+    Case("option", "--window 5 256 256 (TVSRN takes 4 slices)", TV + " --window 5 256 256", "takes 4 slices per window, not 5"),
+    Case("option", "--window 4 100000 256", TV + " --window 4 100000 256", "each a whole number from 1 to 4096"),
+    Case("option", "--overlap 1 0 0", TV + " --overlap 1 0 0", r"overlap .* up to, not including, 1"),
+    Case("option", "--overlap -0.1 0 0", TV + " --overlap -0.1 0 0", r"overlap .* a number from 0"),
+    Case("option", "--spacing 0", "infer " + CT + " " + OUT + " --spacing 0", r"spacing \(--spacing\) must be a number above 0"),
+    Case("option", "--spacing -1", TV + " --spacing -1", r"spacing .* must be a number above 0"),
+    Case("option", "--spacing 100 (coarser than the slices)", "infer " + CT + " " + OUT + " --spacing 100",
+         "coarser than the slice spacing"),
+    Case("option", "--iterations 0", SELF + " --iterations 0", r"iterations .* from 1 to 1000000"),
+    Case("option", "--iterations -5", SELF + " --iterations -5", r"iterations .* from 1 to 1000000"),
+    Case("option", "--iterations 1000000000000", SELF + " --iterations 1000000000000", r"iterations .* from 1 to 1000000"),
+    Case("option", "--seed -1", SELF + " --seed -1", r"seed .* a whole number from 0"),
+    Case("option", "--thickness 0", SELF + " --thickness 0", r"thickness .* a number above 0 mm"),
+    Case("option", "--thickness -2", SELF + " --thickness -2", r"thickness .* a number above 0 mm"),
+    Case("option", "--thickness 1000", SELF + " --thickness 1000", r"thickness .* at most 200 mm"),
+    Case("option", "--thickness 100 (25 times the slice spacing)", SELF + " --thickness 100", "more than 10 times the slice spacing"),
+    Case("option", "an unknown method", "infer " + CT + " " + OUT + " --method magic", "Unknown method 'magic'"),
+    Case("option", "an option of another method (tvsrn --budget)", TV + " --budget fast", "has no option budget"),
+    # models
+    Case("model", "a corrupt weights file", f"infer {CT} {OUT} --method tvsrn --model corrupt", "does not match its card"),
+    Case("model", "weights of another architecture", f"infer {CT} {OUT} --method tvsrn --model wrongarch",
+         "weights do not fit architecture tvsrn"),
+    Case("model", "a model of another method", f"infer {CT} {OUT} --method tvsrn --model own", "is a selfsr model, not tvsrn"),
+    Case("model", "a card whose weights path leaves its folder", f"infer {CT} {OUT} --method tvsrn --model escape",
+         "not a file in the card's folder"),
+    Case("model", "a model id that does not exist", f"infer {CT} {OUT} --method tvsrn --model nope", "No model 'nope'"),
+    Case("model", "a card that is not JSON", f"infer {CT} {OUT} --method tvsrn --model {{in}}/broken.json", "not readable JSON"),
+    # outputs
+    Case("output", "an unwritable folder", f"infer {CT} {{unwritable}}/o.nii.gz", "is not writable"),
+    Case("output", "a folder that does not exist", f"infer {CT} {{out}}/missing/o.nii.gz", "does not exist"),
+    Case("output", "an existing folder named like the file", f"infer {CT} {{in}}/taken.nii.gz", "a folder of that name exists"),
+    Case("output", "an unknown file type", f"infer {CT} {{out}}/o.png", "Unknown volume format"),
+    Case("output", "a DICOM folder that is not empty", f"infer {CT} {{in}}/gap", "not an empty folder"),
+    Case("output", "the input file itself", f"infer {CT} {CT} --force --spacing 4", "is the input file"),
+    Case("output", "a single .dcm file", f"infer {CT} {{out}}/o.dcm", "write a DICOM series to a folder"),
+]
+
+
+def readme_table() -> str:
+    rows = ["| | Bad input | What the one line says (excerpt) |", "|---|---|---|"]
+    for n, case in enumerate(CASES, 1):
+        says = re.sub(r"\\(.)", r"\1", case.says).replace(".*", "...").replace("|", "\\|")
+        rows.append(f"| {n} | {case.kind}: {case.what} | {says} |")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- the inputs
+
+def _write_inputs(folder: Path) -> None:
+    import SimpleITK as sitk
+    import torch
+
+    from conftest import make_ct_volume, make_volume
+    from volumetricsr.io import write_volume
+    from volumetricsr.networks import TVSRN
+    from volumetricsr.training.export import write_model
+
+    ct = make_ct_volume(size_ijk=(24, 20, 6), spacing=(0.8, 0.8, 4.0))
+    write_volume(ct.with_array(ct.array.astype(np.int16)), folder / "ct.nii.gz")
+    mr = make_volume(size_ijk=(24, 20, 6), spacing=(0.8, 0.8, 4.0))
+    write_volume(mr.with_array(np.abs(mr.array) * 3), folder / "mr.nii.gz")
+    write_volume(make_volume(spacing=(1.0, 1.0, 1.0)), folder / "iso.nii.gz")
+    write_volume(make_volume(spacing=(3.0, 3.0, 1.0)), folder / "tie.nii.gz")
+    sitk.WriteImage(sitk.Image(8, 8, sitk.sitkFloat32), str(folder / "2d.nrrd"))
+    sitk.WriteImage(sitk.Image([4, 4, 4, 3], sitk.sitkFloat32), str(folder / "4d.nii.gz"))
+    sitk.WriteImage(sitk.Image([4, 4, 4], sitk.sitkVectorFloat32, 3), str(folder / "vector.nrrd"))
+    sitk.WriteImage(sitk.Image([8, 8, 1], sitk.sitkInt16), str(folder / "slice.nii.gz"))
+    (folder / "empty.nii.gz").write_bytes(b"")
+    (folder / "text.nii.gz").write_text("not an image\n")
+    for suffix in (".nii.gz", ".nii", ".nrrd"):
+        whole = write_volume(ct, folder / f"whole{suffix}").read_bytes()
+        (folder / f"cut{suffix}").write_bytes(whole[:len(whole) // 3])
+    bad = ct.array.astype(np.float32)
+    bad[2, 3, 4] = np.nan
+    write_volume(ct.with_array(bad), folder / "nan.nrrd")
+    bad[2, 3, 4] = np.inf
+    write_volume(ct.with_array(bad), folder / "inf.mha")
+    header = write_volume(ct, folder / "whole.mha").read_bytes()
+    (folder / "skew.mha").write_bytes(header.replace(b"TransformMatrix = 1 0 0 0 1 0 0 0 1",
+                                                     b"TransformMatrix = 1 0 0 0.5 1 0 0 0 1"))
+    (folder / "zero.mha").write_bytes(re.sub(rb"ElementSpacing = [0-9.]+", b"ElementSpacing = 0", header))
+    write_volume(ct.with_array(ct.array.astype(np.int16)), folder / "gap")
+    sorted((folder / "gap").glob("*.dcm"))[2].unlink()
+    write_volume(ct.with_array(ct.array.astype(np.int16)), folder / "two")
+    write_volume(ct.with_array(ct.array.astype(np.int16)), folder / "other")
+    for f in (folder / "other").glob("*.dcm"):
+        f.rename(folder / "two" / f"b_{f.name}")
+    (folder / "other").rmdir()
+    (folder / "nothing").mkdir()
+    (folder / "taken.nii.gz").mkdir()
+    (folder / "broken.json").write_text("{ not json")
+
+    models = folder / "models"
+    models.mkdir()
+    tiny = dict(factor=5, depth=4, channels=4, heads=2, window=4, group=4, tab_window=[2, 4], enc_layers=1,
+                tab_layers=1, dec_layers=1)
+    fields = {"method": "tvsrn", "architecture": {"name": "tvsrn", "args": tiny}, "native_factor": 5,
+              "modality": "CT", "normalization": {"kind": "window", "low": -1024.0, "high": 2048.0},
+              "training_data": "none: random weights for tests"}
+    torch.manual_seed(0)
+    state = TVSRN(**tiny).state_dict()
+    write_model(models, "tiny", state, fields)
+    corrupt = write_model(models, "corrupt", state, fields)
+    corrupt.weights_path.write_bytes(b"\0" * 100)
+    write_model(models, "wrongarch", state, {**fields, "architecture": {"name": "tvsrn", "args": {**tiny, "channels": 8}}})
+    write_model(models, "own", state, {**fields, "method": "selfsr"})
+    card = write_model(models, "escape", state, fields)
+    (models / "escape.json").write_text(card.path.read_text().replace('"escape.pt"', '"../escape.pt"'))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inputs")
+    _write_inputs(folder)
+    return folder
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.kind}: {c.what}" for c in CASES])
+def test_bad_input_gets_one_line_exit_2_and_nothing_written(case, inputs, tmp_path, capfd, monkeypatch):
+    from volumetricsr.cli import main
+
+    monkeypatch.setenv("VOLUMETRICSR_MODELS", str(inputs / "models"))
+    unwritable = "/proc" if os.geteuid() == 0 else str(tmp_path / "locked")   # root writes anywhere else
+    if unwritable != "/proc":
+        (tmp_path / "locked").mkdir(mode=0o555)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = case.args.format(**{"in": inputs, "out": out, "unwritable": unwritable}).split()
+    before = _snapshot(inputs), _snapshot(out)
+    capfd.readouterr()
+    code = main(argv + ["--quiet"])
+    captured = capfd.readouterr()
+    lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert code == 2, captured.err
+    assert len(lines) == 1 and lines[0].startswith("volumetricsr: error: "), captured.err
+    assert re.search(case.says, lines[0]), lines[0]
+    assert "Traceback" not in captured.err + captured.out and captured.out == ""
+    assert (_snapshot(inputs), _snapshot(out)) == before, "something was written"
+
+
+def test_there_are_at_least_30_cases_and_the_readme_lists_them():
+    assert len(CASES) >= 30
+    text = README.read_text()
+    assert START in text and END in text, f"README needs {START} ... {END}"
+    current = text.split(START, 1)[1].split(END, 1)[0].strip()
+    assert current == readme_table(), "README's bad-input table is stale: python Testing/Python/test_bad_inputs.py --readme"
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--readme"]:
+    text = README.read_text()
+    head, rest = text.split(START, 1)
+    README.write_text(f"{head}{START}\n{readme_table()}\n{END}{rest.split(END, 1)[1]}")
+    print(f"updated {README}")
