@@ -122,3 +122,14 @@ def test_learns_more_than_interpolation_on_the_phantom():
     assert learned["psnr"] > base["psnr"] + 1.0
     assert results["training"]["iterations"] == 200 and not hasattr(get_method("selfsr"), "last_training")
     assert torch.equal(torch.get_rng_state(), before)          # the process's random state is untouched
+
+
+def test_metal_keeps_its_value_at_the_acquired_slices():
+    """Far beyond the volume's percentile range (metal), the input's values come back at the acquired
+    slices instead of the network's overshoot."""
+    thin = make_phantom(size=(48, 40, 31))
+    thick = simulate_thick(thin, 5)
+    array = thick.array.astype(np.float32)
+    array[3, 18:21, 20:23] = 12618
+    out = super_resolve(thick.with_array(array), "selfsr", 1.0, device="cpu", iterations=60).array
+    assert out[15].max() == pytest.approx(12618, rel=0.01)

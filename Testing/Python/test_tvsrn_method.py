@@ -184,3 +184,15 @@ def test_a_spacing_far_from_training_is_warned_on_every_path(models, capsys, tmp
                      "--model", "at5mm", "--spacing", "1.6", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "volumetricsr: warning: The slices are 8 mm apart" in err
+
+
+def test_metal_keeps_its_value_at_the_acquired_slices(models):
+    """What the HU window clips (metal at 12,618 HU) comes back from the input, and the network's own
+    output stays in the window it was trained for."""
+    v = ct_volume(7)
+    array = v.array.copy()
+    array[3, 5:8, 6:9] = 12618
+    out = super_resolve(v.with_array(array), "tvsrn", 0.8, model="tiny", device="cpu").array
+    assert out[15].max() == pytest.approx(12618, rel=0.01) and out[15, 6, 7] == pytest.approx(12618, rel=1e-4)
+    plain = super_resolve(v, "tvsrn", 0.8, model="tiny", device="cpu").array
+    assert plain.max() <= 2048 and plain.min() >= -1024

@@ -73,14 +73,16 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> Volume:
                              "copy or download?). Copy it again.")
         raise InputError(f"Could not read {p}: it is not an image SimpleITK can read "
                          f"({', '.join(FILE_SUFFIXES)} or a DICOM folder). Details: {_first_line(exc)}")
-    if p.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_complete(p, image)
+    if p.name.lower().endswith((".nii", ".nii.gz")) and not _nifti_complete(p, image):
+        raise InputError(f"{p} is truncated: it holds less data than its header announces (an interrupted copy "
+                         "or download?). Copy it again.")
     return volume_from_image(image, name=p.name)
 
 
-def _check_nifti_complete(path: Path, image: sitk.Image) -> None:
-    """SimpleITK fills a truncated NIfTI file's missing voxels with zeros: compare the data the file
-    holds (decompressed) with what its header announces, and refuse a short file."""
+def _nifti_complete(path: Path, image: sitk.Image) -> bool:
+    """Whether a NIfTI file holds (decompressed) all the data its header announces: SimpleITK reads a
+    truncated one with zeros for the missing voxels, and its writer reports a failed write (a full
+    disk) only on stderr."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
@@ -94,10 +96,8 @@ def _check_nifti_complete(path: Path, image: sitk.Image) -> None:
         offset = int(np.frombuffer(header, f"{order}i8" if nifti2 else f"{order}f4", 1, 168 if nifti2 else 108)[0])
         expected = offset + image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() \
             * image.GetSizeOfPixelComponent()
-        if held >= expected:
-            return
-    raise InputError(f"{path} is truncated: it holds less data than its header announces (an interrupted copy "
-                     "or download?). Copy it again.")
+        return held >= expected
+    return False
 
 
 def volume_from_image(image: sitk.Image, name: str = "input", metadata: Optional[dict] = None) -> Volume:
@@ -234,11 +234,13 @@ def write_volume(volume: Volume, path: PathLike, dtype=None) -> Path:
             _write_dicom(volume, staging / "series")
             os.replace(staging / "series", target)
         else:
-            main = staging / target.name
+            main, image = staging / target.name, image_from_volume(volume)
             try:
-                sitk.WriteImage(image_from_volume(volume), str(main), True)
+                sitk.WriteImage(image, str(main), True)
             except RuntimeError as exc:
                 raise OutputError(f"Could not write {target}: {_first_line(exc)}")
+            if fmt in (".nii", ".nii.gz") and not _nifti_complete(main, image):
+                raise OutputError(f"Could not write {target}: the file came out incomplete (is the disk full?).")
             # data files (e.g. .raw of .mhd) first, the file the user named last
             for f in sorted(staging.iterdir(), key=lambda f: f == main):
                 os.replace(f, target.parent / f.name)

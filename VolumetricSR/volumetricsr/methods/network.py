@@ -136,10 +136,12 @@ class NetworkMethod(Method):
 
 
 def restore_clipped(out: np.ndarray, stack: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``out`` (thin slices at thick positions ``t * (n_in-1)/(n_out-1)``) plus the part of ``stack``
-    (thick slices) outside ``[lo, hi]``, linearly interpolated to the thin positions: at the acquired
-    slices the input's own values come back; linear weights are non-negative, so nothing rings."""
+    """The network's ``out`` (thin slices at thick positions ``t * (n_in-1)/(n_out-1)``) held to the
+    window ``[lo, hi]`` it was trained to produce, plus the part of ``stack`` (thick slices) outside
+    that window, linearly interpolated to the thin positions: at the acquired slices the input's own
+    values come back (metal keeps its HU); linear weights are non-negative, so nothing rings."""
     excess = stack - np.clip(stack, lo, hi)
+    out = np.clip(out, lo, hi, out=out)
     if not excess.any():
         return out
     n_in, n_out = stack.shape[0], out.shape[0]

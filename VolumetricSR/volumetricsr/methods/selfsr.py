@@ -38,8 +38,12 @@ from ..resampling import apply_along_first_axis, bspline_weights
 from ..training.loop import Loop, autocast, needs_scaler, optimize
 from ..training.tasks import OneNetworkTask
 from .base import Method, RunContext, register
+from .network import restore_clipped
 
 NORMALIZATION = {"kind": "percentile", "low": 0.5, "high": 99.5}
+#: The network sees intensities up to this many percentile ranges beyond the range (no MR or CT tissue
+#: lies there); beyond it (metal) the input's values are interpolated back (:func:`restore_clipped`).
+HEADROOM = 1.0
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,8 @@ class SelfSupervised(Method):
 
         norm = Normalization.from_dict(NORMALIZATION)
         lo, hi = norm.range_of(work)
-        work = ((work - lo) / (hi - lo)).astype(np.float32)
+        window = lo - HEADROOM * (hi - lo), hi + HEADROOM * (hi - lo)     # what the network learns and returns
+        source, work = work, ((np.clip(work, *window) - lo) / (hi - lo)).astype(np.float32)
 
         with torch.random.fork_rng(devices=[]):       # the run's seed, not the process's random state
             torch.manual_seed(seed)
@@ -281,7 +286,7 @@ class SelfSupervised(Method):
                                      scaled(ctx.progress, 0.5 * o, 0.5 * o + 0.45), ctx.cancel)[0].numpy()
             fused = part if fused is None else (fused + part) / 2
         ctx.report(0.96, "resampling to the requested grid")
-        out = fused * (hi - lo) + lo
+        out = restore_clipped(fused * (hi - lo) + lo, source, *window)     # metal beyond the window: the input's
         out = resample_axis(out, 0, grid.n_out)
         out = resample_axis(resample_axis(out, 1, rows), 2, cols)
         return out.astype(np.float32)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, OutputError
 
 
 def atomic_save(obj, path: "str | os.PathLike") -> Path:
@@ -19,6 +19,9 @@ def atomic_save(obj, path: "str | os.PathLike") -> Path:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:     # torch reports a full disk as a RuntimeError
+        raise OutputError(f"Could not write {path}: {str(exc).splitlines()[0][:200]} (is the disk full?); "
+                          f"the previous {path.name} is kept.") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path
