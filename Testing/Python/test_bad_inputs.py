@@ -32,6 +32,7 @@ CT = "{in}/ct.nii.gz"
 OUT = "{out}/o.nii.gz"
 TV = f"infer {CT} {OUT} --method tvsrn --model tiny"
 SELF = f"infer {CT} {OUT} --method selfsr"
+TRAIN = "train --method tvsrn --data {in} --out m --models-dir {out}"
 CASES = [
     # files
     Case("file", "a 2-D image", "infer {in}/2d.nrrd " + OUT, "is a 2-D image"),
@@ -78,6 +79,15 @@ CASES = [
     Case("option", "--thickness 100 (25 times the slice spacing)", SELF + " --thickness 100", "more than 10 times the slice spacing"),
     Case("option", "an unknown method", "infer " + CT + " " + OUT + " --method magic", "Unknown method 'magic'"),
     Case("option", "an option of another method (tvsrn --budget)", TV + " --budget fast", "has no option budget"),
+    Case("option", "train --max-steps 0", TRAIN + " --max-steps 0", r"max_steps \(--max-steps\) must be a whole number from 1"),
+    Case("option", "train --batch-size 0", TRAIN + " --batch-size 0", r"batch_size .* from 1 to 4096"),
+    Case("option", "train --crop 4", TRAIN + " --crop 4", r"crop .* from 8 to 4096"),
+    Case("option", "train --lr 0", TRAIN + " --lr 0", r"lr .* a number above 0"),
+    Case("option", "train --seed -1", TRAIN + " --seed -1", r"seed .* from 0"),
+    Case("option", "train --data that does not exist", "train --method tvsrn --data {in}/nope --out m --models-dir {out}",
+         "nope"),
+    Case("option", "train --resume without a checkpoint", "train --resume --out m --models-dir {out}",
+         "No checkpoint at .*nothing to resume"),
     # models
     Case("model", "a corrupt weights file", f"infer {CT} {OUT} --method tvsrn --model corrupt", "does not match its card"),
     Case("model", "weights of another architecture", f"infer {CT} {OUT} --method tvsrn --model wrongarch",
@@ -195,7 +205,7 @@ def test_bad_input_gets_one_line_exit_2_and_nothing_written(case, inputs, tmp_pa
     argv = case.args.format(**{"in": inputs, "out": out, "unwritable": unwritable}).split()
     before = _snapshot(inputs), _snapshot(out)
     capfd.readouterr()
-    code = main(argv + ["--quiet"])
+    code = main(argv + (["--quiet"] if argv[0] == "infer" else []))
     captured = capfd.readouterr()
     lines = [ln for ln in captured.err.splitlines() if ln.strip()]
     assert code == 2, captured.err

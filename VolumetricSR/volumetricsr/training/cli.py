@@ -15,6 +15,7 @@ from typing import Optional
 
 from ..errors import InputError
 from ..models import user_models_dir
+from ..options import Count, check_options
 
 COMMON_HELP = "Train a method's model (writes a model card + weights)."
 
@@ -60,6 +61,11 @@ def parse(argv: list[str], prog: str = "volumetricsr train") -> argparse.Namespa
     return build_parser(known.method, prog).parse_args(argv)
 
 
+#: Rules for the options every method's training has (checked before any work, as ``infer``'s).
+COMMON_RULES = {"epochs": Count(1, 10**6), "steps_per_epoch": Count(1, 10**7), "max_steps": Count(1, 10**9),
+                "val_every": Count(1, 10**6), "threads": Count(1, 1024), "seed": Count(0, 2**32 - 1)}
+
+
 def _workdir(args) -> tuple[Path, Path]:
     models_dir = Path(args.models_dir) if args.models_dir else user_models_dir()
     return models_dir, Path(args.workdir) if args.workdir else models_dir / "runs" / args.out
@@ -75,6 +81,7 @@ def run(args) -> int:
     from .trainer import Trainer
 
     check_model_id(args.out)
+    check_options("volumetricsr train", COMMON_RULES, {k: getattr(args, k) for k in COMMON_RULES})
     if args.threads:
         torch.set_num_threads(args.threads)
     models_dir, workdir = _workdir(args)
@@ -90,6 +97,8 @@ def run(args) -> int:
         if not args.method:
             raise InputError("--method is needed (unless --resume).")
         task_cls = get_task(args.method)
+        check_options(f"{args.method} training", task_cls.option_rules,
+                      {k: getattr(args, k) for k in task_cls.option_rules})
         config = task_cls.config_from_args(args)
         config["seed"], config["val_every"] = args.seed, args.val_every
         config["steps_per_epoch"] = args.steps_per_epoch or task_cls.default_steps_per_epoch(config)

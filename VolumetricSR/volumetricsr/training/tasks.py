@@ -26,6 +26,7 @@ from ..engine import sliding_window_inference
 from ..errors import InputError
 from ..metrics import evaluate
 from ..normalization import Normalization
+from ..options import BATCH, FRACTION, Count, Number
 from ..predictors import native_bf16
 from ..progress import CancelToken
 from ..volume import Volume
@@ -59,6 +60,7 @@ class Task:
     best_metric: Optional[str] = "val_psnr"   # higher is better; None: no best, the last state is the result
     final_stage: Optional[str] = None         # the result is the best (or last) of this stage; None: any
     defaults: dict = {}
+    option_rules: dict = {}     # rules for this task's command-line options (volumetricsr.options)
 
     def __init__(self, config: dict, device: str = "cpu"):
         self.config, self.device = config, device
@@ -191,6 +193,9 @@ class TVSRNTask(OneNetworkTask):
 
     method = "tvsrn"
     defaults = TVSRN_DEFAULTS
+    option_rules = {"val_fraction": FRACTION, "val_crop": Count(0, 4096), "batch_size": BATCH, "crop": Count(8, 4096),
+                    "foreground": FRACTION, "lr": Number(0.0, 1.0), "weight_decay": FRACTION,
+                    "warmup": Count(0, 10**7), "factor": Count(2, 16)}
 
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
