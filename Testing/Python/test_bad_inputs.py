@@ -77,6 +77,7 @@ CASES = [
     Case("option", "--thickness -2", SELF + " --thickness -2", r"thickness .* a number above 0 mm"),
     Case("option", "--thickness 1000", SELF + " --thickness 1000", r"thickness .* at most 200 mm"),
     Case("option", "--thickness 100 (25 times the slice spacing)", SELF + " --thickness 100", "more than 10 times the slice spacing"),
+    Case("option", "--threads 0", TV + " --threads 0", r"threads \(--threads\) must be a whole number from 1"),
     Case("option", "an unknown method", "infer " + CT + " " + OUT + " --method magic", "Unknown method 'magic'"),
     Case("option", "an option of another method (tvsrn --budget)", TV + " --budget fast", "has no option budget"),
     Case("option", "train --max-steps 0", TRAIN + " --max-steps 0", r"max_steps \(--max-steps\) must be a whole number from 1"),

@@ -167,12 +167,12 @@ def test_a_ct_model_refuses_what_is_not_hu_unless_forced(models):
 
 def test_a_spacing_far_from_training_is_warned_on_every_path(models, capsys, tmp_path):
     from volumetricsr.io import write_volume
-    from volumetricsr.methods.base import FitnessWarning
+    from volumetricsr.errors import Notice
 
     folder, net = models
     write_model(folder, "at5mm", net.state_dict(), card_fields(), slice_spacing_mm=[5.0, 6.25])
     results = {}
-    with pytest.warns(FitnessWarning, match="8 mm apart, but model at5mm was trained on slices 5 to 6.25 mm"):
+    with pytest.warns(Notice, match="8 mm apart, but model at5mm was trained on slices 5 to 6.25 mm"):
         v8 = ct_volume(7).with_array(ct_volume(7).array, spacing=(0.8, 0.8, 8.0))
         super_resolve(v8, "tvsrn", 1.6, model="at5mm", device="cpu", results=results)
     assert len(results["warnings"]) == 1

@@ -4,6 +4,7 @@ Plain Python (no Slicer imports): used by the Slicer modules, the command line a
 """
 __version__ = "0.1.0"
 
+from . import threads  # noqa: F401  (first: OpenMP's wait policy must be set before torch loads it)
 from . import cpu_memory  # noqa: F401  (first: sets PyTorch's huge-page switch before torch allocates)
 from .api import infer, super_resolve
 from .errors import (AlreadyIsotropicError, Cancelled, InputError, ModelError, OutputError,

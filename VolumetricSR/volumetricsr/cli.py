@@ -37,12 +37,12 @@ class TqdmProgress:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings meant for the user (a model trained at another spacing): one line, above the bar."""
+    """Warnings meant for the user (:class:`~.errors.Notice`): one line, above the bar."""
     from tqdm import tqdm
 
-    from .methods.base import FitnessWarning
+    from .errors import Notice
 
-    if issubclass(category, FitnessWarning):
+    if issubclass(category, Notice):
         tqdm.write(f"volumetricsr: warning: {message}", file=sys.stderr)
     else:
         _default_show_warning(message, category, filename, lineno, file, line)
@@ -58,6 +58,7 @@ def _add_infer(sub) -> None:
     p.add_argument("--spacing", type=float, help="target through-plane spacing in mm (default: in-plane, isotropic)")
     p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"], help="through-plane axis (default: largest spacing)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--threads", type=int, help="CPU threads (default: the cores this process may use)")
     net = p.add_argument_group("network methods (trained models)")
     net.add_argument("--backend", choices=["torch", "onnx"], help="inference backend (default torch)")
     net.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
@@ -91,10 +92,16 @@ METHOD_OPTIONS = ("model", "backend", "precision", "batch_size", "window", "over
 
 def _cmd_infer(args) -> int:
     from .api import check_request, infer
+    from .options import Count
 
     given = {name: getattr(args, name) for name in METHOD_OPTIONS}
     options = {name: value for name, value in given.items() if value is not None}
     method = check_request(args.method, args.spacing, options)
+    threads = None if args.threads is None else Count(1, 1024)("threads", args.threads)
+    if method.uses_device:
+        from .threads import configure
+
+        configure(threads)
     bar = TqdmProgress(method.title or method.name, enabled=not args.quiet)
     start = time.perf_counter()
     try:

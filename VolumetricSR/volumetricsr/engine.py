@@ -16,7 +16,6 @@ on the CPU unless ``accumulate_on`` names the device.
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -83,7 +82,8 @@ def sliding_window_inference(
         overlap: fraction of the window shared by neighbours along each axis (ignored if ``stride``).
         stride: explicit window stride in input voxels per axis.
         blend: 'gaussian' (MONAI-style, sigma = window/8) or 'uniform' averaging where windows overlap.
-        batch_size: windows per predictor call.
+        batch_size: windows per predictor call; when the device runs out of memory it is halved
+            and the batch retried (the same windows, so the same result); at 1 the error is raised.
         accumulate_on: 'cpu' (default, for large outputs) or 'device' (the predictor's output device).
             A tensor input may already live on a GPU; windows are cut on the CPU and the
             predictor moves each batch to its device.
@@ -112,17 +112,25 @@ def sliding_window_inference(
     padded = tuple(x.shape[1:])
     starts = [window_starts(n, w, s) for n, w, s in zip(padded, window, stride)]
     grid = list(itertools.product(*starts))
-    n_batches = math.ceil(len(grid) / batch_size)
 
     # Bookkeeping on the CPU uses NumPy: single-threaded memory-bound work that does not fight
     # the network's threads for cores; on a GPU accumulator the same lines run as torch ops.
     out = weights = None
-    for b in range(n_batches):
+    done = 0
+    while done < len(grid):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        chunk = grid[b * batch_size:(b + 1) * batch_size]
+        chunk = grid[done:done + batch_size]
         batch = np.stack([x[:, z:z + window[0], y:y + window[1], v:v + window[2]] for z, y, v in chunk])
-        pred = predictor(torch.from_numpy(batch))
+        try:
+            pred = predictor(torch.from_numpy(batch))
+        except Exception as exc:
+            if not is_out_of_memory(exc) or batch_size == 1:
+                raise
+            batch_size = max(1, batch_size // 2)     # the same windows in smaller batches: the same result
+            free_device_memory()
+            report(progress, done / len(grid), f"out of memory: batches of {batch_size} windows from now on")
+            continue
         if out is None:
             out_window = tuple(pred.shape[2:])
             out_size = [(n - w) * s + o for n, w, s, o in zip(padded, window, scale, out_window)]
@@ -144,7 +152,8 @@ def sliding_window_inference(
         for p, (z, y, v) in zip(pred, chunk):
             oz, oy, ov_ = z * scale[0], y * scale[1], v * scale[2]
             out[:, oz:oz + out_window[0], oy:oy + out_window[1], ov_:ov_ + out_window[2]] += p * weights
-        report(progress, (b + 1) / n_batches, f"window batch {b + 1}/{n_batches}")
+        done += len(chunk)
+        report(progress, done / len(grid), f"windows {done}/{len(grid)}")
 
     plane = norms[1][:, None] * norms[2][None, :]
     for z0 in range(0, out.shape[1], 16):
@@ -152,6 +161,20 @@ def sliding_window_inference(
     crop = [(n - w) * s + o for n, w, s, o in zip(size, window, scale, out_window)]
     out = out[:, :crop[0], :crop[1], :crop[2]]
     return torch.from_numpy(out) if isinstance(out, np.ndarray) else out
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A device (CUDA, MPS, ONNX Runtime's CUDA provider) that ran out of memory."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()       # MPS and ONNX Runtime raise their own types with these words
+    return not isinstance(exc, MemoryError) and ("out of memory" in text or "failed to allocate memory" in text)
+
+
+def free_device_memory() -> None:
+    """Give cached GPU blocks back before a retry."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _coverage(out_size: int, starts: list[int], scale: int, weight: torch.Tensor) -> torch.Tensor:

@@ -23,3 +23,8 @@ class ModelError(VolumetricSRError):
 
 class Cancelled(VolumetricSRError):
     """The user cancelled the run; nothing was written."""
+
+
+class Notice(UserWarning):
+    """A warning meant for the user, shown as one line (``volumetricsr: warning: ...``): the input may
+    not suit the model, a GPU was skipped, a run fell back to the CPU."""

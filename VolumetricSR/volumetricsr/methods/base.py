@@ -8,15 +8,11 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, Notice
 from ..options import Rule, check_options
 from ..geometry import AxisLike, ThroughPlaneGrid, output_volume, plan_grid, to_stack
 from ..progress import CancelToken, ProgressCallback, report
 from ..volume import Volume, check_scalar_volume
-
-
-class FitnessWarning(UserWarning):
-    """The input may not suit the method or model (e.g. another slice spacing than it was trained on)."""
 
 
 @dataclass
@@ -30,7 +26,7 @@ class RunContext:
 
     def warn(self, message: str) -> None:
         """A warning for the user: shown at once (``warnings``) and kept in ``results['warnings']``."""
-        warnings.warn(message, FitnessWarning, stacklevel=2)
+        warnings.warn(message, Notice, stacklevel=2)
         self.results.setdefault("warnings", []).append(message)
 
     def report(self, fraction: float, message: str = "") -> None:

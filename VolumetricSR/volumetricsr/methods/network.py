@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 from ..cpu_memory import keep_freed_memory
-from ..engine import sliding_window_inference
-from ..engine import BLENDS
+from ..engine import BLENDS, free_device_memory, is_out_of_memory, sliding_window_inference
 from ..errors import InputError, ModelError
 from ..geometry import ThroughPlaneGrid
 from ..models import ModelCard, find_model
@@ -21,6 +20,8 @@ from ..resampling import apply_along_first_axis, bspline_weights, linear_weights
 from .base import Method, RunContext
 
 BACKENDS = ("torch", "onnx")
+#: Smallest in-plane window an out-of-memory retry goes down to before the CPU takes over.
+MIN_WINDOW = 64
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Percentiles of a CT volume in HU: air (or the scanner's padding) at the low end, bone below 4000.
 HU_LOW_PERCENTILE, HU_AIR_AT_MOST, HU_HIGH_PERCENTILE, HU_TOP_AT_MOST = 1.0, -500.0, 99.5, 4000.0
@@ -113,15 +114,9 @@ class NetworkMethod(Method):
         norm = Normalization.from_dict(card.normalization)
         lo, hi = norm.range_of(stack)
         ctx.results["model"] = card.id
-        predictor = self.predictor(card, window, ctx.device, backend, precision)
-        ctx.check()                   # building it may have taken long (ONNX export)
-        ctx.report(0.0, f"{self.title}: model {card.id} on {ctx.device} ({backend}, "
-                        f"{getattr(predictor, 'precision', 'fp32')})")
         x = torch.from_numpy(norm.forward(stack, lo, hi))[None]
-        with keep_freed_memory():     # across windows too (real 8 mm CT: 58 -> 55 s)
-            y = sliding_window_inference(
-                x, predictor, window, scale=(factor, 1, 1), overlap=overlap or self.overlap,
-                blend=blend, batch_size=batch_size, progress=scaled(ctx.progress, 0.0, 0.95), cancel=ctx.cancel)
+        y = self.run_network(card, x, window, ctx, backend, precision, scale=(factor, 1, 1),
+                             overlap=overlap or self.overlap, blend=blend, batch_size=batch_size)
         out = norm.inverse(y[0].numpy(), lo, hi)
         native_n = (grid.n_in - 1) * factor + 1
         if out.shape[0] != native_n:
@@ -133,6 +128,35 @@ class NetworkMethod(Method):
             positions = np.arange(grid.n_out) * (native_n - 1) / max(grid.n_out - 1, 1)
             out = apply_along_first_axis(bspline_weights(positions, native_n), out)
         return out
+
+
+    def run_network(self, card: ModelCard, x: torch.Tensor, window, ctx: RunContext, backend: str, precision: str,
+                    **engine) -> torch.Tensor:
+        """The engine over ``x`` on ``ctx.device``. Out of device memory even one window at a time (the
+        engine halves its batches first), it runs again with half the in-plane window (down to
+        ``MIN_WINDOW``), then on the CPU, saying so."""
+        device = ctx.device
+        while True:
+            predictor = self.predictor(card, window, device, backend, precision)
+            ctx.check()                   # building it may have taken long (ONNX export)
+            ctx.report(0.0, f"{self.title}: model {card.id} on {device} ({backend}, "
+                            f"{getattr(predictor, 'precision', 'fp32')})")
+            try:
+                with keep_freed_memory():     # across windows too (real 8 mm CT: 58 -> 55 s)
+                    return sliding_window_inference(x, predictor, window, progress=scaled(ctx.progress, 0.0, 0.95),
+                                                    cancel=ctx.cancel, **engine)
+            except Exception as exc:
+                if not is_out_of_memory(exc) or device == "cpu":
+                    raise
+            del predictor
+            free_device_memory()
+            if min(window[1:]) > MIN_WINDOW:
+                window = (window[0], *(max(MIN_WINDOW, w // 2) for w in window[1:]))
+                ctx.report(0.0, f"out of memory on {device}: windows of {window[1]}x{window[2]} from now on")
+            else:
+                ctx.warn(f"The GPU ({device}) ran out of memory even with one {window[0]}x{window[1]}x{window[2]} "
+                         "window at a time; running on the CPU instead (slower, same result).")
+                device = "cpu"
 
 
 def restore_clipped(out: np.ndarray, stack: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -34,7 +34,7 @@ def add_common_arguments(p: argparse.ArgumentParser, methods: list[str]) -> None
     p.add_argument("--max-steps", type=int, help="stop after this many steps in all (overrides --epochs)")
     p.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the cores this process may use)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress-json", action="store_true", help="one JSON object per line on stdout")
 
@@ -75,6 +75,7 @@ def run(args) -> int:
     import torch
 
     from ..device import resolve_device
+    from ..threads import configure
     from . import checkpoint as ckpt
     from .export import check_model_id, write_model
     from .tasks import get_task
@@ -82,8 +83,7 @@ def run(args) -> int:
 
     check_model_id(args.out)
     check_options("volumetricsr train", COMMON_RULES, {k: getattr(args, k) for k in COMMON_RULES})
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure(args.threads)
     models_dir, workdir = _workdir(args)
     if args.resume:
         saved = ckpt.load(workdir / "checkpoints" / "last.pt")
