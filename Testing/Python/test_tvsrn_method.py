@@ -70,7 +70,7 @@ def test_super_resolve_follows_the_papers_tiling(models, n_slices, window):
     assert out.spacing == pytest.approx((0.8, 0.8, 0.8))
     stack01 = np.clip((vol.array.astype(np.float32) + 1024) / 3072, 0, 1)
     expected = paper_tiling(net, stack01, window or (4, 18, 20)) * 3072 - 1024
-    np.testing.assert_allclose(out.array, expected, atol=0.02)   # HU
+    np.testing.assert_allclose(out.array, np.clip(expected, -1024, 2048), atol=0.02)   # HU, held to the window
     assert np.std(out.array) > 10
 
 

@@ -216,5 +216,5 @@ def find_model(model_id: Optional[str] = None, method: Optional[str] = None) -> 
     where = ", ".join(str(d) for d in model_dirs())
     if model_id is None:
         raise ModelError(f"No model for method {method!r} in {where}. Train or import one (see the README).")
-    known = ", ".join(c.id for c in cards) or "none"
+    known = ", ".join(c.id for c in cards if method is None or c.method == method) or "none"
     raise ModelError(f"No model {model_id!r} in {where} (known: {known}).")

@@ -275,6 +275,7 @@ class SelfSupervised(Method):
                                        "seconds": time.perf_counter() - start, "loss_curve": curve}
             if save_model:
                 self._save(net, save_model, factor, b, thickness, profile, thick, iterations, budget_name)
+            del sampler                    # its resampled, blurred and weighted copies: free before inference
         net.eval()
 
         x = torch.from_numpy(work)[None]
@@ -284,9 +285,15 @@ class SelfSupervised(Method):
             part = infer_orientation(net, x, o, ctx.device, batch,
                                      scaled(ctx.progress, 0.75 + 0.1 * o, 0.85 + 0.1 * o) if trained else
                                      scaled(ctx.progress, 0.5 * o, 0.5 * o + 0.45), ctx.cancel)[0].numpy()
-            fused = part if fused is None else (fused + part) / 2
+            if fused is None:
+                fused = part
+            else:                          # in place: the fine grid is the largest array of the run
+                fused += part
+                del part
+        fused *= (hi - lo) / 2
+        fused += lo
         ctx.report(0.96, "resampling to the requested grid")
-        out = restore_clipped(fused * (hi - lo) + lo, source, *window)     # metal beyond the window: the input's
+        out = restore_clipped(fused, source, *window)     # metal beyond the window: the input's
         out = resample_axis(out, 0, grid.n_out)
         out = resample_axis(resample_axis(out, 1, rows), 2, cols)
         return out.astype(np.float32)
