@@ -2,7 +2,6 @@
 real command line in a child process (a few seconds each)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -9,7 +9,6 @@ Slices are those across the through-plane axis of the reference.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk

@@ -53,3 +53,26 @@ def apply_along_first_axis(weights: np.ndarray, stack: np.ndarray,
         if on_chunk is not None:
             on_chunk((c + 1) / (len(bounds) - 1))
     return out
+
+
+def resample_axis(array: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    """Cubic B-spline resampling of ``array`` along ``axis`` to ``n_out`` samples, ends kept."""
+    n = array.shape[axis]
+    if n_out == n:
+        return array
+    moved = np.moveaxis(array, axis, 0)
+    positions = np.arange(n_out) * (n - 1) / (n_out - 1)
+    return np.moveaxis(apply_along_first_axis(bspline_weights(positions, n), moved), 0, axis)
+
+
+def fine_in_plane(stack: np.ndarray, spacing: tuple[float, float]) -> tuple[np.ndarray, float]:
+    """``stack`` (slices, rows, cols) resampled in-plane to its finest in-plane ``spacing`` (rows, cols)
+    over the same extent, and that spacing: isotropic in-plane voxels for 2-D plane networks."""
+    fine = min(spacing)
+    rows, cols = (round((m - 1) * s / fine) + 1 for m, s in zip(stack.shape[1:], spacing))
+    return resample_axis(resample_axis(stack, 1, rows), 2, cols), fine
+
+
+def resample_in_plane(stack: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Back from :func:`fine_in_plane` to ``rows`` x ``cols``."""
+    return resample_axis(resample_axis(stack, 1, rows), 2, cols)

@@ -14,5 +14,6 @@ else:
     HAS_TORCH = True
     from . import selfsr  # noqa: F401  (registers selfsr)
     from . import tvsrn  # noqa: F401  (registers tvsrn)
+    from . import clade  # noqa: F401  (registers clade)
 
 __all__ = ["HAS_TORCH", "Method", "RunContext", "available_methods", "get_method", "register"]

@@ -34,7 +34,7 @@ from ..options import BATCH, Count, Number, OneOf, label, text
 from ..predictors import TorchPredictor
 from ..profiles import PROFILES, slice_profile_weights
 from ..progress import scaled
-from ..resampling import apply_along_first_axis, bspline_weights
+from ..resampling import fine_in_plane, resample_axis, resample_in_plane
 from ..training.loop import Loop, autocast, needs_scaler, optimize
 from ..training.tasks import OneNetworkTask
 from .base import Method, RunContext, register
@@ -66,16 +66,6 @@ BUDGETS = {
 
 
 # ----------------------------------------------------------------------------- data
-
-def resample_axis(array: np.ndarray, axis: int, n_out: int) -> np.ndarray:
-    """Cubic B-spline resampling of ``array`` along ``axis`` to ``n_out`` samples, ends kept."""
-    n = array.shape[axis]
-    if n_out == n:
-        return array
-    moved = np.moveaxis(array, axis, 0)
-    positions = np.arange(n_out) * (n - 1) / (n_out - 1)
-    return np.moveaxis(apply_along_first_axis(bspline_weights(positions, n), moved), 0, axis)
-
 
 def degrade_rows(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Blur ``images`` (..., rows, cols) along rows with a slice-profile ``kernel`` (mirrored ends)."""
@@ -244,11 +234,10 @@ class SelfSupervised(Method):
         rng = np.random.default_rng(seed)
 
         # isotropic in-plane grid at the finest in-plane spacing
-        (sp_rows, sp_cols), thick = grid.in_plane_spacing, grid.spacing_in
-        fine = min(sp_rows, sp_cols)
+        thick = grid.spacing_in
         n, rows, cols = stack.shape
-        iso_rows, iso_cols = (round((m - 1) * s / fine) + 1 for m, s in ((rows, sp_rows), (cols, sp_cols)))
-        work = resample_axis(resample_axis(stack, 1, iso_rows), 2, iso_cols)
+        work, fine = fine_in_plane(stack, grid.in_plane_spacing)
+        iso_rows, iso_cols = work.shape[1:]
         factor = max(2, math.ceil(thick / fine - 1e-6))
         lr_spacing = thick / factor                 # spacing the network produces
         thickness = thick if thickness is None else float(thickness)
@@ -295,8 +284,7 @@ class SelfSupervised(Method):
         ctx.report(0.96, "resampling to the requested grid")
         out = restore_clipped(fused, source, *window)     # metal beyond the window: the input's
         out = resample_axis(out, 0, grid.n_out)
-        out = resample_axis(resample_axis(out, 1, rows), 2, cols)
-        return out.astype(np.float32)
+        return resample_in_plane(out, rows, cols).astype(np.float32)
 
     @staticmethod
     def _network(model, warm_start, factor: int, b: Budget) -> RowUpsampler:

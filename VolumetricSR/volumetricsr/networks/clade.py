@@ -55,8 +55,18 @@ class ResidualBlock(nn.Module):
 
 @register_architecture("clade-generator")
 class Generator(nn.Module):
-    def __init__(self, features: int = 32, blocks: int = 6, norm: str = "demod"):
+    """``residual=True`` (the default here): the output is ``x + gain * net(x)``, clamped to [-1, 1],
+    with ``gain`` learnt from ``GAIN_INIT``, so an untrained generator is close to the identity (for
+    SR: the interpolated input) and training adds what the other domain has. (From exactly 0 nothing
+    would learn: the body's gradient is scaled by the gain, and the gain's gradient is noise until
+    the body is useful.) False is the paper's plain mapping."""
+
+    GAIN_INIT = 0.1
+
+    def __init__(self, features: int = 32, blocks: int = 6, norm: str = "demod", residual: bool = True):
         super().__init__()
+        self.residual = residual
+        self.gain = nn.Parameter(torch.tensor(self.GAIN_INIT)) if residual else None
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
         f = features
@@ -70,6 +80,8 @@ class Generator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, 1, H, W) in [-1, 1], H and W multiples of 4."""
+        if self.residual:
+            return (x + self.gain * self.net(x)).clamp(-1, 1)
         return self.net(x)
 
 

@@ -234,8 +234,9 @@ def plot_curves(history: list[dict], path: Path) -> None:
     for i, key in enumerate(losses):
         loss = np.array([r.get(key, np.nan) for r in history], dtype=float)
         positive &= bool(np.nanmin(loss) > 0)
-        ax1.plot(steps, loss, color="0.75", lw=0.8, label=key if len(losses) == 1 else None)
         k = max(1, len(loss) // 50)
+        ax1.plot(steps, loss, color="0.75" if k > 1 else f"C{i}", lw=0.8,
+                 label=key if len(losses) == 1 or k == 1 else None)      # short runs: no smoothed curve
         if k > 1:
             ax1.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), color=f"C{i}",
                      label=f"{key}, mean of {k}")

@@ -1,0 +1,153 @@
+"""CLADE: demodulated convolutions, the gradient-mapping loss, vectorised patch stitching, the
+alternating GAN step on the training core with exact resume, and the method end to end."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from volumetricsr import super_resolve
+from volumetricsr.engine import patch_inference_2d, sliding_window_inference
+from volumetricsr.methods import clade
+from volumetricsr.methods.clade import CladeTask, ImagePool, PlanePatches, gmap_loss
+from volumetricsr.networks.clade import DemodConv2d, Generator, PatchDiscriminator
+from volumetricsr.phantom import make_phantom
+from volumetricsr.simulate import simulate_thick
+from volumetricsr.training.trainer import STOPPED, Trainer
+
+CONFIG = {"features": 4, "blocks": 2, "norm": "demod", "lr": 2e-4, "batch_size": 3, "weights": (1.0, 1.0, 10.0)}
+
+
+def test_demodulated_kernels_have_unit_norm_and_batches_do_not_mix():
+    torch.manual_seed(0)
+    conv = DemodConv2d(3, 5, 3, padding=1, padding_mode="reflect")
+    with torch.no_grad():
+        conv.weight.mul_(torch.arange(1, 6).view(5, 1, 1, 1) * 7.0)     # wildly different scales
+    norms = conv.demodulated().pow(2).sum(dim=(1, 2, 3)).sqrt()
+    torch.testing.assert_close(norms, torch.ones(5))
+    x = torch.randn(4, 3, 8, 8)
+    together = conv(x)
+    alone = torch.cat([conv(x[i:i + 1]) for i in range(4)])
+    torch.testing.assert_close(together, alone)
+    scaled = DemodConv2d(3, 5, 3, padding=1, padding_mode="reflect")
+    scaled.load_state_dict(conv.state_dict())
+    with torch.no_grad():
+        scaled.weight.mul_(10.0)
+    torch.testing.assert_close(scaled(x), together)           # the weights' scale no longer matters
+
+
+def test_generators_and_discriminator_shapes():
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    for norm in ("demod", "instance"):
+        for residual in (True, False):
+            y = Generator(8, 2, norm, residual)(x)
+            assert y.shape == x.shape and y.abs().max() <= 1
+    assert PatchDiscriminator(8)(x).shape == (2, 1, 2, 2)
+
+
+def test_gradient_map_loss_on_a_known_edge():
+    w = 16
+    step = torch.zeros(1, 1, 10, w)
+    step[..., w // 2:] = 1.0
+    # Sobel across a unit step: 1+2+1 = 4 in the two columns beside it, 0 elsewhere; both channels averaged
+    assert float(gmap_loss(step, torch.zeros_like(step))) == pytest.approx(2 * 10 * 4 / (2 * 10 * w))
+    assert float(gmap_loss(step + 0.3, step)) == pytest.approx(0.0, abs=1e-7)       # offsets have no gradient
+    blurred = F.avg_pool2d(F.pad(step, (1, 1, 0, 0), mode="replicate"), (1, 3), stride=1)
+    assert float(gmap_loss(blurred, step)) > 0.05
+
+
+@pytest.mark.parametrize("size,stride", [((40, 40), 8), ((37, 50), 6), ((33, 32), 12), ((64, 45), 32)])
+def test_vectorised_patch_path_equals_the_general_engine(size, stride):
+    torch.manual_seed(1)
+    images = torch.rand(3, *size)
+
+    def net(p):                      # depends on the position inside the patch and on the whole patch
+        ramp = torch.linspace(0, 1, p.shape[-1])
+        return p * ramp + p.mean(dim=(2, 3), keepdim=True)
+
+    fast = patch_inference_2d(images, net, 32, stride, batch_size=50)
+    h, w = size
+    hp, wp = (s + (-(s - 32)) % stride for s in size)
+    padded = F.pad(images[:, None], (0, wp - w, 0, hp - h), mode="reflect")[:, 0]
+    general = sliding_window_inference(padded[None], lambda b: net(b[:, :, 0])[:, :, None], (1, 32, 32),
+                                       stride=(1, stride, stride), blend="uniform", batch_size=7)[0]
+    torch.testing.assert_close(fast, general[:, :h, :w], rtol=1e-5, atol=1e-5)
+
+
+def _sampler(seed=0):
+    rng = np.random.default_rng(seed)
+    hr = [np.tanh(rng.normal(size=(36, 40))).astype(np.float32) for _ in range(3)]
+    lr = [np.tanh(rng.normal(size=(33, 36))).astype(np.float32) for _ in range(4)]
+    return PlanePatches(hr, lr)
+
+
+def test_generator_and_discriminator_steps_alternate(monkeypatch):
+    torch.manual_seed(0)
+    task = CladeTask(CONFIG, _sampler())
+    before = {k: [p.detach().clone() for p in m.parameters()] for k, m in task.modules().items()}
+    calls = []
+    real = clade.optimize
+
+    def spy(loss, opt, params, *a, **k):
+        params = list(params)
+        calls.append(("g" if opt is task.opt_g else "d",
+                      all(p.grad is None for p in [*task.d_x.parameters(), *task.d_y.parameters()])))
+        real(loss, opt, params, *a, **k)
+
+    monkeypatch.setattr(clade, "optimize", spy)
+    row = task.train_step(0, np.random.default_rng(0))
+    assert [c[0] for c in calls] == ["g", "d"]
+    assert calls[0][1], "the generator step must not backpropagate into the discriminators"
+    for k, m in task.modules().items():
+        assert any(not torch.equal(a, b) for a, b in zip(before[k], m.parameters())), f"{k} did not move"
+    assert all(p.requires_grad for p in task.d_x.parameters())
+    assert {"loss", "loss_d", "loss_adv", "loss_cycle", "loss_gmap"} <= set(row)
+    assert len(task.pool_x.images) == CONFIG["batch_size"]
+
+
+def test_image_pool_round_trips():
+    pool, rng = ImagePool(4), np.random.default_rng(0)
+    for _ in range(3):
+        pool.query(torch.rand(3, 1, 2, 2), rng)
+    fresh = ImagePool()
+    fresh.load_state_dict(pool.state_dict())
+    assert fresh.size == 4 and all(torch.equal(a, b) for a, b in zip(fresh.images, pool.images))
+
+
+def test_a_gan_run_resumes_exactly(tmp_path):
+    quiet = open(os.devnull, "w")
+
+    def task():
+        torch.manual_seed(0)
+        return CladeTask(CONFIG, _sampler())
+
+    straight = task()
+    assert Trainer(straight, tmp_path / "a", total_steps=4, steps_per_epoch=1, config={}, stream=quiet).run() == 0
+    first = task()
+    trainer = Trainer(first, tmp_path / "b", total_steps=4, steps_per_epoch=1, config={}, stream=quiet)
+    trainer.loop.should_stop = lambda: trainer.step == 2
+    assert trainer.run() == STOPPED
+    second = task()
+    torch.manual_seed(77)
+    assert Trainer(second, tmp_path / "b", total_steps=4, steps_per_epoch=1, config={}, stream=quiet).run(resume=True) == 0
+    for name, module in straight.modules().items():
+        for a, b in zip(module.state_dict().values(), second.modules()[name].state_dict().values()):
+            assert torch.equal(a, b), name
+    assert all(torch.equal(a, b) for a, b in zip(straight.pool_y.images, second.pool_y.images))
+
+
+@pytest.mark.parametrize("stride", [0, 16])
+def test_the_method_end_to_end_keeps_geometry_and_metal(stride):
+    thin = make_phantom(size=(48, 40, 41))
+    thick = simulate_thick(thin, 5)
+    array = thick.array.astype(np.float32)
+    array[3, 18:21, 20:23] = 12618
+    results = {}
+    out = super_resolve(thick.with_array(array), "clade", 1.0, device="cpu", iterations=2, stride=stride,
+                        batch_size=2, results=results)
+    assert out.array.shape == thin.array.shape and out.same_grid(thin)
+    assert out.array[15].max() == pytest.approx(12618, rel=0.01)
+    assert results["training"]["modality"] == "CT" and results["training"]["iterations"] == 2
