@@ -151,3 +151,11 @@ def test_the_method_end_to_end_keeps_geometry_and_metal(stride):
     assert out.array.shape == thin.array.shape and out.same_grid(thin)
     assert out.array[15].max() == pytest.approx(12618, rel=0.01)
     assert results["training"]["modality"] == "CT" and results["training"]["iterations"] == 2
+
+
+def test_experimental_methods_are_marked_and_left_out_of_the_demo():
+    from volumetricsr.demo import default_methods
+    from volumetricsr.methods import get_method
+
+    assert get_method("clade").info()["experimental"] and "clade" not in default_methods()
+    assert "selfsr" in default_methods() and not get_method("selfsr").experimental

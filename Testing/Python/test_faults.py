@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals and resou
 def child(code: str, *args: str, wait: bool = True, env: dict | None = None, **kwargs):
     """Run ``code`` in a fresh Python (the same interpreter), with ``sys.argv[1:] = args``."""
     cmd = [sys.executable, "-c", textwrap.dedent(code), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    env = {**os.environ, **(env or {})}       # the same threads as this process: the same arithmetic
     if wait:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, **kwargs)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)

@@ -125,7 +125,8 @@ def _cmd_methods(args) -> int:
         needs = "needs a trained model" if m.needs_model else "trains on the volume" if m.trains_per_volume else "no training"
         factor = f"native x{m.native_factor:g}" if m.native_factor else "any factor"
         options = ", ".join(m.options) or "none"
-        print(f"{m.name:10s} {m.title}: {m.description}\n{'':10s} [{', '.join(m.modalities)}; {needs}; {factor}; "
+        print(f"{m.name:10s} {m.title}: {m.description}\n{'':10s} [{'experimental; ' * m.experimental}"
+              f"{', '.join(m.modalities)}; {needs}; {factor}; "
               f">= {m.min_slices} slices; options: {options}]")
     return 0
 

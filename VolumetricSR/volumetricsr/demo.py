@@ -19,9 +19,9 @@ FACTOR = 5
 
 
 def default_methods() -> list[str]:
-    """Every installed method that needs no trained model, instant ones first."""
+    """Every installed method that needs no trained model and is not experimental, instant ones first."""
     order = {"linear": 0, "bspline": 1, "sinc": 2}
-    return [m.name for m in sorted((m for m in available_methods() if not m.needs_model),
+    return [m.name for m in sorted((m for m in available_methods() if not m.needs_model and not m.experimental),
                                    key=lambda m: (order.get(m.name, 9), m.name))]
 
 

@@ -53,6 +53,7 @@ class Method(ABC):
     native_factor: Optional[float] = None   # the factor it was built for; None: any factor
     min_slices: int = 2
     uses_device: bool = False          # runs on a GPU when one is given
+    experimental: bool = False         # built but not yet evaluated: left out of the demo's defaults
     option_rules: dict[str, Rule] = {}   # the keyword options ``run`` accepts, each with its rule
 
     @property
@@ -71,7 +72,7 @@ class Method(ABC):
     def info(self) -> dict:
         return {k: getattr(self, k) for k in ("name", "title", "description", "modalities", "needs_model",
                                               "trains_per_volume", "native_factor", "min_slices", "uses_device",
-                                              "options")}
+                                              "experimental", "options")}
 
     def run(self, volume: Volume, spacing: Optional[float] = None, *, axis: AxisLike = None,
             device: str = "cpu", progress: Optional[ProgressCallback] = None,

@@ -231,6 +231,7 @@ class Clade(Method):
     modalities = ("CT", "MR")
     trains_per_volume = True
     uses_device = True
+    experimental = True
     min_slices = 3
     option_rules = {"budget": OneOf(tuple(BUDGETS)), "iterations": Count(1, 1_000_000), "seed": Count(0, 2**32 - 1),
                     "stride": Count(0, PATCH), "norm": OneOf(NORMS), "gmap": OneOf((True, False)),
