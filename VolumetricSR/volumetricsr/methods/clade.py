@@ -154,7 +154,8 @@ class CladeTask(Task):
         super().__init__(config, device)
         self.sampler = sampler
         f, norm = config["features"], config["norm"]
-        self.g_xy, self.g_yx = (Generator(f, config["blocks"], norm).to(device) for _ in range(2))
+        residual = config.get("residual", True)
+        self.g_xy, self.g_yx = (Generator(f, config["blocks"], norm, residual).to(device) for _ in range(2))
         self.d_x, self.d_y = (PatchDiscriminator(2 * f).to(device) for _ in range(2))
         betas = (0.5, 0.999)
         self.opt_g = torch.optim.Adam([*self.g_xy.parameters(), *self.g_yx.parameters()], config["lr"], betas=betas)
