@@ -83,7 +83,7 @@ class SuperResolutionLogic:
 
             options["model"] = find_model(options.get("model") or None, m.name).id
         force = bool(options.pop("force", False))
-        method_options = core.api.check_request(m.name, spacing, options).check_options(options)
+        _, method_options = core.api.check_request(m.name, spacing, options)
         volume = scene.volume_from_node(input_node, copy=True)
         grid = plan_grid(volume, spacing, axis, force)   # fails early on a bad target
         notes = m.fitness(volume, grid, method_options, force)

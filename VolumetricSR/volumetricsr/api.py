@@ -17,13 +17,14 @@ from .progress import CancelToken, ProgressCallback
 from .volume import Volume
 
 
-def check_request(method: str, spacing: Optional[float] = None, options: Optional[dict] = None) -> Method:
+def check_request(method: str, spacing: Optional[float] = None,
+                  options: Optional[dict] = None) -> tuple[Method, dict]:
     """Every check that needs no volume (method, target spacing, option values; a network method's
-    card, not its weights): an :class:`~volumetricsr.errors.InputError` before any work. Returns the method."""
+    card, not its weights): an :class:`~volumetricsr.errors.InputError` before any work. Returns the
+    method and the options' clean values."""
     m = get_method(method)
     check_spacing(spacing)
-    m.check_options(dict(options or {}))
-    return m
+    return m, m.check_options(dict(options or {}))
 
 
 def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[float] = None, *,
@@ -38,7 +39,7 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     ``window``, ``overlap``, ``batch_size`` for network methods.
     ``results``: a dict that receives what the run reports besides the volume (selfsr: ``training``).
     """
-    m = check_request(method, spacing, options)
+    m, _ = check_request(method, spacing, options)
     dev = resolve_device(device) if m.uses_device else "cpu"
     results = {} if results is None else results
     out = m.run(volume, spacing, axis=axis, device=dev, progress=progress, cancel=cancel, force=force,

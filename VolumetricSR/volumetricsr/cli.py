@@ -96,7 +96,7 @@ def _cmd_infer(args) -> int:
 
     given = {name: getattr(args, name) for name in METHOD_OPTIONS}
     options = {name: value for name, value in given.items() if value is not None}
-    method = check_request(args.method, args.spacing, options)
+    method, _ = check_request(args.method, args.spacing, options)
     threads = None if args.threads is None else Count(1, 1024)("threads", args.threads)
     if method.uses_device:
         from .threads import configure
