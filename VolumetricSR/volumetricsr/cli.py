@@ -92,12 +92,12 @@ METHOD_OPTIONS = ("model", "backend", "precision", "batch_size", "window", "over
 
 def _cmd_infer(args) -> int:
     from .api import check_request, infer
-    from .options import Count
+    from .options import THREADS
 
     given = {name: getattr(args, name) for name in METHOD_OPTIONS}
     options = {name: value for name, value in given.items() if value is not None}
     method, _ = check_request(args.method, args.spacing, options)
-    threads = None if args.threads is None else Count(1, 1024)("threads", args.threads)
+    threads = None if args.threads is None else THREADS("threads", args.threads)
     if method.uses_device:
         from .threads import configure
 

@@ -69,14 +69,17 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> Volume:
             raise InputError(f"{p} has a zero voxel spacing in its header; fix the header (each axis's spacing "
                              "in mm) before super-resolution.")
         if any(hint in str(exc) for hint in TRUNCATION_HINTS):
-            raise InputError(f"{p} is truncated: it holds less data than its header announces (an interrupted "
-                             "copy or download?). Copy it again.")
+            raise _truncated(p)
         raise InputError(f"Could not read {p}: it is not an image SimpleITK can read "
                          f"({', '.join(FILE_SUFFIXES)} or a DICOM folder). Details: {_first_line(exc)}")
     if p.name.lower().endswith((".nii", ".nii.gz")) and not _nifti_complete(p, image):
-        raise InputError(f"{p} is truncated: it holds less data than its header announces (an interrupted copy "
-                         "or download?). Copy it again.")
+        raise _truncated(p)
     return volume_from_image(image, name=p.name)
+
+
+def _truncated(path: Path) -> InputError:
+    return InputError(f"{path} is truncated: it holds less data than its header announces (an interrupted copy "
+                      "or download?). Copy it again.")
 
 
 def _nifti_complete(path: Path, image: sitk.Image) -> bool:

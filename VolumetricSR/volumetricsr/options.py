@@ -110,6 +110,7 @@ def text(name: str, value) -> str:
 
 FRACTION = Number(0.0, 1.0, fraction=True)
 BATCH = Count(1, 4096)
+THREADS = Count(1, 1024)
 SPACING = Number(0.0, 1000.0, " mm")
 
 

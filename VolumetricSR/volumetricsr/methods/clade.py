@@ -292,9 +292,11 @@ class Clade(Method):
                     out = patch_inference_2d(images, lambda p: net(p.to(ctx.device)), PATCH, stride,
                                              progress=part_progress, cancel=ctx.cancel)
             part = from_lr_planes(out.numpy(), o)
-            fused = part if fused is None else (fused + part) / 2
-        fused = (fused + 1) / 2 * (hi - lo) + lo
-        out = restore_clipped(np.ascontiguousarray(fused, dtype=np.float32), source, lo, hi)
+            fused = np.ascontiguousarray(part) if fused is None else np.add(fused, part, out=fused)
+        fused += planes                   # the mean of the orientations, from [-1, 1] back to intensities
+        fused *= (hi - lo) / (2 * planes)
+        fused += lo
+        out = restore_clipped(fused, source, lo, hi)
         ctx.report(0.96, "resampling to the requested grid")
         out = resample_axis(out, 0, grid.n_out)
         return resample_in_plane(out, rows, cols).astype(np.float32)

@@ -14,7 +14,7 @@ from ..geometry import ThroughPlaneGrid
 from ..models import ModelCard, find_model
 from ..normalization import Normalization
 from ..options import BATCH, FRACTION, Count, OneOf, Triple, label, text
-from ..predictors import OnnxPredictor, TorchPredictor, export_onnx
+from ..predictors import PRECISIONS, OnnxPredictor, TorchPredictor, export_onnx
 from ..progress import scaled
 from ..resampling import apply_along_first_axis, bspline_weights, linear_weights
 from .base import Method, RunContext
@@ -22,7 +22,6 @@ from .base import Method, RunContext
 BACKENDS = ("torch", "onnx")
 #: Smallest in-plane window an out-of-memory retry goes down to before the CPU takes over.
 MIN_WINDOW = 64
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Percentiles of a CT volume in HU: air (or the scanner's padding) at the low end, bone below 4000.
 HU_LOW_PERCENTILE, HU_AIR_AT_MOST, HU_HIGH_PERCENTILE, HU_TOP_AT_MOST = 1.0, -500.0, 99.5, 4000.0
 

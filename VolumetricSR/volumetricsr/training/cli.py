@@ -15,7 +15,7 @@ from typing import Optional
 
 from ..errors import InputError
 from ..models import user_models_dir
-from ..options import Count, check_options
+from ..options import THREADS, Count, check_options
 
 COMMON_HELP = "Train a method's model (writes a model card + weights)."
 
@@ -63,7 +63,7 @@ def parse(argv: list[str], prog: str = "volumetricsr train") -> argparse.Namespa
 
 #: Rules for the options every method's training has (checked before any work, as ``infer``'s).
 COMMON_RULES = {"epochs": Count(1, 10**6), "steps_per_epoch": Count(1, 10**7), "max_steps": Count(1, 10**9),
-                "val_every": Count(1, 10**6), "threads": Count(1, 1024), "seed": Count(0, 2**32 - 1)}
+                "val_every": Count(1, 10**6), "threads": THREADS, "seed": Count(0, 2**32 - 1)}
 
 
 def _workdir(args) -> tuple[Path, Path]:
