@@ -60,6 +60,8 @@ class VolumetricSRParameterNode:
     budget: Annotated[str, Choice(list(S.BUDGETS))] = "auto"
     iterations: Annotated[int, WithinRange(0, 1000000)] = 0
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
+    stride: Annotated[int, WithinRange(-1, 32)] = -1
+    planes: Annotated[int, WithinRange(0, 2)] = 0
     force: bool = False
 
 
@@ -245,6 +247,8 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
                 w.visible = network
             self.ui.advancedCollapsibleButton.enabled = network
             self.ui.selfSupervisedCollapsibleButton.enabled = method is not None and method.trains_per_volume
+            for w in (self.ui.strideSpinBoxLabel, self.ui.strideSpinBox, self.ui.planesSpinBoxLabel, self.ui.planesSpinBox):
+                w.visible = method is not None and "stride" in method.options
             self.ui.backendComboBox.enabled = network
             self.ui.deviceComboBox.enabled = method is not None and method.uses_device
             self.ui.spacingSpinBox.enabled = not p.isotropic

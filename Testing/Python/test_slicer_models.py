@@ -113,6 +113,10 @@ def test_self_supervised_settings_reach_the_method():
     opts = RunSettings(budget="balanced", iterations=300, seed=7, backend="onnx").method_options(selfsr)
     assert opts == {"budget": "balanced", "iterations": 300, "seed": 7}
     assert RunSettings(budget="balanced", iterations=300).method_options(get_method("bspline")) == {}
+    clade = get_method("clade")
+    assert RunSettings(stride=6, planes=1).method_options(clade) == {"seed": 0, "stride": 6, "planes": 1}
+    assert RunSettings(stride=0).method_options(clade)["stride"] == 0          # 0: whole planes, not "default"
+    assert "stride" not in RunSettings(stride=6).method_options(selfsr)
 
 
 def test_prepare_reports_fitness_before_the_run(models_dir):

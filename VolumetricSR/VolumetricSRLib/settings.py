@@ -41,6 +41,8 @@ class RunSettings:
     budget: str = "auto"            # methods that train on the volume (selfsr)
     iterations: int = 0             # 0 = the budget's
     seed: int = 0
+    stride: int = -1                # CLADE patch stride; -1 = the budget's/modality's, 0 = whole planes
+    planes: int = 0                 # CLADE low-resolution orientations (1 or 2); 0 = the budget's
     force: bool = False             # run a model on an input that does not suit it (e.g. a CT model on MR)
 
     @property
@@ -71,6 +73,10 @@ class RunSettings:
                 options["budget"] = self.budget
             if self.iterations > 0:
                 options["iterations"] = int(self.iterations)
+            if self.stride >= 0:
+                options["stride"] = int(self.stride)
+            if self.planes > 0:
+                options["planes"] = int(self.planes)
         return {k: v for k, v in options.items() if k in method.options}
 
 

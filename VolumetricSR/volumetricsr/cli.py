@@ -9,7 +9,7 @@ import warnings
 from typing import Optional
 
 from . import __version__
-from .errors import Cancelled, VolumetricSRError
+from .errors import Cancelled, InputError, VolumetricSRError
 
 _default_show_warning = warnings.showwarning
 
@@ -69,7 +69,7 @@ def _add_infer(sub) -> None:
     net.add_argument("--overlap", type=float, nargs=3, metavar=("D", "H", "W"),
                      help="fraction of a window shared with its neighbour along each axis")
     net.add_argument("--blend", choices=["gaussian", "uniform"], help="how overlapping windows are combined")
-    own = p.add_argument_group("self-supervised method (selfsr)")
+    own = p.add_argument_group("methods that train on the volume (selfsr, clade)")
     own.add_argument("--budget", choices=["fast", "balanced", "quality"],
                      help="training budget (default: fast on CPU, quality on GPU)")
     own.add_argument("--iterations", type=int, help="training iterations (overrides the budget's)")
@@ -78,6 +78,13 @@ def _add_infer(sub) -> None:
     own.add_argument("--profile", choices=["gaussian", "rect", "triangle"], help="slice profile (default gaussian)")
     own.add_argument("--save-model", help="save the per-volume network as a model (an id, or a .json path)")
     own.add_argument("--warm-start", help="start training from this saved model (same protocol)")
+    gan = p.add_argument_group("CLADE (clade)")
+    gan.add_argument("--stride", type=int, help="patch stride in voxels (paper: 6 CT, 12 MR; 0: whole planes, "
+                                                "the CPU default)")
+    gan.add_argument("--planes", type=int, choices=[1, 2], help="low-resolution orientations (fast: 1, else 2)")
+    gan.add_argument("--norm", choices=["demod", "instance"], help="instance: the conventional CycleGAN (ablation)")
+    gan.add_argument("--no-gmap", dest="gmap", action="store_const", const=False,
+                     help="without the gradient-mapping loss (ablation)")
     p.add_argument("--dtype", choices=["float32", "input"], default="float32",
                    help="output voxel type: float32 (default) or the input's type")
     p.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
@@ -87,7 +94,8 @@ def _add_infer(sub) -> None:
 
 #: ``infer`` flags that are method options, passed on only when given (each method checks its own).
 METHOD_OPTIONS = ("model", "backend", "precision", "batch_size", "window", "overlap", "blend", "budget",
-                  "iterations", "seed", "thickness", "profile", "save_model", "warm_start")
+                  "iterations", "seed", "thickness", "profile", "save_model", "warm_start", "stride", "planes",
+                  "norm", "gmap")
 
 
 def _cmd_infer(args) -> int:
@@ -174,25 +182,58 @@ def _cmd_simulate(args) -> int:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="PSNR and SSIM of a prediction against a reference")
+    p = sub.add_parser("evaluate", help="PSNR and SSIM against a reference; PIQE, edge sharpness and SNR without one")
     p.add_argument("pred")
-    p.add_argument("ref")
+    p.add_argument("ref", nargs="?", help="thin reference (without one: the no-reference metrics only)")
     p.add_argument("--protocol", default="rplhr", choices=["rplhr", "plain"],
                    help="rplhr: CT window [-1024, 2048], slices [5:-5] (default); plain: reference range, all slices")
-    p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"], help="slice axis (default: the reference's largest spacing)")
+    p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"],
+                   help="through-plane axis (default: the reference's largest spacing; K for an isotropic volume)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="also PIQE and edge sharpness on the planes along the axis, and SNR")
+    p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="intensities mapped to [0, 1] for PIQE and edge sharpness (default: [-1024, 2048] "
+                        "for CT, the 0.5-99.5 percentiles otherwise)")
+    p.add_argument("--edges", metavar="MASK", help="mask volume whose boundary gives the borders for edge "
+                                                  "sharpness (default: the Otsu threshold of each plane)")
+    p.add_argument("--signal", metavar="MASK", help="signal region for SNR (default: the Otsu foreground)")
+    p.add_argument("--noise", metavar="MASK", help="noise region for SNR (default: the background away from it)")
     p.add_argument("--json", action="store_true")
 
 
 def _cmd_evaluate(args) -> int:
     from .io import read_volume
     from .metrics import evaluate
+    from .quality import no_reference
 
-    result = evaluate(read_volume(args.pred), read_volume(args.ref), args.protocol, args.axis)
+    pred = read_volume(args.pred)
+    masks = {k: read_volume(getattr(args, k)) for k in ("edges", "signal", "noise") if getattr(args, k)}
+    for name, mask in masks.items():
+        if mask.array.shape != pred.array.shape:
+            raise InputError(f"--{name} {getattr(args, name)} is {mask.array.shape[::-1]}, the prediction {pred.array.shape[::-1]}: "
+                             "give a mask on the prediction's grid.")
+    if ("signal" in masks) != ("noise" in masks):
+        raise InputError("--signal and --noise go together (or leave both out for automatic regions).")
+    result = evaluate(pred, read_volume(args.ref), args.protocol, args.axis) if args.ref else {}
+    if args.no_reference or not args.ref:
+        regions = (masks["signal"].array > 0, masks["noise"].array > 0) if "signal" in masks else None
+        edges = masks["edges"].array if "edges" in masks else None
+        result["no_reference"] = no_reference(pred, args.axis, tuple(args.window) if args.window else None,
+                                              edges, regions)
     if args.json:
         print(json.dumps(result))
-    else:
+        return 0
+    if args.ref:
         print(f"PSNR {result['psnr']:.3f} dB  SSIM {result['ssim']:.4f}  "
               f"({result['slices']} slices across {result['axis']}, {result['protocol']} protocol)")
+    if "no_reference" in result:
+        q = result["no_reference"]
+        for name, o in q["orientations"].items():
+            sharp = "n/a" if o["edge_sharpness"] is None else f"{o['edge_sharpness']:.3f} mm^-1"
+            print(f"planes {name} ({o['planes']}): PIQE {o['piqe']:.1f} +- {o['piqe_sd']:.1f}  edge sharpness {sharp}")
+        s = q["snr"]
+        print("SNR n/a (" + s.get("note", "no noise") + ")" if s["snr"] is None else
+              f"SNR {s['snr']:.1f} (signal {s['signal']:.1f}, noise SD {s['noise']:.2f})")
     return 0
 
 

@@ -12,6 +12,10 @@ is a Cartesian product and the map is separable, the sum of weights at every out
 outer product of three 1-D sums, so no weight volume is ever stored: memory is the input, the
 output accumulator and one batch. Windows stream to the predictor's device; the accumulator lives
 on the CPU unless ``accumulate_on`` names the device.
+
+Small 2-D windows (one voxel thick along an axis, output = input size: CLADE's 32x32 patches, ~10^6
+of them in a volume) take a vectorised path: each plane's windows are cut by ``F.unfold`` and
+stitched by ``F.fold``, no Python per window, with the same windows and weights as the general path.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from .progress import CancelToken, ProgressCallback, report
 Triple = tuple[int, int, int]
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 BLENDS = ("gaussian", "uniform")
+#: Windows per plane from which 2-D windows take the vectorised path.
+VECTORISE_FROM = 64
 
 
 def _triple(value, name: str) -> Triple:
@@ -111,6 +117,12 @@ def sliding_window_inference(
     x = x.float().cpu().numpy()
     padded = tuple(x.shape[1:])
     starts = [window_starts(n, w, s) for n, w, s in zip(padded, window, stride)]
+    flat = [a for a in range(3) if window[a] == 1]
+    if scale == (1, 1, 1) and len(flat) == 1 and accumulate_on == "cpu":
+        a = flat[0]
+        if np.prod([len(starts[b]) for b in range(3) if b != a]) >= VECTORISE_FROM:
+            out = _plane_windows(x, predictor, window, starts, a, blend, batch_size, progress, cancel)
+            return torch.from_numpy(out[:, :size[0], :size[1], :size[2]])
     grid = list(itertools.product(*starts))
 
     # Bookkeeping on the CPU uses NumPy: single-threaded memory-bound work that does not fight
@@ -185,51 +197,71 @@ def _coverage(out_size: int, starts: list[int], scale: int, weight: torch.Tensor
     return total
 
 
-@torch.no_grad()
-def patch_inference_2d(
-    images: Union[torch.Tensor, np.ndarray],
-    predictor: Predictor,
-    patch: int,
-    stride: int,
-    *,
-    batch_size: int = 1024,
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[CancelToken] = None,
-) -> torch.Tensor:
-    """A 2-D patch network over every image of ``images`` ``(N, H, W)``: ``patch`` x ``patch`` windows
-    at ``stride``, overlaps averaged, vectorised for the ~10^6 small windows of a volume.
+def _regular_runs(starts: list[int]) -> list[tuple[int, int, int]]:
+    """``starts`` as runs ``(first, step, count)`` of constant step (the regular grid, then the flush one)."""
+    step = starts[1] - starts[0] if len(starts) > 1 else 1
+    regular = next((i for i in range(1, len(starts)) if starts[i] - starts[i - 1] != step), len(starts))
+    runs = [(starts[0], step, regular)]
+    return runs + [(v, 1, 1) for v in starts[regular:]]
 
-    Each image is padded (reflect, at its far edges) to the smallest size the regular window grid
-    covers exactly, so that patches are cut by ``F.unfold`` and stitched by ``F.fold`` (no Python per
-    window), then cropped back. The result equals :func:`sliding_window_inference` with window
-    ``(1, patch, patch)``, stride ``(1, stride, stride)`` and uniform blending on the padded images.
-    ``batch_size``: patches per predictor call (whole images are grouped up to about that many).
-    """
-    x = torch.as_tensor(images, dtype=torch.float32)
-    if x.ndim != 3:
-        raise ValueError(f"images must be (count, rows, cols), got shape {tuple(x.shape)}.")
-    if not 0 < stride <= patch:
-        raise ValueError(f"stride must be from 1 to the patch size {patch}, got {stride}.")
-    n, h, w = x.shape
-    hp, wp = (max(patch, size) + (-(max(patch, size) - patch)) % stride for size in (h, w))
-    per_image = ((hp - patch) // stride + 1) * ((wp - patch) // stride + 1)
-    group = max(1, batch_size // per_image)
-    ones = torch.ones(1, patch * patch, per_image)
-    coverage = F.fold(ones, (hp, wp), patch, stride=stride)[0, 0]
-    out = torch.empty((n, h, w), dtype=torch.float32)
-    for i in range(0, n, group):
+
+def _plane_windows(x: np.ndarray, predictor: Predictor, window: Triple, starts: list[list[int]], axis: int,
+                   blend: str, batch_size: int, progress, cancel) -> np.ndarray:
+    """The vectorised path: 2-D windows (``window[axis] == 1``) over every plane across ``axis`` of ``x``
+    ``(C, D, H, W)``, by unfold/fold; returns the blended output on the CPU."""
+    others = [b for b in range(3) if b != axis]
+    (ha, hb), (sa, sb) = (window[b] for b in others), (starts[b] for b in others)
+    weight = importance_1d(ha, blend)[:, None] * importance_1d(hb, blend)[None, :]
+    runs = [(ra, rb) for ra in _regular_runs(sa) for rb in _regular_runs(sb)]
+    per_plane = len(sa) * len(sb)
+    planes = np.moveaxis(x, axis + 1, 0)                             # (P, C, A, B), a view
+    channels, size_a, size_b = planes.shape[1:]
+    out_planes, group = None, max(1, batch_size // per_plane)
+    for p0 in range(0, len(planes), group):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        chunk = x[i:i + group, None]
-        if (hp, wp) != (h, w):
-            chunk = F.pad(chunk, (0, wp - w, 0, hp - h), mode="reflect" if min(h, w) > max(hp - h, wp - w)
-                          else "replicate")
-        cols = F.unfold(chunk, patch, stride=stride)                    # (g, patch^2, L)
-        g = cols.shape[0]
-        patches = cols.transpose(1, 2).reshape(g * per_image, 1, patch, patch)
-        pred = torch.cat([predictor(patches[j:j + batch_size]).float().cpu()
-                          for j in range(0, len(patches), batch_size)])
-        summed = F.fold(pred.reshape(g, per_image, patch * patch).transpose(1, 2), (hp, wp), patch, stride=stride)
-        out[i:i + g] = (summed[:, 0] / coverage)[:, :h, :w]
-        report(progress, min(n, i + g) / n, f"images {min(n, i + g)}/{n}")
-    return out
+        chunk = torch.from_numpy(np.ascontiguousarray(planes[p0:p0 + group]))
+        g = len(chunk)
+        summed = None
+        for (a0, da, na), (b0, db, nb) in runs:
+            sub = chunk[:, :, a0:a0 + (na - 1) * da + ha, b0:b0 + (nb - 1) * db + hb]
+            cols = F.unfold(sub, (ha, hb), stride=(da, db))                 # (g, C*ha*hb, na*nb)
+            patches = cols.transpose(1, 2).reshape(g * na * nb, channels, 1, ha, hb).movedim(2, axis + 2)
+            pred, batch_size = _predict_all(predictor, patches, batch_size, progress, p0 / len(planes))
+            if pred.shape[2:] != patches.shape[2:]:
+                raise RuntimeError(f"The predictor returned windows of {tuple(pred.shape[2:])} for "
+                                   f"{tuple(patches.shape[2:])}; 2-D windows must keep their size.")
+            pred = pred.movedim(axis + 2, 2).reshape(g, na * nb, -1, ha, hb) * weight
+            if summed is None:
+                summed = torch.zeros((g, pred.shape[2], size_a, size_b))
+            folded = F.fold(pred.reshape(g, na * nb, -1).transpose(1, 2), sub.shape[2:], (ha, hb), stride=(da, db))
+            summed[:, :, a0:a0 + sub.shape[2], b0:b0 + sub.shape[3]] += folded
+        if out_planes is None:
+            out_planes = np.empty((len(planes), summed.shape[1], size_a, size_b), dtype=np.float32)
+        out_planes[p0:p0 + g] = summed.numpy()
+        report(progress, min(len(planes), p0 + g) / len(planes), f"planes {min(len(planes), p0 + g)}/{len(planes)}")
+    norms = [_coverage(n, st, 1, importance_1d(h, blend)) for n, st, h in ((size_a, sa, ha), (size_b, sb, hb))]
+    coverage = (norms[0][:, None] * norms[1][None, :]).numpy()
+    if (coverage == 0).any():
+        raise ValueError(f"Windows {window} at these strides leave gaps in the output; use a smaller stride.")
+    out_planes /= coverage
+    return np.moveaxis(out_planes, 0, axis + 1)
+
+
+def _predict_all(predictor: Predictor, windows: torch.Tensor, batch_size: int, progress,
+                 done: float) -> tuple[torch.Tensor, int]:
+    """``predictor`` over ``windows`` in batches, halving the batch when the device runs out of
+    memory (the same windows, so the same result); returns the outputs and the batch size reached."""
+    parts, i = [], 0
+    while i < len(windows):
+        try:
+            parts.append(predictor(windows[i:i + batch_size]).float().cpu())
+        except Exception as exc:
+            if not is_out_of_memory(exc) or batch_size == 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            free_device_memory()
+            report(progress, done, f"out of memory: batches of {batch_size} windows from now on")
+            continue
+        i += len(parts[-1])
+    return torch.cat(parts), batch_size

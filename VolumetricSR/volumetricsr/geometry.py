@@ -37,14 +37,16 @@ def parse_axis(axis: AxisLike) -> Optional[int]:
 
 
 def through_plane_axis(volume: Volume, axis: AxisLike = None) -> int:
-    """The index axis with the largest spacing, or the one the user names."""
+    """The index axis with the largest spacing (K for an isotropic volume), or the one the user names."""
     named = parse_axis(axis)
     if named is not None:
         return named
     sp = np.asarray(volume.spacing)
     order = np.argsort(sp)[::-1]
     top, second = sp[order[0]], sp[order[1]]
-    if top > second * (1 + ISOTROPIC_TOLERANCE) or np.allclose(sp, sp[0], rtol=ISOTROPIC_TOLERANCE):
+    if np.allclose(sp, sp[0], rtol=ISOTROPIC_TOLERANCE):
+        return 2
+    if top > second * (1 + ISOTROPIC_TOLERANCE):
         return int(order[0])
     raise InputError(f"Two axes share the largest spacing ({volume.spacing} mm along I, J, K), so the "
                      "through-plane axis is ambiguous. Name it (--axis I, J or K).")

@@ -70,6 +70,17 @@ class TorchPredictor:
             return self.module(batch.to(self.device, non_blocking=True)).float()
 
 
+class PlanePredictor:
+    """A 2-D network as an engine predictor: windows one voxel thick along array axis ``axis``
+    (``(B, C, d, 1, w)`` for axis 1, ``(B, C, d, h, 1)`` for axis 2, ...) are images for the network."""
+
+    def __init__(self, predictor, axis: int):
+        self.predictor, self.dim = predictor, axis + 2
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.predictor(batch.squeeze(self.dim)).unsqueeze(self.dim)
+
+
 class OnnxPredictor:
     """Runs an ONNX model with ONNX Runtime (CUDA execution provider when asked for and present)."""
 

@@ -22,22 +22,28 @@ the L1 distance of the Sobel gradients (x and y) of each cycled patch to its ori
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine import patch_inference_2d
-from ..geometry import ThroughPlaneGrid
+from ..engine import sliding_window_inference
+from ..errors import InputError, ModelError
+from ..geometry import ThroughPlaneGrid, through_plane_axis
+from ..models import find_model
 from ..networks.clade import NORMS, Generator, PatchDiscriminator
-from ..options import BATCH, Count, OneOf
+from ..normalization import Normalization
+from ..options import BATCH, Count, Number, OneOf, text
+from ..predictors import PlanePredictor, TorchPredictor
 from ..progress import scaled
 from ..resampling import fine_in_plane, resample_axis, resample_in_plane
 from ..training.loop import Loop, optimize
-from ..training.tasks import Task
+from ..training.tasks import Task, register_task
 from .base import Method, RunContext, register
 from .network import looks_like_hu, restore_clipped
 
@@ -55,12 +61,13 @@ class Budget:
     batch_size: int
     features: int
     stride: Optional[int]        # None: the paper's for the modality; 0: whole planes
+    planes: int                  # low-resolution orientations trained on and generated (the paper: 1)
 
 
 BUDGETS = {
-    "fast": Budget(iterations=400, batch_size=8, features=16, stride=0),          # CPU default
-    "balanced": Budget(iterations=2000, batch_size=16, features=32, stride=None),
-    "quality": Budget(iterations=10000, batch_size=32, features=64, stride=None),  # GPU default
+    "fast": Budget(iterations=400, batch_size=8, features=16, stride=0, planes=1),         # CPU default
+    "balanced": Budget(iterations=2000, batch_size=16, features=32, stride=None, planes=2),
+    "quality": Budget(iterations=10000, batch_size=32, features=64, stride=None, planes=2),  # GPU default
 }
 
 
@@ -114,54 +121,205 @@ class ImagePool:
 
 # ----------------------------------------------------------------------------- data
 
+def normalization_for(modality: str) -> Normalization:
+    """CT: the HU window; MR: the volume's robust percentiles (of its acquired slices)."""
+    return Normalization("window", *CT_WINDOW) if modality == "CT" else Normalization("percentile", *MR_PERCENTILES)
+
+
+@dataclass
+class Prepared:
+    """A thick stack on CLADE's working grid: ``iso`` (slices interpolated to the finest in-plane
+    spacing, cubic B-spline) and ``slices`` (the acquired ones), both in [-1, 1]; ``source``: the
+    input on the fine in-plane grid, for restoring what the window clips."""
+
+    iso: np.ndarray
+    slices: np.ndarray
+    source: np.ndarray
+    lo: float
+    hi: float
+    spacing: float          # the acquired slice spacing, mm
+
+
+def prepare(stack: np.ndarray, grid: ThroughPlaneGrid, norm: Normalization) -> Prepared:
+    source, fine = fine_in_plane(stack, grid.in_plane_spacing)
+    lo, hi = norm.range_of(source)
+    slices = norm.forward(source, lo, hi) * 2 - 1
+    n_iso = round((stack.shape[0] - 1) * grid.spacing_in / fine) + 1
+    iso = resample_axis(slices, 0, n_iso).astype(np.float32)
+    return Prepared(iso, slices, source, lo, hi, grid.spacing_in)
+
+
 class PlanePatches:
-    """Unpaired random patches: ``hr`` images (the acquired slices) and ``lr`` images (planes that
-    contain the through-plane axis), each a list of 2-D arrays in [-1, 1]."""
+    """Unpaired random patches: high-resolution ones from the acquired slices of ``slices`` stacks,
+    low-resolution ones from the planes of ``iso`` volumes that contain the through-plane axis (the
+    first ``planes`` orientations), all in [-1, 1]; cut from the 3-D arrays, no plane copies."""
 
-    def __init__(self, hr: list[np.ndarray], lr: list[np.ndarray], patch: int = PATCH):
-        self.patch = patch
-        self.hr = [a for a in hr if min(a.shape) >= patch]
-        self.lr = [a for a in lr if min(a.shape) >= patch]
+    def __init__(self, slices: list[np.ndarray], iso: list[np.ndarray], planes: int = 2, patch: int = PATCH):
+        self.patch, self.planes = patch, planes
+        self.hr = [a for a in slices if min(a.shape[1:]) >= patch]
+        self.lr = [a for a in iso if min(a.shape) >= patch]
         if not self.hr or not self.lr:
-            from ..errors import InputError
-
             raise InputError(f"CLADE needs planes of at least {patch}x{patch} voxels in both orientations.")
 
-    def _draw(self, images: list[np.ndarray], count: int, rng: np.random.Generator) -> torch.Tensor:
-        out = []
-        for _ in range(count):
-            a = images[int(rng.integers(len(images)))]
-            r, c = (int(rng.integers(n - self.patch + 1)) for n in a.shape)
-            p = a[r:r + self.patch, c:c + self.patch]
-            out.append(np.ascontiguousarray(p[:, ::-1] if rng.random() < 0.5 else p))
-        return torch.from_numpy(np.stack(out))[:, None]
+    @property
+    def images(self) -> int:
+        """High-resolution images (acquired slices) in all."""
+        return sum(len(a) for a in self.hr)
+
+    def _cut(self, a: np.ndarray, axis: int, rng: np.random.Generator) -> np.ndarray:
+        """A random patch of a random plane across ``axis`` of ``a``."""
+        index = [slice(None)] * 3
+        index[axis] = int(rng.integers(a.shape[axis]))
+        for d in (d for d in range(3) if d != axis):
+            start = int(rng.integers(a.shape[d] - self.patch + 1))
+            index[d] = slice(start, start + self.patch)
+        p = a[tuple(index)]
+        return np.ascontiguousarray(p[:, ::-1] if rng.random() < 0.5 else p)
 
     def batch(self, size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)``: ``size`` low-resolution and ``size`` high-resolution patches, drawn independently."""
-        return self._draw(self.lr, size, rng), self._draw(self.hr, size, rng)
+        x = [self._cut(self.lr[int(rng.integers(len(self.lr)))], 1 + int(rng.integers(self.planes)), rng)
+             for _ in range(size)]
+        y = [self._cut(self.hr[int(rng.integers(len(self.hr)))], 0, rng) for _ in range(size)]
+        return torch.from_numpy(np.stack(x))[:, None], torch.from_numpy(np.stack(y))[:, None]
+
+
+def read_for_training(path: Path, simulate_spacing: Optional[float], modality: str) -> tuple[Prepared, str]:
+    """One training volume on CLADE's grid; ``simulate_spacing``: made thick first (pseudo-thick)."""
+    from ..geometry import plan_grid, to_stack
+    from ..io import read_volume
+    from ..simulate import simulate_thick
+
+    volume = read_volume(path)
+    if simulate_spacing:
+        axis = through_plane_axis(volume)
+        factor = max(2, round(simulate_spacing / volume.spacing[axis]))
+        volume = simulate_thick(volume, factor, axis=axis)
+    grid = plan_grid(volume)
+    stack = np.ascontiguousarray(to_stack(volume.array, grid.axis), dtype=np.float32)
+    modality = modality if modality != "auto" else ("CT" if looks_like_hu(stack) else "MR")
+    return prepare(stack, grid, normalization_for(modality)), modality
 
 
 # ----------------------------------------------------------------------------- training
 
+CLADE_DEFAULTS = {"features": 32, "blocks": 6, "norm": "demod", "residual": True, "lr": 2e-4, "batch_size": 16,
+                  "gmap": True, "planes": 2, "modality": "auto", "patches_per_slice": 4, "simulate_spacing": None,
+                  "val_fraction": 0.0}
+
+
+@register_task("clade")
 class CladeTask(Task):
     """The CycleGAN step on the training core: a generator step (both generators), then a
-    discriminator step (both discriminators, on pooled fakes)."""
+    discriminator step (both discriminators, on pooled fakes). Per volume (:class:`Clade`) or over
+    several volumes of one protocol (``volumetricsr train --method clade``). There is no reference
+    to validate against, so the last state is the result; every epoch writes a sample image (a
+    low-resolution plane of the first volume, before | after)."""
 
     method = "clade"
     best_metric = None
+    defaults = CLADE_DEFAULTS
+    option_rules = {"features": Count(4, 256), "blocks": Count(1, 32), "batch_size": BATCH, "lr": Number(0.0, 1.0),
+                    "planes": Count(1, 2), "patches_per_slice": Count(1, 1000),
+                    "simulate_spacing": Number(0.0, 100.0, " mm")}
 
-    def __init__(self, config: dict, sampler: PlanePatches, device: str = "cpu"):
+    def __init__(self, config: dict, sampler: PlanePatches, device: str = "cpu", cases: Optional[list] = None,
+                 sample_plane: Optional[np.ndarray] = None):
         super().__init__(config, device)
-        self.sampler = sampler
+        self.sampler, self.cases, self.sample_plane = sampler, cases or [], sample_plane
         f, norm = config["features"], config["norm"]
         residual = config.get("residual", True)
-        self.g_xy, self.g_yx = (Generator(f, config["blocks"], norm, residual).to(device) for _ in range(2))
-        self.d_x, self.d_y = (PatchDiscriminator(2 * f).to(device) for _ in range(2))
+        with torch.random.fork_rng(devices=[]):       # the run's seed, not the process's random state
+            torch.manual_seed(config.get("seed", 0))
+            self.g_xy, self.g_yx = (Generator(f, config["blocks"], norm, residual) for _ in range(2))
+            self.d_x, self.d_y = (PatchDiscriminator(2 * f) for _ in range(2))
+        for m in self.modules().values():       # channels-last convolutions: ~10 % faster on a CPU
+            m.to(device, memory_format=torch.channels_last)
         betas = (0.5, 0.999)
         self.opt_g = torch.optim.Adam([*self.g_xy.parameters(), *self.g_yx.parameters()], config["lr"], betas=betas)
         self.opt_d = torch.optim.Adam([*self.d_x.parameters(), *self.d_y.parameters()], config["lr"], betas=betas)
         self.pool_x, self.pool_y = ImagePool(), ImagePool()
 
+    # -- command line
+    @classmethod
+    def add_arguments(cls, p) -> None:
+        d = cls.defaults
+        p.add_argument("--data", help="volumes of one protocol: a folder, one file, or a CSV/text list (a "
+                                      "thin,thick line trains on the thick one)")
+        p.add_argument("--simulate-spacing", type=float, metavar="MM",
+                       help="make each volume thick at this slice spacing first (pseudo-thick, from thin volumes)")
+        p.add_argument("--modality", choices=["auto", "CT", "MR"], default=d["modality"],
+                       help="intensity scaling: CT window [-1024, 2048] HU, MR percentiles 0.5-99.5 (auto: from HU)")
+        p.add_argument("--planes", type=int, default=d["planes"], help="low-resolution orientations to learn from (1 or 2)")
+        p.add_argument("--patches-per-slice", type=int, default=d["patches_per_slice"],
+                       help="random patches per acquired slice per epoch (sets the default steps per epoch)")
+        p.add_argument("--features", type=int, default=d["features"])
+        p.add_argument("--blocks", type=int, default=d["blocks"], help="residual blocks of the generators")
+        p.add_argument("--norm", choices=NORMS, default=d["norm"], help="instance: the conventional CycleGAN")
+        p.add_argument("--no-gmap", action="store_true", help="without the gradient-mapping loss (ablation)")
+        p.add_argument("--plain-generator", action="store_true",
+                       help="the paper's generator mapping, not a residual on its input")
+        p.add_argument("--batch-size", type=int, default=d["batch_size"])
+        p.add_argument("--lr", type=float, default=d["lr"])
+
+    @classmethod
+    def config_from_args(cls, args) -> dict:
+        if not args.data:
+            raise InputError("--data is needed (unless --resume).")
+        config = copy.deepcopy(cls.defaults)
+        config.update(data=str(args.data), simulate_spacing=args.simulate_spacing, modality=args.modality,
+                      planes=args.planes, patches_per_slice=args.patches_per_slice, features=args.features,
+                      blocks=args.blocks, norm=args.norm, gmap=not args.no_gmap, residual=not args.plain_generator,
+                      batch_size=args.batch_size, lr=args.lr)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, device: str, cache: Optional[Path] = None) -> "CladeTask":
+        cases = cls._cases(config)
+        prepared, modalities = [], set()
+        for case in cases:
+            p, m = read_for_training(case.thick or case.thin, config.get("simulate_spacing"), config["modality"])
+            prepared.append(p)
+            modalities.add(m)
+        if len(modalities) > 1:
+            raise InputError(f"The training volumes mix {' and '.join(sorted(modalities))}; train one modality "
+                             "(or name it: --modality CT or MR).")
+        config = dict(config, resolved_modality=modalities.pop(),
+                      slice_spacing_mm=[min(p.spacing for p in prepared), max(p.spacing for p in prepared)])
+        weights = LOSS_WEIGHTS[config["resolved_modality"]]
+        config["weights"] = (weights[0], weights[1], weights[2] if config["gmap"] else 0.0)
+        sampler = PlanePatches([p.slices for p in prepared], [p.iso for p in prepared], config["planes"])
+        first = prepared[0].iso
+        plane = np.ascontiguousarray(first[:, first.shape[1] // 2, :])
+        return cls(config, sampler, device, cases, plane)
+
+    @classmethod
+    def default_steps_per_epoch(cls, config: dict) -> int:
+        """An epoch: ``patches_per_slice`` patches of every acquired slice (the paper: 4)."""
+        slices = sum(cls._slice_count(c) for c in cls._cases(config))
+        return max(1, -(-slices * config["patches_per_slice"] // config["batch_size"]))
+
+    @staticmethod
+    def _cases(config: dict) -> list:
+        from ..training.data import discover
+
+        dataset = discover(config["data"], config.get("val_fraction", 0.0), "case")
+        return dataset.train + dataset.val
+
+    @staticmethod
+    def _slice_count(case) -> int:
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(case.thick or case.thin))
+        reader.ReadImageInformation()
+        size, spacing = reader.GetSize(), reader.GetSpacing()
+        return int(size[int(np.argmax(spacing))])
+
+    def split(self) -> dict:
+        return {"train": [str(c.thick or c.thin) for c in self.cases]}
+
+    # -- state
     def modules(self):
         return {"g_xy": self.g_xy, "g_yx": self.g_yx, "d_x": self.d_x, "d_y": self.d_y}
 
@@ -195,32 +353,63 @@ class CladeTask(Task):
         return {"loss": float(loss_g.detach()), "loss_d": float(loss_d.detach()), "loss_adv": float(adv.detach()),
                 "loss_cycle": float(cyc.detach()), "loss_gmap": float(gmap.detach())}
 
+    def sample_image(self) -> Optional[np.ndarray]:
+        """A low-resolution plane before | after the low-to-high generator, in [0, 1]."""
+        if self.sample_plane is None:
+            return None
+        self.g_xy.eval()
+        with torch.inference_mode():
+            after = self.g_xy(torch.from_numpy(self.sample_plane)[None, None].to(self.device))[0, 0].cpu().numpy()
+        return (np.concatenate([self.sample_plane, after], axis=1) + 1) / 2
+
+    # -- the model
+    def model_card(self) -> tuple[dict, dict]:
+        c = self.config
+        modality = c["resolved_modality"]
+        fields = {"method": "clade", "native_factor": 1,
+                  "architecture": {"name": "clade-generator",
+                                   "args": {"features": c["features"], "blocks": c["blocks"], "norm": c["norm"],
+                                            "residual": c.get("residual", True)}},
+                  "modality": modality, "normalization": asdict(normalization_for(modality)),
+                  "training_data": {"volumes": [str(x.thick or x.thin) for x in self.cases],
+                                    "simulated_spacing_mm": c.get("simulate_spacing"), "planes": c["planes"]},
+                  "slice_spacing_mm": c["slice_spacing_mm"]}
+        return {k: v.detach().cpu() for k, v in self.g_xy.state_dict().items()}, fields
+
+    def card_training(self) -> dict:
+        c = self.config
+        return {"batch_size": c["batch_size"], "loss_weights": list(c["weights"]), "optimizer": f"Adam lr {c['lr']} betas (0.5, 0.999)",
+                "patches": f"{PATCH}x{PATCH}", "image_pool": 50}
+
 
 # ----------------------------------------------------------------------------- the method
 
-def lr_planes(volume: np.ndarray, orientation: int) -> np.ndarray:
-    """The planes of ``(Z, R, C)`` that contain the through-plane axis: ``(C, Z, R)`` (0) or ``(R, Z, C)`` (1)."""
-    return np.ascontiguousarray(np.moveaxis(volume, 2 - orientation, 0))
-
-
-def from_lr_planes(stack: np.ndarray, orientation: int) -> np.ndarray:
-    return np.moveaxis(stack, 0, 2 - orientation)
-
-
-def whole_planes(net: torch.nn.Module, images: torch.Tensor, device: str, cancel=None, progress=None,
-                 group: int = 8) -> torch.Tensor:
-    """The generator fully convolutionally over whole images ``(N, H, W)`` (padded to multiples of 4)."""
-    n, h, w = images.shape
-    ph, pw = (-h) % 4, (-w) % 4
-    out = torch.empty_like(images)
-    for i in range(0, n, group):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        chunk = F.pad(images[i:i + group, None], (0, pw, 0, ph), mode="replicate").to(device)
-        out[i:i + group] = net(chunk)[:, 0, :h, :w].float().cpu()
-        if progress:
-            progress(min(n, i + group) / n, f"planes {min(n, i + group)}/{n}")
-    return out
+def generate(net: torch.nn.Module, iso: np.ndarray, ctx: RunContext, planes: int, stride: int,
+             batch_size: Optional[int] = None, start: float = 0.7, end: float = 0.95) -> np.ndarray:
+    """The low-to-high generator over every plane of ``iso`` that contains the through-plane axis, in
+    ``PATCH``-square windows at ``stride`` (overlaps averaged) or whole planes (``stride=0``), through
+    the engine; the orientations' mean, in place."""
+    volume = torch.from_numpy(iso)[None]
+    net = net.to(memory_format=torch.channels_last)   # 1.6x faster on whole planes on a CPU
+    n, rows, cols = iso.shape
+    fused = None
+    for o in range(planes):
+        axis = 1 + o                                  # planes across rows, then across columns
+        if stride:
+            window, step = [PATCH] * 3, [stride] * 3
+        else:
+            window, step = [n, rows, cols], [1, 1, 1]
+        window[axis], step[axis] = 1, 1
+        batch = batch_size or (1024 if stride else 8)
+        out = sliding_window_inference(volume, PlanePredictor(TorchPredictor(net, ctx.device), axis), window,
+                                       stride=step, blend="uniform", batch_size=batch,
+                                       progress=scaled(ctx.progress, start + (end - start) * o / planes,
+                                                       start + (end - start) * (o + 1) / planes),
+                                       cancel=ctx.cancel)[0].numpy()
+        fused = out if fused is None else np.add(fused, out, out=fused)
+        del out
+    fused /= planes
+    return fused
 
 
 class Clade(Method):
@@ -236,38 +425,55 @@ class Clade(Method):
     min_slices = 3
     option_rules = {"budget": OneOf(tuple(BUDGETS)), "iterations": Count(1, 1_000_000), "seed": Count(0, 2**32 - 1),
                     "stride": Count(0, PATCH), "norm": OneOf(NORMS), "gmap": OneOf((True, False)),
-                    "planes": Count(1, 2), "batch_size": BATCH}
+                    "planes": Count(1, 2), "batch_size": BATCH, "model": text}
+
+    def fitness(self, volume, grid: ThroughPlaneGrid, options: dict, force: bool = False) -> list[str]:
+        """A saved model trained at another slice spacing gets a warning."""
+        note = find_model(options["model"], "clade").spacing_warning(grid.spacing_in) if options.get("model") else None
+        return [note] if note else []
 
     def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, budget: Optional[str] = None,
                  iterations: Optional[int] = None, seed: int = 0, stride: Optional[int] = None, norm: str = "demod",
-                 gmap: bool = True, planes: int = 2, batch_size: Optional[int] = None) -> np.ndarray:
+                 gmap: bool = True, planes: Optional[int] = None, batch_size: Optional[int] = None,
+                 model: Optional[str] = None) -> np.ndarray:
         b = BUDGETS[budget or ("fast" if ctx.device == "cpu" else "quality")]
-        modality = "CT" if looks_like_hu(stack) else "MR"
-        lo, hi = CT_WINDOW if modality == "CT" else tuple(float(v) for v in np.percentile(stack, MR_PERCENTILES))
-        hi = max(hi, lo + 1e-6)
+        n, rows, cols = stack.shape
+        if model:
+            card = find_model(model, "clade")
+            if card.method != "clade":
+                raise ModelError(f"Model {card.id} is a {card.method} model, not a CLADE one.")
+            modality, net = card.modality, card.build()
+        else:
+            modality = "CT" if looks_like_hu(stack) else "MR"
         stride = b.stride if stride is None else stride
         stride = STRIDES[modality] if stride is None else stride
-        rng = np.random.default_rng(seed)
+        planes = b.planes if planes is None else planes
+        data = prepare(stack, grid, normalization_for(modality))
+        ctx.report(0.0, f"CLADE: {modality}, {n} slices -> {len(data.iso)} isotropic; patches of {PATCH}x{PATCH}")
+        if not model:
+            net = self._train(data, modality, b, budget, iterations, seed, norm, gmap, planes, batch_size, ctx)
+        fused = generate(net.eval(), data.iso, ctx, planes, stride, start=0.7 if not model else 0.02)
+        del data.iso
+        fused += 1                        # from [-1, 1] back to intensities
+        fused *= (data.hi - data.lo) / 2
+        fused += data.lo
+        out = restore_clipped(fused, data.source, data.lo, data.hi)
+        ctx.report(0.96, "resampling to the requested grid")
+        out = resample_axis(out, 0, grid.n_out)
+        return resample_in_plane(out, rows, cols).astype(np.float32)
 
-        n, rows, cols = stack.shape
-        source, fine = fine_in_plane(stack, grid.in_plane_spacing)
-        n_iso = round((n - 1) * grid.spacing_in / fine) + 1
-        scaled_ = (np.clip(source, lo, hi) - lo) / (hi - lo) * 2 - 1
-        iso = resample_axis(scaled_.astype(np.float32), 0, n_iso).astype(np.float32)     # cubic B-spline
-
-        ctx.report(0.0, f"CLADE: {modality}, {n} slices -> {n_iso} isotropic; patches of {PATCH}x{PATCH}")
-        lr = [img for o in range(planes) for img in lr_planes(iso, o)]
-        sampler = PlanePatches(list(scaled_.astype(np.float32)), lr)
-        ctx.check()
+    @staticmethod
+    def _train(data: Prepared, modality: str, b: "Budget", budget, iterations, seed, norm, gmap, planes, batch_size,
+               ctx: RunContext) -> torch.nn.Module:
+        """The per-volume CycleGAN on this volume's own patches; the low-to-high generator."""
         w = LOSS_WEIGHTS[modality]
         config = {"features": b.features, "blocks": 6, "norm": norm, "lr": 2e-4, "batch_size": batch_size or b.batch_size,
-                  "weights": (w[0], w[1], w[2] if gmap else 0.0)}
+                  "weights": (w[0], w[1], w[2] if gmap else 0.0), "seed": seed}
         iterations = b.iterations if iterations is None else iterations
-        with torch.random.fork_rng(devices=[]):       # the run's seed, not the process's random state
-            torch.manual_seed(seed)
-            task = CladeTask(config, sampler, ctx.device)
+        task = CladeTask(config, PlanePatches([data.slices], [data.iso], planes), ctx.device)
         start = time.perf_counter()
-        loop = Loop(task, iterations, steps_per_epoch=max(1, min(50, iterations)), rng=rng, cancel=ctx.cancel)
+        loop = Loop(task, iterations, steps_per_epoch=max(1, min(50, iterations)), rng=np.random.default_rng(seed),
+                    cancel=ctx.cancel)
         train_progress = scaled(ctx.progress, 0.02, 0.7)
         loop.on_event = lambda name, fields: (name == "epoch" and train_progress
                                               and train_progress(loop.step / iterations,
@@ -278,28 +484,7 @@ class Clade(Method):
                                    "seconds": time.perf_counter() - start, "config": dict(config),
                                    "budget_settings": asdict(b),
                                    "loss_curve": [r["loss"] for r in loop.history[::max(1, len(loop.history) // 50)]]}
-        del sampler
-
-        net = task.g_xy.eval()
-        fused = None
-        for o in range(planes):
-            images = torch.from_numpy(lr_planes(iso, o))
-            part_progress = scaled(ctx.progress, 0.7 + 0.25 * o / planes, 0.7 + 0.25 * (o + 1) / planes)
-            with torch.inference_mode():
-                if stride == 0:
-                    out = whole_planes(net, images, ctx.device, ctx.cancel, part_progress)
-                else:
-                    out = patch_inference_2d(images, lambda p: net(p.to(ctx.device)), PATCH, stride,
-                                             progress=part_progress, cancel=ctx.cancel)
-            part = from_lr_planes(out.numpy(), o)
-            fused = np.ascontiguousarray(part) if fused is None else np.add(fused, part, out=fused)
-        fused += planes                   # the mean of the orientations, from [-1, 1] back to intensities
-        fused *= (hi - lo) / (2 * planes)
-        fused += lo
-        out = restore_clipped(fused, source, lo, hi)
-        ctx.report(0.96, "resampling to the requested grid")
-        out = resample_axis(out, 0, grid.n_out)
-        return resample_in_plane(out, rows, cols).astype(np.float32)
+        return task.g_xy
 
 
 CLADE = register(Clade())

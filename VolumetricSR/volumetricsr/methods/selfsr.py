@@ -31,7 +31,7 @@ from ..models import ModelCard, find_model, user_models_dir
 from ..networks.row_upsampler import RowUpsampler
 from ..normalization import Normalization
 from ..options import BATCH, Count, Number, OneOf, label, text
-from ..predictors import TorchPredictor
+from ..predictors import PlanePredictor, TorchPredictor
 from ..profiles import PROFILES, slice_profile_weights
 from ..progress import scaled
 from ..resampling import fine_in_plane, resample_axis, resample_in_plane
@@ -175,24 +175,12 @@ def train_network(net: RowUpsampler, sampler: PatchSampler, budget: Budget, iter
 
 # ----------------------------------------------------------------------------- inference
 
-class _PlanePredictor:
-    """Engine predictor: windows (B, 1, n, 1, W) or (B, 1, n, H, 1) are planes for the 2-D network."""
-
-    def __init__(self, net: torch.nn.Module, device: str, plane_axis: int):
-        self.torch_predictor = TorchPredictor(net, device)
-        self.plane_axis = plane_axis          # 3: planes are (n, W) images; 4: (n, H) images
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        planes = batch.squeeze(self.plane_axis)
-        return self.torch_predictor(planes).unsqueeze(self.plane_axis)
-
-
 def infer_orientation(net, volume: torch.Tensor, orientation: int, device: str, batch_size: int,
                       progress=None, cancel=None) -> torch.Tensor:
     """Apply the network to every plane containing the through-plane axis and rows (0) or columns (1)."""
     n, rows, cols = volume.shape[1:]
     window = (n, 1, cols) if orientation == 0 else (n, rows, 1)
-    return sliding_window_inference(volume, _PlanePredictor(net, device, 3 if orientation == 0 else 4), window,
+    return sliding_window_inference(volume, PlanePredictor(TorchPredictor(net, device), 1 + orientation), window,
                                     scale=(net.factor, 1, 1), overlap=0, blend="uniform", batch_size=batch_size,
                                     progress=progress, cancel=cancel)
 

@@ -79,10 +79,10 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (B, 1, H, W) in [-1, 1], H and W multiples of 4."""
-        if self.residual:
-            return (x + self.gain * self.net(x)).clamp(-1, 1)
-        return self.net(x)
+        """``x``: (B, 1, H, W) in [-1, 1], any size (padded to multiples of 4 inside, edges replicated)."""
+        h, w = x.shape[-2:]
+        y = self.net(F.pad(x, (0, (-w) % 4, 0, (-h) % 4), mode="replicate"))[..., :h, :w]
+        return (x + self.gain * y).clamp(-1, 1) if self.residual else y
 
 
 class PatchDiscriminator(nn.Module):

@@ -119,6 +119,10 @@ class Task:
     def validate(self, cancel: Optional[CancelToken] = None) -> dict[str, float]:
         return {}
 
+    def sample_image(self) -> Optional[np.ndarray]:
+        """A 2-D picture of the model's current output in [0, 1], saved every epoch (None: none)."""
+        return None
+
     def model_card(self) -> tuple[dict, dict]:
         """``(state_dict of the network to ship, card fields without id/weights/sha256)``."""
         raise NotImplementedError

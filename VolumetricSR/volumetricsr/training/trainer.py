@@ -137,6 +137,19 @@ class Trainer:
                 self.emit("note", message="matplotlib is not installed: log.csv written, curves.png skipped "
                                           "(pip install volumetricsr[plots])")
 
+    def write_sample(self, epoch: int) -> None:
+        """``samples/epoch_NNNN.png``: the task's sample image, if it has one."""
+        image = self.task.sample_image() if self.is_main else None
+        if image is None:
+            return
+        import SimpleITK as sitk
+
+        path = self.workdir / "samples" / f"epoch_{epoch:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+        sitk.WriteImage(sitk.GetImageFromArray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)), str(tmp))
+        os.replace(tmp, path)
+
     # -- progress and signals ------------------------------------------------------------------
     def emit(self, event: str, **fields) -> None:
         if not self.is_main:
@@ -159,6 +172,7 @@ class Trainer:
             self.emit("epoch", **fields)
             self.save(self.last_path)
             self.write_log()
+            self.write_sample(fields["epoch"])
         else:
             self.emit(name, **fields)
 
