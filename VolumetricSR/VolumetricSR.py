@@ -163,15 +163,14 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
             self.selectData(combo, self._parameterNode.method)
 
     def _fillModels(self) -> None:
-        from VolumetricSRLib.modelstore import model_choices
+        from VolumetricSRLib.modelstore import method_model_choices
 
         combo, method = self.ui.modelComboBox, self._currentMethod()
         self._modelsFor = method.name if method is not None else None
         blocked = combo.blockSignals(True)
         combo.clear()
-        if method is not None and method.needs_model:
-            for model_id, label in model_choices(method.name):
-                combo.addItem(label, model_id)
+        for model_id, label in method_model_choices(method):
+            combo.addItem(label, model_id)
         combo.blockSignals(blocked)
         p = self._parameterNode
         if p and combo.findData(p.model) < 0:        # the stored model is not one of this method's
@@ -217,7 +216,7 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
 
         method, model_id = self._currentMethod(), self.ui.modelComboBox.currentData
         text = ""
-        if method is not None and method.needs_model:
+        if method is not None and (method.needs_model or model_id):
             try:
                 from volumetricsr.models import find_model
 
@@ -228,6 +227,7 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
 
     # --- state -> GUI ----------------------------------------------------------------------------
     def _updateGui(self, caller=None, event=None) -> None:
+        from VolumetricSRLib.modelstore import uses_models
         from VolumetricSRLib.panel import geometry_summary, method_html
 
         p = self._parameterNode
@@ -244,7 +244,7 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
             network = method is not None and method.needs_model
             self.ui.methodDescriptionLabel.text = method_html(method) if method else self._coreError
             for w in (self.ui.modelLabel, self.ui.modelComboBox, self.ui.importModelButton, self.ui.modelCardLabel):
-                w.visible = network
+                w.visible = uses_models(method)
             self.ui.advancedCollapsibleButton.enabled = network
             self.ui.selfSupervisedCollapsibleButton.enabled = method is not None and method.trains_per_volume
             for w in (self.ui.strideSpinBoxLabel, self.ui.strideSpinBox, self.ui.planesSpinBoxLabel, self.ui.planesSpinBox):

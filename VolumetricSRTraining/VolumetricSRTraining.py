@@ -82,14 +82,14 @@ class VolumetricSRTrainingWidget(ParameterNodeWidgetMixin, ScriptedLoadableModul
 
         try:
             from volumetricsr import available_methods
+            from volumetricsr.training.tasks import trainable
 
-            methods = available_methods()
+            methods = [m for m in available_methods() if m.name in trainable()]
         except ImportError as exc:
             self.ui.statusLabel.text = f"{exc}. Install the dependencies in the Volumetric Super-Resolution module."
             methods = []
         for m in methods:
-            if m.needs_model:
-                self.ui.methodComboBox.addItem(m.title or m.name, m.name)
+            self.ui.methodComboBox.addItem(m.title or m.name, m.name)
         for value, label in device_choices():
             self.ui.deviceComboBox.addItem(label, value)
 

@@ -9,8 +9,9 @@ x4 to 5 mm) and ``mr4p`` (thin brain T1 mne, x4 to 4 mm), where a reference give
 Methods: ``lr`` (the paper's "low-resolution": cubic-spline interpolation = our ``bspline``),
 ``selfsr``, ``cyclegan`` (instance norm, no gradient-mapping loss), ``clade-nogmap``, ``clade``; the
 per-volume methods at one budget. Metrics (volumetricsr.quality, on the planes that contain the
-through-plane axis, both orientations): PIQE, edge sharpness at the borders of the Otsu mask of the
-``lr`` result (the same borders for every method), SNR (bright structures over air outside the body);
+through-plane axis, both orientations, intensities windowed as the thick input is): PIQE, edge
+sharpness at the borders of the Otsu mask of the ``lr`` result (the same borders for every method),
+SNR (bright structures over air outside the body);
 training and total seconds. Then the stitching cost: the generator's own patches/s on batches of
 32x32 patches against the engine's patches/s over 16 planes of the 8 mm CT's isotropic grid at strides
 6, 12 and 20 (whole-volume times extrapolated from those), and whole planes (stride 0).
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VolumetricSR"))
 
 from volumetricsr import read_volume, super_resolve  # noqa: E402
 from volumetricsr.metrics import evaluate  # noqa: E402
-from volumetricsr.quality import no_reference, otsu  # noqa: E402
+from volumetricsr.quality import no_reference, otsu, window_of  # noqa: E402
 from volumetricsr.simulate import simulate_thick  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -71,7 +72,7 @@ def run(name: str, method: str, budget: str) -> dict:
     edges = lr.array > otsu(lr.array[lr.array > lr.array.min()])
     row = {"volume": name, "method": method, "budget": budget if target != "bspline" else None,
            "seconds": round(seconds, 1), "training_seconds": round(results.get("training", {}).get("seconds", 0.0), 1),
-           "quality": no_reference(out, "K", edges=edges)}
+           "quality": no_reference(out, "K", window_of(thick.array), edges=edges)}
     if ref is not None:
         protocol = "rplhr" if name.startswith("ct") else "plain"
         row["reference"] = {k: v for k, v in evaluate(out, ref, protocol, "K").items() if k in ("psnr", "ssim")}

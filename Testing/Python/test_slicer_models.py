@@ -117,6 +117,17 @@ def test_self_supervised_settings_reach_the_method():
     assert RunSettings(stride=6, planes=1).method_options(clade) == {"seed": 0, "stride": 6, "planes": 1}
     assert RunSettings(stride=0).method_options(clade)["stride"] == 0          # 0: whole planes, not "default"
     assert "stride" not in RunSettings(stride=6).method_options(selfsr)
+    assert RunSettings(model="clade-x").method_options(clade)["model"] == "clade-x"
+
+
+def test_the_panel_offers_saved_models_to_per_volume_methods():
+    from VolumetricSRLib.modelstore import method_model_choices, uses_models
+    from volumetricsr.methods import get_method
+
+    clade, tvsrn, bspline = get_method("clade"), get_method("tvsrn"), get_method("bspline")
+    assert method_model_choices(clade)[0] == ("", "none: train on this volume")
+    assert all(model_id for model_id, _ in method_model_choices(tvsrn))        # a network method needs one
+    assert not uses_models(bspline) and method_model_choices(bspline) == []
 
 
 def test_prepare_reports_fitness_before_the_run(models_dir):

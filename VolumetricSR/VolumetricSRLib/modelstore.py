@@ -14,6 +14,20 @@ def model_choices(method: str) -> list[tuple[str, str]]:
     return [(c.id, f"{c.id}  (x{c.native_factor:g}, {c.modality})") for c in list_models(method)]
 
 
+def uses_models(method) -> bool:
+    """A method that needs a model, or one that trains on the volume unless given a saved one."""
+    return method is not None and (method.needs_model or "model" in method.options)
+
+
+def method_model_choices(method) -> list[tuple[str, str]]:
+    """The model list the panel offers for a core ``method``: its models, and first, for a method
+    that trains on the volume, ``("", ...)``: no model, train on this volume."""
+    if not uses_models(method):
+        return []
+    first = [] if method.needs_model else [("", "none: train on this volume")]
+    return first + model_choices(method.name)
+
+
 def card_html(card) -> str:
     """A short description of a model card: data, metrics, timing, file."""
     def esc(value) -> str:

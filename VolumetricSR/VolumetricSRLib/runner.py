@@ -106,6 +106,8 @@ class BackgroundTask:
                 self.on_progress(event[1], event[2], self.eta.remaining(event[1], self.clock()))
             return
         self._finished = True
+        if kind == "done" and self.cancel_token.cancelled:
+            kind = "cancelled"        # Cancel was pressed as the work finished: the user asked for nothing
         try:
             if kind == "done":
                 self.on_done and self.on_done(event[1])

@@ -69,6 +69,8 @@ class RunSettings:
                                      self.windowSize or default[2])
         if method.trains_per_volume:
             options["seed"] = int(self.seed)
+            if self.model:                  # a saved model of this method: no training
+                options["model"] = self.model
             if self.budget != "auto":
                 options["budget"] = self.budget
             if self.iterations > 0:

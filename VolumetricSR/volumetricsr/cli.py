@@ -81,7 +81,7 @@ def _add_infer(sub) -> None:
     gan = p.add_argument_group("CLADE (clade)")
     gan.add_argument("--stride", type=int, help="patch stride in voxels (paper: 6 CT, 12 MR; 0: whole planes, "
                                                 "the CPU default)")
-    gan.add_argument("--planes", type=int, choices=[1, 2], help="low-resolution orientations (fast: 1, else 2)")
+    gan.add_argument("--planes", type=int, help="low-resolution orientations (fast: 1, else 2)")
     gan.add_argument("--norm", choices=["demod", "instance"], help="instance: the conventional CycleGAN (ablation)")
     gan.add_argument("--no-gmap", dest="gmap", action="store_const", const=False,
                      help="without the gradient-mapping loss (ablation)")

@@ -166,11 +166,12 @@ def auto_regions(array: np.ndarray, erosion: int = 2, through: int = 0) -> tuple
 def snr(array: np.ndarray, signal: np.ndarray, noise: np.ndarray) -> dict:
     """Mean over ``signal`` divided by the noise SD over ``noise`` (boolean masks); the SD is the
     robust one (1.4826 x the median absolute deviation), so that a table or a blanket in the air
-    region does not count as noise."""
+    region does not count as noise, or the plain one where that is 0 (a background quantised to a
+    few values)."""
     s, n = array[signal.astype(bool)], array[noise.astype(bool)].astype(np.float64)
     if s.size == 0 or n.size < 2:
         return {"snr": None, "signal": None, "noise": None, "note": "empty signal or noise region"}
-    sd = float(1.4826 * np.median(np.abs(n - np.median(n))))
+    sd = float(1.4826 * np.median(np.abs(n - np.median(n)))) or float(n.std(ddof=1))
     return {"snr": float(s.mean()) / sd if sd > 0 else None, "signal": float(s.mean()), "noise": sd}
 
 

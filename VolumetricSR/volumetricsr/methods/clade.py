@@ -65,7 +65,7 @@ class Budget:
 
 
 BUDGETS = {
-    "fast": Budget(iterations=400, batch_size=8, features=16, stride=0, planes=1),         # CPU default
+    "fast": Budget(iterations=300, batch_size=8, features=16, stride=0, planes=1),         # CPU default
     "balanced": Budget(iterations=2000, batch_size=16, features=32, stride=None, planes=2),
     "quality": Budget(iterations=10000, batch_size=32, features=64, stride=None, planes=2),  # GPU default
 }
