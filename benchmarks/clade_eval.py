@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VolumetricSR"))
 
 from volumetricsr import read_volume, super_resolve  # noqa: E402
 from volumetricsr.metrics import evaluate  # noqa: E402
-from volumetricsr.quality import no_reference, otsu, window_of  # noqa: E402
+from volumetricsr.quality import NOISE_FLOOR, no_reference, otsu, window_of  # noqa: E402
 from volumetricsr.simulate import simulate_thick  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -123,20 +123,45 @@ def stitching(budget: str) -> dict:
     return out
 
 
-def table(rows: list[dict]) -> None:
-    print(f"\n{'volume':7s} {'method':13s} {'PIQE a':>7s} {'PIQE b':>7s} {'ES a':>6s} {'ES b':>6s} {'SNR':>6s} "
-          f"{'PSNR':>7s} {'SSIM':>7s} {'train s':>8s} {'total s':>8s}")
+def _cells(r: dict) -> list[str]:
+    o = list(r["quality"]["orientations"].values())
+    q = r["quality"]["snr"]              # the library's rule, also for rows recorded before it had it
+    snr = q["signal"] / q["noise"] if q.get("noise") and q["noise"] > NOISE_FLOOR * abs(q["signal"]) else None
+    ref = r.get("reference", {})
+
+    def num(v, f):
+        return "n/a" if v is None else format(v, f)
+
+    return [r["volume"], r["method"], num(o[0]["piqe"], ".1f"), num(o[1]["piqe"], ".1f"),
+            num(o[0]["edge_sharpness"], ".3f"), num(o[1]["edge_sharpness"], ".3f"), num(snr, ".1f"),
+            num(ref.get("psnr"), ".3f"), num(ref.get("ssim"), ".4f"), num(r["training_seconds"] or None, ".0f"),
+            num(r["seconds"], ".0f")]
+
+
+HEADER = ["volume", "method", "PIQE (a)", "PIQE (b)", "ES (a)", "ES (b)", "SNR", "PSNR", "SSIM", "training s", "total s"]
+
+
+def table(rows: list[dict], markdown: bool = False) -> None:
+    """The results (a: planes across J, b: across I; ES in mm^-1), as text or a Markdown table."""
+    runs = [_cells(r) for r in rows if "volume" in r]
+    if markdown:
+        print("| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER))
+        for cells in runs:
+            print("| " + " | ".join(cells) + " |")
+    else:
+        print()
+        for cells in [HEADER, *runs]:
+            print(" ".join(f"{c:>10s}" if i > 1 else f"{c:13s}" for i, c in enumerate(cells)))
     for r in rows:
-        if "volume" not in r:
-            continue
-        o = list(r["quality"]["orientations"].values())
-        ref = r.get("reference", {})
-        snr = r["quality"]["snr"]["snr"]
-        es = [x["edge_sharpness"] for x in o]
-        print(f"{r['volume']:7s} {r['method']:13s} {o[0]['piqe']:7.1f} {o[1]['piqe']:7.1f} "
-              f"{es[0] or float('nan'):6.3f} {es[1] or float('nan'):6.3f} {snr or float('nan'):6.1f} "
-              f"{ref.get('psnr', float('nan')):7.3f} {ref.get('ssim', float('nan')):7.4f} "
-              f"{r['training_seconds']:8.1f} {r['seconds']:8.1f}")
+        if "stitching" in r:
+            st = r["stitching"]
+            print(f"\ngenerator alone: {st['generator_patches_per_s']:.0f} patches/s; isotropic grid {st['iso_shape']}")
+            for stride, v in st["strides"].items():
+                if "engine_patches_per_s" in v:
+                    print(f"stride {stride}: engine {v['engine_patches_per_s']:.0f} patches/s, overhead "
+                          f"{100 * v['overhead']:.1f} %, one orientation of the volume {v['volume_seconds_one_orientation']:.0f} s")
+                else:
+                    print(f"whole planes: one orientation of the volume {v['volume_seconds_one_orientation']:.0f} s")
 
 
 def figure(outputs: dict, name: str, path: Path) -> None:
@@ -157,12 +182,16 @@ def main() -> int:
     ap.add_argument("--figures", nargs="*", default=["ct8", "mr65"],
                     help="volumes to draw (thick, B-spline, selfsr, CLADE), when all three run in this call")
     ap.add_argument("--no-stitching", action="store_true")
+    ap.add_argument("--markdown", action="store_true", help="print the recorded results as Markdown and stop")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "results.jsonl"
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     done = {(r.get("volume"), r.get("method"), r.get("budget")) for r in rows}
+    if args.markdown:
+        table(rows, markdown=True)
+        return 0
     for name in args.volumes:
         outputs = {}
         for method in args.methods:

@@ -224,3 +224,18 @@ def test_train_a_reusable_model_then_infer_with_it(tmp_path, capsys):
     again = super_resolve(thick, "clade", 1.0, device="cpu", model=str(card.path), stride=16, results=results)
     assert "training" not in results
     np.testing.assert_allclose(again.array, out.array, atol=1e-3)
+
+
+@pytest.mark.parametrize("planes", [1, 2])
+def test_patches_come_from_the_acquired_slices_and_the_planes_along_the_slices(planes):
+    """High-resolution patches lie in one acquired slice; low-resolution ones in a plane containing
+    the through-plane axis: across rows only with ``planes=1``, across rows or columns with 2."""
+    z, r, c = np.meshgrid(np.arange(40), np.arange(36), np.arange(38), indexing="ij")
+    slices = np.broadcast_to(np.arange(5, dtype=np.float32)[:, None, None], (5, 36, 38))
+    sampler = PlanePatches([slices], [(1000 * r + c).astype(np.float32)], planes)
+    x, y = sampler.batch(64, np.random.default_rng(0))
+    assert x.shape == y.shape == (64, 1, 32, 32)
+    assert all(len(torch.unique(p)) == 1 for p in y)                       # one slice each
+    rows = (x // 1000).reshape(64, -1)
+    one_row = torch.tensor([len(torch.unique(p)) == 1 for p in rows])       # plane across rows: one row index
+    assert one_row.all() if planes == 1 else 0 < int(one_row.sum()) < 64

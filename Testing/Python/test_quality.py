@@ -67,6 +67,8 @@ def test_snr_of_known_regions():
     noise = np.zeros(array.shape, bool)
     noise[:, :6, :] = True
     assert snr(array, signal, noise)["snr"] == pytest.approx(20, rel=0.05)
+    array[noise] = 0.0                        # a zeroed background has no noise to measure
+    assert snr(array, signal, noise)["snr"] is None
 
 
 def test_auto_regions_find_bone_and_the_air_outside_the_body():

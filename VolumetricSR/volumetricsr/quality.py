@@ -35,6 +35,7 @@ BLOCK = 16
 ACTIVITY, IMPAIRED, SEGMENT = 0.1, 0.1, 6
 CT_DISPLAY = (-1024.0, 2048.0)
 BRIGHT = 0.05
+NOISE_FLOOR = 1e-3
 MR_PERCENTILES = (0.5, 99.5)
 
 
@@ -167,12 +168,16 @@ def snr(array: np.ndarray, signal: np.ndarray, noise: np.ndarray) -> dict:
     """Mean over ``signal`` divided by the noise SD over ``noise`` (boolean masks); the SD is the
     robust one (1.4826 x the median absolute deviation), so that a table or a blanket in the air
     region does not count as noise, or the plain one where that is 0 (a background quantised to a
-    few values)."""
+    few values); no SNR where the noise is below ``NOISE_FLOOR`` of the signal (a background the
+    scanner or a resampling zeroed has no noise to measure)."""
     s, n = array[signal.astype(bool)], array[noise.astype(bool)].astype(np.float64)
     if s.size == 0 or n.size < 2:
         return {"snr": None, "signal": None, "noise": None, "note": "empty signal or noise region"}
     sd = float(1.4826 * np.median(np.abs(n - np.median(n)))) or float(n.std(ddof=1))
-    return {"snr": float(s.mean()) / sd if sd > 0 else None, "signal": float(s.mean()), "noise": sd}
+    out = {"snr": None, "signal": float(s.mean()), "noise": sd}
+    if sd <= NOISE_FLOOR * abs(out["signal"]):
+        return {**out, "note": "the noise region holds (almost) no noise: zeroed or masked background"}
+    return {**out, "snr": out["signal"] / sd}
 
 
 def window_of(array: np.ndarray) -> tuple[float, float]:

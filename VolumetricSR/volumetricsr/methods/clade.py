@@ -1,16 +1,20 @@
 """CLADE (Pascale et al.): an unpaired CycleGAN between 2-D patches of a volume's low- and
-high-resolution planes, learned from the volume itself.
+high-resolution planes, learned from the volume itself or from several volumes of one protocol.
 
 The thick volume is interpolated to isotropic voxels (cubic B-spline). Domain Y: 32x32 patches of the
 acquired (high-resolution) slices; domain X: patches of the planes that contain the through-plane
-axis, both orientations (the paper uses one; ``planes=1`` does too). Generators ``G_X: X -> Y`` and
+axis (``planes``: one orientation, as the paper, or both). Generators ``G_X: X -> Y`` and
 ``G_Y: Y -> X`` use demodulated convolutions (``norm='instance'`` for the conventional CycleGAN);
 losses: LSGAN adversarial, cycle, identity and the Sobel gradient-mapping loss on both cycles,
 weighted (cycle, identity, gmap) = (1, 1, 10) for CT and (1, 1, 5) for MR; Adam 2e-4, beta1 0.5;
-an image pool of 50 per discriminator. At inference ``G_X`` runs on every plane of the interpolated
-volume that contains the through-plane axis, in overlapping patches at ``stride`` (paper: 6 for CT,
-12 for MR) averaged, or on whole planes (``stride=0``: fully convolutional, no seams, the cost of
-non-overlapping patches: the CPU default); both orientations are averaged.
+an image pool of 50 per discriminator. At inference ``G_X`` runs through the engine on every plane of
+the interpolated volume that contains the through-plane axis, in overlapping patches at ``stride``
+(paper: 6 for CT, 12 for MR) averaged, or on whole planes (``stride=0``: fully convolutional, no
+seams, the cost of non-overlapping patches: the CPU default); the orientations are averaged.
+
+Two uses, one task (:class:`CladeTask`) on the training core: per volume (the method, with a
+budget), or ``volumetricsr train --method clade`` over several volumes, whose model
+``infer --method clade --model ID`` applies without training.
 
 Intensities: CT in the HU window [-1024, 2048], MR (anything not in HU) between its 0.5 and 99.5
 percentiles, mapped to [-1, 1]; what lies outside comes back from the input (:func:`restore_clipped`).
@@ -18,7 +22,8 @@ percentiles, mapped to [-1, 1]; what lies outside comes back from the input (:fu
 Decisions the paper leaves open: the high-resolution domain holds only the acquired slices (the
 interpolated ones between them are blends); the decoder upsamples by nearest neighbour and a
 convolution (transposed convolutions checkerboard on 32x32 patches); the gradient-mapping loss is
-the L1 distance of the Sobel gradients (x and y) of each cycled patch to its original's.
+the L1 distance of the Sobel gradients (x and y) of each cycled patch to its original's; the
+generator is residual (:class:`~volumetricsr.networks.clade.Generator`).
 """
 from __future__ import annotations
 
@@ -415,9 +420,10 @@ def generate(net: torch.nn.Module, iso: np.ndarray, ctx: RunContext, planes: int
 class Clade(Method):
     name = "clade"
     title = "CLADE (unpaired CycleGAN, per volume)"
-    description = ("Experimental, not yet evaluated: unpaired CycleGAN between patches of the volume's own "
-                   "low- and high-resolution planes (Pascale et al.): weight-demodulated generators and a "
-                   "gradient-mapping loss; no training data, CT or MR. Minutes on a CPU (budget fast).")
+    description = ("Experimental: unpaired CycleGAN between patches of the volume's own low- and "
+                   "high-resolution planes (Pascale et al.): weight-demodulated generators and a gradient-mapping "
+                   "loss; no training data, CT or MR. Minutes on a CPU (budget fast), where it returns about the "
+                   "B-spline interpolation (see the README's measurements): prefer selfsr.")
     modalities = ("CT", "MR")
     trains_per_volume = True
     uses_device = True

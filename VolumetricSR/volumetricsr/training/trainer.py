@@ -6,6 +6,7 @@ Files in the work folder:
   validation score so far, within the task's final stage): task state (networks, optimizers, schedulers), step, best score,
   history and every random state; written atomically.
 - ``log.csv`` (one row per step; validation columns filled at epoch ends) and ``curves.png``.
+- ``samples/epoch_NNNN.png``: the task's picture of its current output, where it has one (CLADE).
 - ``cache/``: training data prepared once per case and memory-mapped (see :mod:`.data`).
 
 Progress goes to stdout: with ``progress_json`` one JSON object per line, with an ``event`` of
