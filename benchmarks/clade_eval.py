@@ -8,7 +8,8 @@ Volumes (../shared/data): real thick ``ct8`` (chest CT, 8 mm), ``mr65`` (brain T
 x4 to 5 mm) and ``mr4p`` (thin brain T1 mne, x4 to 4 mm), where a reference gives PSNR/SSIM too.
 Methods: ``lr`` (the paper's "low-resolution": cubic-spline interpolation = our ``bspline``),
 ``selfsr``, ``cyclegan`` (instance norm, no gradient-mapping loss), ``clade-nogmap``, ``clade``; the
-per-volume methods at one budget. Metrics (volumetricsr.quality, on the planes that contain the
+per-volume methods at one budget; ``clade-model`` (asked for by name) is the shipped model
+``clade-ct-5mm`` without training. Metrics (volumetricsr.quality, on the planes that contain the
 through-plane axis, both orientations, intensities windowed as the thick input is): PIQE, edge
 sharpness at the borders of the Otsu mask of the ``lr`` result (the same borders for every method),
 SNR (bright structures over air outside the body);
@@ -43,7 +44,9 @@ VOLUMES = {
     "mr4p": ("brain_mri_t1_1mm_mne.nii.gz", {"factor": 4, "crop": None}),
 }
 METHODS = {"lr": ("bspline", {}), "selfsr": ("selfsr", {}), "cyclegan": ("clade", {"norm": "instance", "gmap": False}),
-           "clade-nogmap": ("clade", {"gmap": False}), "clade": ("clade", {})}
+           "clade-nogmap": ("clade", {"gmap": False}), "clade": ("clade", {}),
+           "clade-model": ("clade", {"model": "clade-ct-5mm"})}      # the shipped model (CT): --methods clade-model
+DEFAULT_METHODS = ["lr", "selfsr", "cyclegan", "clade-nogmap", "clade"]
 
 
 def load(name: str):
@@ -62,7 +65,7 @@ def load(name: str):
 def run(name: str, method: str, budget: str) -> dict:
     thick, ref = load(name)
     target, options = METHODS[method]
-    if target != "bspline":
+    if target != "bspline" and "model" not in options:
         options = dict(options, budget=budget)
     results: dict = {}
     start = time.perf_counter()
@@ -143,7 +146,9 @@ HEADER = ["volume", "method", "PIQE (a)", "PIQE (b)", "ES (a)", "ES (b)", "SNR",
 
 def table(rows: list[dict], markdown: bool = False) -> None:
     """The results (a: planes across J, b: across I; ES in mm^-1), as text or a Markdown table."""
-    runs = [_cells(r) for r in rows if "volume" in r]
+    order = {name: i for i, name in enumerate([*VOLUMES, *METHODS])}
+    runs = [_cells(r) for r in sorted((r for r in rows if "volume" in r),
+                                       key=lambda r: (order[r["volume"]], order[r["method"]]))]
     if markdown:
         print("| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER))
         for cells in runs:
@@ -176,7 +181,7 @@ def figure(outputs: dict, name: str, path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--volumes", nargs="+", default=list(VOLUMES), choices=list(VOLUMES))
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
     ap.add_argument("--budget", default="fast", choices=["fast", "balanced", "quality"])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "clade"))
     ap.add_argument("--figures", nargs="*", default=["ct8", "mr65"],

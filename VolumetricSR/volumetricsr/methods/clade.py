@@ -301,7 +301,12 @@ class CladeTask(Task):
     @classmethod
     def default_steps_per_epoch(cls, config: dict) -> int:
         """An epoch: ``patches_per_slice`` patches of every acquired slice (the paper: 4)."""
-        slices = sum(cls._slice_count(c) for c in cls._cases(config))
+        slices = 0
+        for case in cls._cases(config):
+            size, spacing = case.header()
+            axis = int(np.argmax(spacing))
+            made = config.get("simulate_spacing")          # pseudo-thick: fewer slices than the file has
+            slices += int(size[axis] * spacing[axis] / made) if made else int(size[axis])
         return max(1, -(-slices * config["patches_per_slice"] // config["batch_size"]))
 
     @staticmethod
@@ -310,16 +315,6 @@ class CladeTask(Task):
 
         dataset = discover(config["data"], config.get("val_fraction", 0.0), "case")
         return dataset.train + dataset.val
-
-    @staticmethod
-    def _slice_count(case) -> int:
-        import SimpleITK as sitk
-
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(case.thick or case.thin))
-        reader.ReadImageInformation()
-        size, spacing = reader.GetSize(), reader.GetSpacing()
-        return int(size[int(np.argmax(spacing))])
 
     def split(self) -> dict:
         return {"train": [str(c.thick or c.thin) for c in self.cases]}
@@ -376,7 +371,7 @@ class CladeTask(Task):
                                    "args": {"features": c["features"], "blocks": c["blocks"], "norm": c["norm"],
                                             "residual": c.get("residual", True)}},
                   "modality": modality, "normalization": asdict(normalization_for(modality)),
-                  "training_data": {"volumes": [str(x.thick or x.thin) for x in self.cases],
+                  "training_data": {"volumes": [Path(x.thick or x.thin).name for x in self.cases],
                                     "simulated_spacing_mm": c.get("simulate_spacing"), "planes": c["planes"]},
                   "slice_spacing_mm": c["slice_spacing_mm"]}
         return {k: v.detach().cpu() for k, v in self.g_xy.state_dict().items()}, fields

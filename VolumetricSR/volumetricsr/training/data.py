@@ -54,14 +54,18 @@ class Case:
     def pseudo(self) -> bool:
         return self.thick is None
 
-    def slice_spacing(self, factor: int) -> float:
-        """The thick slice spacing in mm (from the file headers; a pseudo-pair's is the thin one x ``factor``)."""
+    def header(self) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        """``(size, spacing)`` of the thick volume (the thin one of a pseudo-pair), from its header."""
         import SimpleITK as sitk
 
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(self.thin if self.pseudo else self.thick))
         reader.ReadImageInformation()
-        return max(reader.GetSpacing()) * (factor if self.pseudo else 1)
+        return reader.GetSize(), reader.GetSpacing()
+
+    def slice_spacing(self, factor: int) -> float:
+        """The thick slice spacing in mm (from the file headers; a pseudo-pair's is the thin one x ``factor``)."""
+        return max(self.header()[1]) * (factor if self.pseudo else 1)
 
 
 @dataclass
