@@ -52,6 +52,14 @@ def _add_infer(sub) -> None:
     p = sub.add_parser("infer", help="super-resolve a volume along its through-plane axis")
     p.add_argument("input", help="volume file (.nii.gz, .nrrd, .mha, ...) or DICOM folder")
     p.add_argument("output", help="output file, or a folder for a DICOM series")
+    _add_method_arguments(p)
+    p.add_argument("--dtype", choices=["float32", "input"], default="float32",
+                   help="output voxel type: float32 (default) or the input's type")
+    p.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
+
+
+def _add_method_arguments(p) -> None:
+    """The method, its options and the machine: what ``infer`` and ``infer-batch`` share."""
     p.add_argument("--method", default="bspline", help="method name (see `volumetricsr methods`)")
     p.add_argument("--model", help="model id or card path (default: the method's first); for selfsr a saved "
                                    "per-volume model, which skips training")
@@ -85,9 +93,6 @@ def _add_infer(sub) -> None:
     gan.add_argument("--norm", choices=["demod", "instance"], help="instance: the conventional CycleGAN (ablation)")
     gan.add_argument("--no-gmap", dest="gmap", action="store_const", const=False,
                      help="without the gradient-mapping loss (ablation)")
-    p.add_argument("--dtype", choices=["float32", "input"], default="float32",
-                   help="output voxel type: float32 (default) or the input's type")
-    p.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
     p.add_argument("--force", action="store_true", help="resample even when the volume is already at the target spacing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -98,8 +103,9 @@ METHOD_OPTIONS = ("model", "backend", "precision", "batch_size", "window", "over
                   "norm", "gmap")
 
 
-def _cmd_infer(args) -> int:
-    from .api import check_request, infer
+def _method_request(args):
+    """The method and its given options, checked, and the CPU threads configured."""
+    from .api import check_request
     from .options import THREADS
 
     given = {name: getattr(args, name) for name in METHOD_OPTIONS}
@@ -110,6 +116,13 @@ def _cmd_infer(args) -> int:
         from .threads import configure
 
         configure(threads)
+    return method, options
+
+
+def _cmd_infer(args) -> int:
+    from .api import infer
+
+    method, options = _method_request(args)
     bar = TqdmProgress(method.title or method.name, enabled=not args.quiet)
     start = time.perf_counter()
     try:
@@ -120,6 +133,38 @@ def _cmd_infer(args) -> int:
         bar.close()
     print(f"wrote {args.output}: {out.describe()} in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _add_infer_batch(sub) -> None:
+    p = sub.add_parser("infer-batch", help="super-resolve a cohort: a folder, a glob or a CSV manifest")
+    p.add_argument("inputs", help="folder (volume files and DICOM series folders), glob pattern, or CSV "
+                                  "manifest (columns input[,output][,options as JSON])")
+    p.add_argument("outdir", help="output folder (NIfTI files, report.csv); existing outputs are skipped")
+    _add_method_arguments(p)
+    p.add_argument("--workers", type=int, default=1, help="studies at once, each in its own process (the "
+                                                          "CPU cores are split between them)")
+    p.add_argument("--shard", help="i/n: only every n-th study from the i-th (0-based), for job arrays")
+
+
+def _cmd_infer_batch(args) -> int:
+    from .batch import manifest, parse_shard, report_path, run_batch
+    from .options import Count
+
+    _method_request(args)
+    workers = Count(1, 1024)("workers", args.workers)
+    shard = parse_shard(args.shard) if args.shard else None
+    studies = manifest(args.inputs)
+    bar = TqdmProgress(f"{len(studies)} studies", enabled=not args.quiet)
+    try:
+        rows = run_batch(studies, args.outdir, args.method, args.spacing, {
+            name: getattr(args, name) for name in METHOD_OPTIONS if getattr(args, name) is not None},
+            workers=workers, device=args.device, shard=shard, progress=bar)
+    finally:
+        bar.close()
+    counts = {status: sum(r["status"] == status for r in rows) for status in ("done", "skipped", "failed")}
+    print(f"{counts['done']} done, {counts['skipped']} skipped (already written), {counts['failed']} failed; "
+          f"report: {report_path(args.outdir, shard)}")
+    return 1 if counts["failed"] else 0
 
 
 def _cmd_methods(args) -> int:
@@ -342,7 +387,8 @@ def _cmd_demo(args) -> int:
 
 COMMANDS = {"demo": _cmd_demo, "infer": _cmd_infer, "methods": _cmd_methods, "models": _cmd_models,
             "simulate-thick": _cmd_simulate, "evaluate": _cmd_evaluate, "info": _cmd_info,
-            "train": _cmd_train, "export-onnx": _cmd_export_onnx}
+            "train": _cmd_train, "export-onnx": _cmd_export_onnx,
+            "infer-batch": _cmd_infer_batch}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_infer(sub)
+    _add_infer_batch(sub)
     p = sub.add_parser("methods", help="list the methods")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("models", help="list the installed models")

@@ -1,0 +1,86 @@
+"""Cohort inference (infer-batch): every good study written once, failures reported, resumable,
+shards that cover the manifest exactly once, CSV manifests with per-row options."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_volume
+from volumetricsr.batch import manifest, parse_shard, run_batch
+from volumetricsr.cli import main
+from volumetricsr.errors import InputError
+from volumetricsr.io import read_volume, write_volume
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    for k, name in enumerate(["a.nii.gz", "b.nrrd"]):
+        write_volume(make_volume(seed=k), folder / name)
+    ct = make_volume(seed=5)
+    write_volume(ct.with_array((ct.array * 100).astype(np.int16)), folder / "series")     # a DICOM series
+    (folder / "broken.nii.gz").write_text("not an image")
+    (folder / "notes.txt").write_text("not a study")
+    return folder
+
+
+def _report(path):
+    with open(path) as f:
+        return {row["input"].rsplit("/", 1)[-1]: row for row in csv.DictReader(f)}
+
+
+def test_every_good_study_once_the_broken_one_reported_and_a_rerun_does_nothing(cohort, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["infer-batch", str(cohort), str(out), "--method", "linear", "--workers", "2", "--quiet"]) == 1
+    assert "3 done, 0 skipped (already written), 1 failed" in capsys.readouterr().out
+    report = _report(out / "report.csv")
+    assert sorted(report) == ["a.nii.gz", "b.nrrd", "broken.nii.gz", "series"]
+    assert report["broken.nii.gz"]["status"] == "failed" and "not an image" in report["broken.nii.gz"]["error"]
+    written = {p.name: p.stat().st_mtime_ns for p in out.glob("*.nii.gz")}
+    assert sorted(written) == ["a.nii.gz", "b.nii.gz", "series.nii.gz"]
+    sr = read_volume(out / "series.nii.gz")
+    assert report["series"]["status"] == "done" and sr.spacing[2] == pytest.approx(0.8, rel=0.01)
+
+    assert main(["infer-batch", str(cohort), str(out), "--method", "linear", "--quiet"]) == 1   # broken again
+    assert "0 done, 3 skipped" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.nii.gz")} == written
+    assert _report(out / "report.csv")["a.nii.gz"]["status"] == "skipped"
+
+
+def test_shards_cover_the_manifest_exactly_once(cohort, tmp_path):
+    studies = manifest(cohort)
+    rows = [run_batch(studies, tmp_path / "out", "linear", shard=(i, 2)) for i in range(2)]
+    inputs = [r["input"] for part in rows for r in part]
+    assert sorted(inputs) == sorted(s.input for s in studies) and len(inputs) == len(set(inputs)) == 4
+    assert (tmp_path / "out" / "report-shard-0-of-2.csv").exists() and (tmp_path / "out" / "report-shard-1-of-2.csv").exists()
+    assert parse_shard("1/2") == (1, 2)
+    for bad in ("2/2", "x", "-1/3"):
+        with pytest.raises(InputError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_a_csv_manifest_names_outputs_and_sets_options_per_row(cohort, tmp_path):
+    rows = [{"input": "cohort/a.nii.gz", "output": "first.nii.gz", "options": ""},
+            {"input": str(cohort / "b.nrrd"), "output": "", "options": json.dumps({"seed": 3})}]
+    path = tmp_path / "list.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["input", "output", "options"])
+        writer.writeheader()
+        writer.writerows(rows)
+    studies = manifest(path)
+    assert [s.output for s in studies] == ["first.nii.gz", "b.nii.gz"] and studies[1].options == {"seed": 3}
+    with pytest.raises(InputError, match="has no option seed"):      # linear takes no seed: before any work
+        run_batch(studies, tmp_path / "out", "linear")
+    assert not (tmp_path / "out").exists()
+    rows = run_batch(studies, tmp_path / "out", "selfsr", options={"iterations": 2})
+    assert [r["status"] for r in rows] == ["done", "done"]
+    assert (tmp_path / "out" / "first.nii.gz").exists() and (tmp_path / "out" / "b.nii.gz").exists()
+
+
+def test_two_studies_that_would_share_an_output_are_refused(tmp_path):
+    for name in ("x.nii.gz", "x.nrrd"):
+        write_volume(make_volume(), tmp_path / name)
+    with pytest.raises(InputError, match="would both be written to x.nii.gz"):
+        manifest(tmp_path)

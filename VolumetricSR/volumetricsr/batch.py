@@ -1,0 +1,194 @@
+"""Cohort inference: one method over many studies, resumable, with one report.
+
+``INPUTS`` is a folder (its volume files, and its sub-folders as DICOM series), a glob pattern, or a
+CSV manifest with a header naming ``input`` and optionally ``output`` (a file name under OUTDIR) and
+``options`` (a JSON object of method options for that row; relative paths are relative to the CSV).
+The to-do list is built once and sorted; outputs are written atomically (:func:`~.io.write_volume`),
+so an output that exists is complete and is skipped: an interrupted run resumes where it stopped.
+One failure never stops the rest: it is a row of ``report.csv`` with its one-line message.
+``shard=(i, n)`` takes studies ``i, i+n, i+2n, ...`` of the sorted list (job arrays); each shard
+writes its own report. ``workers > 1`` runs studies in that many processes, the CPU cores split
+between them (:func:`~.threads.configure`).
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .errors import InputError, VolumetricSRError
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+REPORT_FIELDS = ("input", "output", "status", "seconds", "input_size", "input_spacing", "output_size",
+                 "output_spacing", "device", "error")
+
+
+@dataclass(frozen=True)
+class Study:
+    input: str
+    output: str                                  # file name under the output folder
+    options: dict = field(default_factory=dict)  # this study's method options (over the batch's)
+
+
+def _name(path: Path) -> str:
+    for suffix in VOLUME_SUFFIXES:
+        if path.name.lower().endswith(suffix):
+            return path.name[:-len(suffix)]
+    return path.name
+
+
+def _from_csv(path: Path) -> list[Study]:
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    if not rows or "input" not in rows[0]:
+        raise InputError(f"Manifest {path} needs a header line with an 'input' column (and optionally "
+                         "'output' and 'options').")
+    studies = []
+    for n, row in enumerate(rows, 2):
+        source = Path(row["input"].strip())
+        source = source if source.is_absolute() else path.parent / source
+        try:
+            options = json.loads(row.get("options") or "{}")
+        except ValueError as exc:
+            raise InputError(f"Manifest {path}, line {n}: options is not a JSON object ({exc}).")
+        if not isinstance(options, dict):
+            raise InputError(f"Manifest {path}, line {n}: options must be a JSON object, like {{\"seed\": 1}}.")
+        studies.append(Study(str(source), (row.get("output") or "").strip() or _name(source) + ".nii.gz", options))
+    return studies
+
+
+def manifest(inputs: "str | os.PathLike") -> list[Study]:
+    """The studies named by ``inputs`` (a folder, a glob pattern or a CSV file), sorted by input."""
+    root = Path(inputs)
+    if root.is_file() and root.suffix.lower() == ".csv":
+        studies = _from_csv(root)
+    else:
+        if root.is_dir():
+            paths = [p for p in root.iterdir()
+                     if p.is_dir() and any(f.is_file() for f in p.iterdir())
+                     or p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)]
+        else:
+            paths = [Path(p) for p in glob.glob(str(inputs))]
+        studies = [Study(str(p), _name(p) + ".nii.gz") for p in paths]
+    if not studies:
+        raise InputError(f"No studies in {inputs}: give a folder of volumes or DICOM series folders, a glob "
+                         "pattern, or a CSV manifest.")
+    studies.sort(key=lambda s: s.input)
+    seen: dict[str, str] = {}
+    for s in studies:
+        if s.output in seen:
+            raise InputError(f"{seen[s.output]} and {s.input} would both be written to {s.output}; name the "
+                             "outputs in a CSV manifest (column output).")
+        seen[s.output] = s.input
+    return studies
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with 0 <= i < n."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard {text!r}: give i/n, e.g. 0/4 for the first of four shards.")
+    if not 0 <= i < n:
+        raise InputError(f"--shard {text}: i must be from 0 to n-1 (0/{max(n, 1)} to {max(n, 1) - 1}/{max(n, 1)}).")
+    return i, n
+
+
+def _describe(volume) -> tuple[str, str]:
+    return "x".join(str(n) for n in volume.size), "x".join(f"{s:.4g}" for s in volume.spacing)
+
+
+def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], options: dict,
+              device: str) -> dict:
+    """One study: read, super-resolve, write; a report row (failures are rows too, never raised)."""
+    from .api import super_resolve
+    from .io import check_writable, read_volume, write_volume
+
+    row = {"input": study.input, "output": study.output, "status": "done", "device": device, "error": ""}
+    start = time.perf_counter()
+    try:
+        target = os.path.join(outdir, study.output)
+        check_writable(target)
+        volume = read_volume(study.input)
+        row["input_size"], row["input_spacing"] = _describe(volume)
+        out = super_resolve(volume, method, spacing, device=device, **{**options, **study.options})
+        write_volume(out, target)
+        row["output_size"], row["output_spacing"] = _describe(out)
+    except (VolumetricSRError, OSError, ValueError, RuntimeError) as exc:
+        row.update(status="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    return row
+
+
+def _init_worker(threads: int) -> None:
+    from .threads import configure
+
+    configure(threads)
+
+
+def report_path(outdir: "str | os.PathLike", shard: Optional[tuple[int, int]] = None) -> Path:
+    return Path(outdir) / ("report.csv" if shard is None else f"report-shard-{shard[0]}-of-{shard[1]}.csv")
+
+
+def _write_report(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, REPORT_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "bspline",
+              spacing: Optional[float] = None, options: Optional[dict] = None, *, workers: int = 1,
+              device: str = "auto", shard: Optional[tuple[int, int]] = None, progress=None) -> list[dict]:
+    """Every study of ``studies`` (or of its ``shard``) not yet written under ``outdir``; returns the
+    report rows (also in :func:`report_path`), one per study, ``skipped`` for outputs already there."""
+    from .api import check_request
+    from .device import resolve_device
+    from .threads import usable_cores
+
+    options = dict(options or {})
+    m, _ = check_request(method, spacing, options)
+    for s in studies:                         # every row's options, before any work
+        check_request(method, spacing, {**options, **s.options})
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    if shard is not None:
+        studies = studies[shard[0]::shard[1]]
+    device = resolve_device(device) if m.uses_device else "cpu"
+    rows = {s.input: {"input": s.input, "output": s.output, "status": "skipped", "error": "output exists"}
+            for s in studies if (outdir / s.output).exists()}
+    todo = [s for s in studies if s.input not in rows]
+    path = report_path(outdir, shard)
+
+    def record(row: dict) -> None:
+        rows[row["input"]] = row
+        _write_report(path, [rows[s.input] for s in studies if s.input in rows])
+        if progress:
+            progress(len(rows) / max(1, len(studies)), f"{len(rows)}/{len(studies)} studies")
+
+    _write_report(path, list(rows.values()))
+    if workers <= 1 or len(todo) <= 1:
+        for s in todo:
+            record(run_study(s, str(outdir), method, spacing, options, device))
+    else:
+        import multiprocessing
+
+        threads = max(1, usable_cores() // workers)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = [pool.submit(run_study, s, str(outdir), method, spacing, options, device) for s in todo]
+            for s, f in zip(todo, futures):
+                try:
+                    record(f.result())
+                except Exception as exc:        # a worker that died (killed, out of memory)
+                    record({"input": s.input, "output": s.output, "status": "failed", "error": f"worker: {exc}"})
+    return [rows[s.input] for s in studies]
