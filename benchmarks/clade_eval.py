@@ -87,7 +87,8 @@ def stitching(budget: str) -> dict:
     import torch
 
     from volumetricsr.geometry import plan_grid, to_stack
-    from volumetricsr.methods.clade import BUDGETS, PATCH, normalization_for, prepare
+    from volumetricsr.methods.clade import BUDGETS, PATCH, prepare
+    from volumetricsr.normalization import for_modality
     from volumetricsr.networks.clade import Generator
     from volumetricsr.progress import CancelToken
     from volumetricsr.engine import sliding_window_inference
@@ -95,7 +96,7 @@ def stitching(budget: str) -> dict:
 
     thick, _ = load("ct8")
     grid = plan_grid(thick)
-    data = prepare(to_stack(thick.array, grid.axis).astype(np.float32), grid, normalization_for("CT"))
+    data = prepare(to_stack(thick.array, grid.axis).astype(np.float32), grid, for_modality("CT"))
     iso = data.iso
     torch.manual_seed(0)
     net = Generator(BUDGETS[budget].features).eval().to(memory_format=torch.channels_last)

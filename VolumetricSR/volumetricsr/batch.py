@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import InputError, VolumetricSRError
+from .io import is_volume_file, volume_name
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 REPORT_FIELDS = ("input", "output", "status", "seconds", "input_size", "input_spacing", "output_size",
                  "output_spacing", "device", "error")
 
@@ -35,13 +35,6 @@ class Study:
     input: str
     output: str                                  # file name under the output folder
     options: dict = field(default_factory=dict)  # this study's method options (over the batch's)
-
-
-def _name(path: Path) -> str:
-    for suffix in VOLUME_SUFFIXES:
-        if path.name.lower().endswith(suffix):
-            return path.name[:-len(suffix)]
-    return path.name
 
 
 def _from_csv(path: Path) -> list[Study]:
@@ -59,7 +52,7 @@ def _from_csv(path: Path) -> list[Study]:
             raise InputError(f"Manifest {path}, line {n}: options is not a JSON object ({exc}).")
         if not isinstance(options, dict):
             raise InputError(f"Manifest {path}, line {n}: options must be a JSON object, like {{\"seed\": 1}}.")
-        studies.append(Study(str(source), (row.get("output") or "").strip() or _name(source) + ".nii.gz", options))
+        studies.append(Study(str(source), (row.get("output") or "").strip() or volume_name(source) + ".nii.gz", options))
     return studies
 
 
@@ -72,10 +65,10 @@ def manifest(inputs: "str | os.PathLike") -> list[Study]:
         if root.is_dir():
             paths = [p for p in root.iterdir()
                      if p.is_dir() and any(f.is_file() for f in p.iterdir())
-                     or p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)]
+                     or is_volume_file(p)]
         else:
             paths = [Path(p) for p in glob.glob(str(inputs))]
-        studies = [Study(str(p), _name(p) + ".nii.gz") for p in paths]
+        studies = [Study(str(p), volume_name(p) + ".nii.gz") for p in paths]
     if not studies:
         raise InputError(f"No studies in {inputs}: give a folder of volumes or DICOM series folders, a glob "
                          "pattern, or a CSV manifest.")

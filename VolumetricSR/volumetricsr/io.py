@@ -36,6 +36,18 @@ STUDY_TAGS = ("0010|0010", "0010|0020", "0010|0030", "0010|0040", "0020|000d", "
               "0028|1050", "0028|1051", "0018|0050")     # ... and the window and slice thickness
 
 
+def is_volume_file(path: PathLike) -> bool:
+    """A file whose name ends in a volume suffix (``FILE_SUFFIXES``)."""
+    return Path(path).is_file() and str(path).lower().endswith(FILE_SUFFIXES)
+
+
+def volume_name(path: PathLike) -> str:
+    """The file or folder name without its volume suffix: ``a/b.nii.gz`` -> ``b``."""
+    name = Path(path).name
+    suffix = next((x for x in FILE_SUFFIXES if name.lower().endswith(x)), "")
+    return name[:len(name) - len(suffix)]
+
+
 def volume_format(path: PathLike) -> str:
     """The suffix of a volume file name; else 'dicom' for a folder (existing, ending in a separator, or
     without suffix)."""

@@ -11,6 +11,10 @@ import numpy as np
 
 from .errors import ModelError
 
+#: The CT window (HU) and the robust percentiles used across the project (RPLHR-CT's window).
+CT_WINDOW = (-1024.0, 2048.0)
+ROBUST_PERCENTILES = (0.5, 99.5)
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -42,3 +46,8 @@ class Normalization:
     @staticmethod
     def inverse(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
         return (array * (hi - lo) + lo).astype(np.float32)
+
+
+def for_modality(modality: str) -> Normalization:
+    """CT: the HU window; anything else: the volume's robust percentiles."""
+    return Normalization("window", *CT_WINDOW) if modality == "CT" else Normalization("percentile", *ROBUST_PERCENTILES)

@@ -29,14 +29,13 @@ from scipy import ndimage
 from scipy.signal import savgol_filter
 
 from .geometry import AxisLike, through_plane_axis
+from .normalization import for_modality
 from .volume import Volume
 
 BLOCK = 16
 ACTIVITY, IMPAIRED, SEGMENT = 0.1, 0.1, 6
-CT_DISPLAY = (-1024.0, 2048.0)
 BRIGHT = 0.05
 NOISE_FLOOR = 1e-3
-MR_PERCENTILES = (0.5, 99.5)
 
 
 def _mscn(image: np.ndarray) -> np.ndarray:
@@ -181,13 +180,11 @@ def snr(array: np.ndarray, signal: np.ndarray, noise: np.ndarray) -> dict:
 
 
 def window_of(array: np.ndarray) -> tuple[float, float]:
-    """The intensity window mapped to [0, 1]: the CT display range for HU data, else MR percentiles."""
+    """The intensity window mapped to [0, 1], as the networks scale: the CT window for HU data, else
+    the robust percentiles (:func:`~volumetricsr.normalization.for_modality`)."""
     from .methods.network import looks_like_hu
 
-    if looks_like_hu(array):
-        return CT_DISPLAY
-    lo, hi = (float(v) for v in np.percentile(array, MR_PERCENTILES))
-    return lo, max(hi, lo + 1e-6)
+    return for_modality("CT" if looks_like_hu(array) else "MR").range_of(array)
 
 
 def plane_indices(size: int, count: int) -> np.ndarray:

@@ -42,7 +42,7 @@ from ..errors import InputError, ModelError
 from ..geometry import ThroughPlaneGrid, through_plane_axis
 from ..models import find_model
 from ..networks.clade import NORMS, Generator, PatchDiscriminator
-from ..normalization import Normalization
+from ..normalization import Normalization, for_modality
 from ..options import BATCH, Count, Number, OneOf, text
 from ..predictors import PlanePredictor, TorchPredictor
 from ..progress import scaled
@@ -53,8 +53,6 @@ from .base import Method, RunContext, register
 from .network import looks_like_hu, restore_clipped
 
 PATCH = 32
-CT_WINDOW = (-1024.0, 2048.0)
-MR_PERCENTILES = (0.5, 99.5)
 #: (cycle, identity, gradient map) loss weights by modality (the paper's).
 LOSS_WEIGHTS = {"CT": (1.0, 1.0, 10.0), "MR": (1.0, 1.0, 5.0)}
 STRIDES = {"CT": 6, "MR": 12}
@@ -126,9 +124,10 @@ class ImagePool:
 
 # ----------------------------------------------------------------------------- data
 
-def normalization_for(modality: str) -> Normalization:
-    """CT: the HU window; MR: the volume's robust percentiles (of its acquired slices)."""
-    return Normalization("window", *CT_WINDOW) if modality == "CT" else Normalization("percentile", *MR_PERCENTILES)
+def loss_weights(modality: str, gmap: bool = True) -> tuple[float, float, float]:
+    """(cycle, identity, gradient map) for the modality; no gradient-mapping term without ``gmap``."""
+    cycle, identity, gradient = LOSS_WEIGHTS[modality]
+    return cycle, identity, gradient if gmap else 0.0
 
 
 @dataclass
@@ -166,11 +165,6 @@ class PlanePatches:
         if not self.hr or not self.lr:
             raise InputError(f"CLADE needs planes of at least {patch}x{patch} voxels in both orientations.")
 
-    @property
-    def images(self) -> int:
-        """High-resolution images (acquired slices) in all."""
-        return sum(len(a) for a in self.hr)
-
     def _cut(self, a: np.ndarray, axis: int, rng: np.random.Generator) -> np.ndarray:
         """A random patch of a random plane across ``axis`` of ``a``."""
         index = [slice(None)] * 3
@@ -203,7 +197,7 @@ def read_for_training(path: Path, simulate_spacing: Optional[float], modality: s
     grid = plan_grid(volume)
     stack = np.ascontiguousarray(to_stack(volume.array, grid.axis), dtype=np.float32)
     modality = modality if modality != "auto" else ("CT" if looks_like_hu(stack) else "MR")
-    return prepare(stack, grid, normalization_for(modality)), modality
+    return prepare(stack, grid, for_modality(modality)), modality
 
 
 # ----------------------------------------------------------------------------- training
@@ -291,8 +285,7 @@ class CladeTask(Task):
                              "(or name it: --modality CT or MR).")
         config = dict(config, resolved_modality=modalities.pop(),
                       slice_spacing_mm=[min(p.spacing for p in prepared), max(p.spacing for p in prepared)])
-        weights = LOSS_WEIGHTS[config["resolved_modality"]]
-        config["weights"] = (weights[0], weights[1], weights[2] if config["gmap"] else 0.0)
+        config["weights"] = loss_weights(config["resolved_modality"], config["gmap"])
         sampler = PlanePatches([p.slices for p in prepared], [p.iso for p in prepared], config["planes"])
         first = prepared[0].iso
         plane = np.ascontiguousarray(first[:, first.shape[1] // 2, :])
@@ -370,7 +363,7 @@ class CladeTask(Task):
                   "architecture": {"name": "clade-generator",
                                    "args": {"features": c["features"], "blocks": c["blocks"], "norm": c["norm"],
                                             "residual": c.get("residual", True)}},
-                  "modality": modality, "normalization": asdict(normalization_for(modality)),
+                  "modality": modality, "normalization": asdict(for_modality(modality)),
                   "training_data": {"volumes": [Path(x.thick or x.thin).name for x in self.cases],
                                     "simulated_spacing_mm": c.get("simulate_spacing"), "planes": c["planes"]},
                   "slice_spacing_mm": c["slice_spacing_mm"]}
@@ -449,12 +442,12 @@ class Clade(Method):
         stride = b.stride if stride is None else stride
         stride = STRIDES[modality] if stride is None else stride
         planes = b.planes if planes is None else planes
-        data = prepare(stack, grid, normalization_for(modality))
+        data = prepare(stack, grid, for_modality(modality))
         ctx.report(0.0, f"CLADE: {modality}, {n} slices -> {len(data.iso)} isotropic; patches of {PATCH}x{PATCH}")
         if not model:
             net = self._train(data, modality, b, budget, iterations, seed, norm, gmap, planes, batch_size, ctx)
         fused = generate(net.eval(), data.iso, ctx, planes, stride, start=0.7 if not model else 0.02)
-        del data.iso
+        data.iso = None                   # the interpolated volume: freed before the output is built
         fused += 1                        # from [-1, 1] back to intensities
         fused *= (data.hi - data.lo) / 2
         fused += data.lo
@@ -467,9 +460,8 @@ class Clade(Method):
     def _train(data: Prepared, modality: str, b: "Budget", budget, iterations, seed, norm, gmap, planes, batch_size,
                ctx: RunContext) -> torch.nn.Module:
         """The per-volume CycleGAN on this volume's own patches; the low-to-high generator."""
-        w = LOSS_WEIGHTS[modality]
         config = {"features": b.features, "blocks": 6, "norm": norm, "lr": 2e-4, "batch_size": batch_size or b.batch_size,
-                  "weights": (w[0], w[1], w[2] if gmap else 0.0), "seed": seed}
+                  "weights": loss_weights(modality, gmap), "seed": seed}
         iterations = b.iterations if iterations is None else iterations
         task = CladeTask(config, PlanePatches([data.slices], [data.iso], planes), ctx.device)
         start = time.perf_counter()

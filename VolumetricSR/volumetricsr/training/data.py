@@ -31,12 +31,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..geometry import through_plane_axis, to_stack
-from ..io import read_volume
+from ..io import is_volume_file, read_volume, volume_name
 from ..normalization import Normalization
 from ..simulate import simulate_thick
 from ..volume import Volume
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 RPLHR_THIN, RPLHR_THICK = "1mm", "5mm"
 #: Changes when what a cache entry holds changes (v2: percentile ranges from the thick slices).
 CACHE_VERSION = 2
@@ -96,29 +95,17 @@ class Dataset:
         return {"train": rows(self.train), "val": rows(self.val)}
 
 
-def _is_volume(p: Path) -> bool:
-    return p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)
-
-
-def _case_name(p: Path) -> str:
-    name = p.name
-    for suffix in VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def _rplhr_cases(root: Path, split: str) -> list[Case]:
     thin_dir, thick_dir = root / split / RPLHR_THIN, root / split / RPLHR_THICK
     if not thin_dir.is_dir():
         return []
     cases = []
-    for thin in sorted(p for p in thin_dir.iterdir() if _is_volume(p)):
+    for thin in sorted(p for p in thin_dir.iterdir() if is_volume_file(p)):
         thick = thick_dir / thin.name
         if not thick.is_file():
             raise InputError(f"{thin} has no thick counterpart {thick} (RPLHR-CT layout: same names in "
                              f"{RPLHR_THIN}/ and {RPLHR_THICK}/).")
-        cases.append(Case(_case_name(thin), thin, thick, split))
+        cases.append(Case(volume_name(thin), thin, thick, split))
     return cases
 
 
@@ -141,7 +128,7 @@ def _list_cases(path: Path) -> list[Case]:
         for p in (thin, thick):
             if p is not None and not p.exists():
                 raise InputError(f"{path}:{n}: {p} does not exist.")
-        cases.append(Case(_case_name(thin), thin, thick, split))
+        cases.append(Case(volume_name(thin), thin, thick, split))
     return cases
 
 
@@ -161,11 +148,11 @@ def discover(data: "str | Path", val_fraction: float = 0.2, val_split: str = "ca
         ds = Dataset("rplhr", _rplhr_cases(root, "train"), _rplhr_cases(root, "val"))
         unsplit = []
     else:
-        if root.is_file() and not _is_volume(root):
+        if root.is_file() and not is_volume_file(root):
             layout, cases = "list", _list_cases(root)
         else:
-            files = [root] if root.is_file() else sorted(p for p in root.iterdir() if _is_volume(p))
-            layout, cases = "thin", [Case(_case_name(p), p) for p in files]
+            files = [root] if root.is_file() else sorted(p for p in root.iterdir() if is_volume_file(p))
+            layout, cases = "thin", [Case(volume_name(p), p) for p in files]
         ds = Dataset(layout, [c for c in cases if c.split == "train"], [c for c in cases if c.split == "val"])
         unsplit = [c for c in cases if c.split is None]
     if unsplit:
