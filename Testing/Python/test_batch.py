@@ -84,3 +84,11 @@ def test_two_studies_that_would_share_an_output_are_refused(tmp_path):
         write_volume(make_volume(), tmp_path / name)
     with pytest.raises(InputError, match="would both be written to x.nii.gz"):
         manifest(tmp_path)
+
+
+def test_the_axis_reaches_every_study(tmp_path):
+    (tmp_path / "in").mkdir()
+    write_volume(make_volume(size_ijk=(10, 9, 6), spacing=(0.8, 0.8, 3.0)), tmp_path / "in" / "v.nii.gz")
+    rows = run_batch(manifest(tmp_path / "in"), tmp_path / "out", "linear", 0.4, axis="J")
+    assert rows[0]["status"] == "done"
+    assert read_volume(tmp_path / "out" / "v.nii.gz").size == (10, 17, 6)       # J upsampled, not K

@@ -98,7 +98,7 @@ def _describe(volume) -> tuple[str, str]:
 
 
 def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], options: dict,
-              device: str) -> dict:
+              device: str, axis: Optional[str] = None, force: bool = False) -> dict:
     """One study: read, super-resolve, write; a report row (failures are rows too, never raised)."""
     from .api import super_resolve
     from .io import check_writable, read_volume, write_volume
@@ -110,7 +110,8 @@ def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], 
         check_writable(target)
         volume = read_volume(study.input)
         row["input_size"], row["input_spacing"] = _describe(volume)
-        out = super_resolve(volume, method, spacing, device=device, **{**options, **study.options})
+        out = super_resolve(volume, method, spacing, axis=axis, device=device, force=force,
+                            **{**options, **study.options})
         write_volume(out, target)
         row["output_size"], row["output_spacing"] = _describe(out)
     except (VolumetricSRError, OSError, ValueError, RuntimeError) as exc:
@@ -140,8 +141,9 @@ def _write_report(path: Path, rows: list[dict]) -> None:
 
 
 def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "bspline",
-              spacing: Optional[float] = None, options: Optional[dict] = None, *, workers: int = 1,
-              device: str = "auto", shard: Optional[tuple[int, int]] = None, progress=None) -> list[dict]:
+              spacing: Optional[float] = None, options: Optional[dict] = None, *, axis: Optional[str] = None,
+              force: bool = False, workers: int = 1, device: str = "auto", shard: Optional[tuple[int, int]] = None,
+              progress=None) -> list[dict]:
     """Every study of ``studies`` (or of its ``shard``) not yet written under ``outdir``; returns the
     report rows (also in :func:`report_path`), one per study, ``skipped`` for outputs already there."""
     from .api import check_request
@@ -171,14 +173,15 @@ def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "
     _write_report(path, list(rows.values()))
     if workers <= 1 or len(todo) <= 1:
         for s in todo:
-            record(run_study(s, str(outdir), method, spacing, options, device))
+            record(run_study(s, str(outdir), method, spacing, options, device, axis, force))
     else:
         import multiprocessing
 
         threads = max(1, usable_cores() // workers)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = [pool.submit(run_study, s, str(outdir), method, spacing, options, device) for s in todo]
+            futures = [pool.submit(run_study, s, str(outdir), method, spacing, options, device, axis, force)
+                       for s in todo]
             for s, f in zip(todo, futures):
                 try:
                     record(f.result())

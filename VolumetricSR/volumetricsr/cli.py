@@ -150,15 +150,14 @@ def _cmd_infer_batch(args) -> int:
     from .batch import manifest, parse_shard, report_path, run_batch
     from .options import Count
 
-    _method_request(args)
+    _, options = _method_request(args)
     workers = Count(1, 1024)("workers", args.workers)
     shard = parse_shard(args.shard) if args.shard else None
     studies = manifest(args.inputs)
     bar = TqdmProgress(f"{len(studies)} studies", enabled=not args.quiet)
     try:
-        rows = run_batch(studies, args.outdir, args.method, args.spacing, {
-            name: getattr(args, name) for name in METHOD_OPTIONS if getattr(args, name) is not None},
-            workers=workers, device=args.device, shard=shard, progress=bar)
+        rows = run_batch(studies, args.outdir, args.method, args.spacing, options, axis=args.axis,
+                         force=args.force, workers=workers, device=args.device, shard=shard, progress=bar)
     finally:
         bar.close()
     counts = {status: sum(r["status"] == status for r in rows) for status in ("done", "skipped", "failed")}

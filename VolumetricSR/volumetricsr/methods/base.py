@@ -64,10 +64,18 @@ class Method(ABC):
         """Clean option values, or an :class:`InputError` naming the bad one (needs no volume, loads nothing)."""
         return check_options(self.title or self.name, self.option_rules, options)
 
+    #: Options that name a saved model of this method (a per-volume method's ``model``, ``warm_start``).
+    saved_model_options: tuple = ()
+
     def fitness(self, volume: Volume, grid: ThroughPlaneGrid, options: dict, force: bool = False) -> list[str]:
         """Warnings about how well ``volume`` suits this method with ``options`` (cheap: no weights);
-        raises :class:`InputError` for a clear misfit unless ``force``."""
-        return []
+        raises :class:`InputError` for a clear misfit unless ``force``. Here: a saved model named by
+        one of :attr:`saved_model_options` that was trained at another slice spacing."""
+        from ..models import find_model
+
+        source = next((options[k] for k in self.saved_model_options if options.get(k)), None)
+        note = find_model(source, self.name).spacing_warning(grid.spacing_in) if source else None
+        return [note] if note else []
 
     def info(self) -> dict:
         return {k: getattr(self, k) for k in ("name", "title", "description", "modalities", "needs_model",

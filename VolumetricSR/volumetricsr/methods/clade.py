@@ -420,11 +420,7 @@ class Clade(Method):
     option_rules = {"budget": OneOf(tuple(BUDGETS)), "iterations": Count(1, 1_000_000), "seed": Count(0, 2**32 - 1),
                     "stride": Count(0, PATCH), "norm": OneOf(NORMS), "gmap": OneOf((True, False)),
                     "planes": Count(1, 2), "batch_size": BATCH, "model": text}
-
-    def fitness(self, volume, grid: ThroughPlaneGrid, options: dict, force: bool = False) -> list[str]:
-        """A saved model trained at another slice spacing gets a warning."""
-        note = find_model(options["model"], "clade").spacing_warning(grid.spacing_in) if options.get("model") else None
-        return [note] if note else []
+    saved_model_options = ("model",)
 
     def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, budget: Optional[str] = None,
                  iterations: Optional[int] = None, seed: int = 0, stride: Optional[int] = None, norm: str = "demod",

@@ -200,14 +200,9 @@ class SelfSupervised(Method):
     option_rules = {"budget": OneOf(tuple(BUDGETS)), "iterations": Count(1, 1_000_000), "seed": Count(0, 2**32 - 1),
                     "thickness": Number(0.0, 200.0, " mm"), "profile": OneOf(PROFILES), "model": text,
                     "warm_start": text, "save_model": text, "batch_size": BATCH}
+    saved_model_options = ("model", "warm_start")
     #: A slice thicker than this many slice spacings is taken for a typing error.
     max_thickness_ratio = 10.0
-
-    def fitness(self, volume, grid: ThroughPlaneGrid, options: dict, force: bool = False) -> list[str]:
-        """A saved model (``model``/``warm_start``) trained at another slice spacing gets a warning."""
-        source = options.get("model") or options.get("warm_start")
-        note = find_model(source, "selfsr").spacing_warning(grid.spacing_in) if source else None
-        return [note] if note else []
 
     def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, budget: Optional[str] = None,
                  iterations: Optional[int] = None, seed: int = 0, thickness: Optional[float] = None,
