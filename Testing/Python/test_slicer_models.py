@@ -137,3 +137,29 @@ def test_prepare_reports_fitness_before_the_run(models_dir):
     find_model("toy-x5").update(slice_spacing_mm=1.0)      # trained on 1 mm slices; the node has 5 mm
     job = SuperResolutionLogic().prepare(ct_node(), "toy-net", 1.0, device="cpu")
     assert len(job.warnings) == 1 and "5 mm apart, but model toy-x5 was trained on slices 1 mm apart" in job.warnings[0]
+
+
+def test_the_ct_guided_method_runs_from_a_node_with_its_model(models_dir):
+    """A needs-a-model method whose options are not the 3-D network's (no backend, window, overlap)."""
+    from VolumetricSRLib.modelstore import method_model_choices
+    from volumetricsr.networks.rdn import RDN
+    from volumetricsr.training.export import write_model as save
+
+    args = {"factor": 4, "features": 4, "growth": 2, "blocks": 1, "layers": 1}
+    save(models_dir, "mr-x4", RDN(**args).state_dict(), {
+        "method": "ctguided", "architecture": {"name": "rdn", "args": args}, "native_factor": 4, "modality": "MR",
+        "normalization": {"kind": "percentile", "low": 0.5, "high": 99.5}, "training_data": {}},
+        slice_spacing_mm=[4.0, 4.0])
+    method = get_method("ctguided")
+    assert ("mr-x4", "mr-x4  (x4, MR)") in method_model_choices(method)
+    rng = np.random.default_rng(2)
+    node = add_node(Volume((rng.random((6, 16, 14)) * 500).astype(np.float32), (0.9, 0.9, 4.0)), name="MR")
+    logic = SuperResolutionLogic()
+    job = logic.prepare_from_settings(node, RunSettings(method="ctguided", model="mr-x4", device="cpu", isotropic=False,
+                                                        spacing=1.0),
+                                      interactive=False)
+    assert job.options == {"model": "mr-x4", "batch_size": 1} and not job.warnings
+    out = logic.finish(job, logic.compute(job))
+    result = slicer.util.arrayFromVolume(out)
+    assert result.shape == (21, 16, 14)
+    np.testing.assert_allclose(result[::4], slicer.util.arrayFromVolume(node), rtol=1e-4, atol=1e-2)

@@ -15,5 +15,6 @@ else:
     from . import selfsr  # noqa: F401  (registers selfsr)
     from . import tvsrn  # noqa: F401  (registers tvsrn)
     from . import clade  # noqa: F401  (registers clade)
+    from . import ctguided  # noqa: F401  (registers ctguided)
 
 __all__ = ["HAS_TORCH", "Method", "RunContext", "available_methods", "get_method", "register"]

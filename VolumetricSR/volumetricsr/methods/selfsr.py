@@ -185,6 +185,25 @@ def infer_orientation(net, volume: torch.Tensor, orientation: int, device: str, 
                                     progress=progress, cancel=cancel)
 
 
+def fuse_orientations(net, work: np.ndarray, ctx: RunContext, batch_size: Optional[int] = None,
+                      progress: tuple = (None, None)) -> np.ndarray:
+    """A through-plane 2-D network (``net.factor`` rows per row) over ``work`` ``(slices, rows, cols)``
+    in both orientations, averaged: the plane-network path of every such method. ``progress``: one
+    callback per orientation."""
+    x = torch.from_numpy(work)[None]
+    batch = batch_size or (64 if ctx.device != "cpu" else 8)
+    fused = None
+    for o in (0, 1):
+        part = infer_orientation(net, x, o, ctx.device, batch, progress[o], ctx.cancel)[0].numpy()
+        if fused is None:
+            fused = part
+        else:                          # in place: the fine grid is the largest array of the run
+            fused += part
+            del part
+    fused *= 0.5
+    return fused
+
+
 # ----------------------------------------------------------------------------- the method
 
 class SelfSupervised(Method):
@@ -250,19 +269,10 @@ class SelfSupervised(Method):
             del sampler                    # its resampled, blurred and weighted copies: free before inference
         net.eval()
 
-        x = torch.from_numpy(work)[None]
-        batch = batch_size or (64 if ctx.device != "cpu" else 8)
-        fused = None
-        for o in (0, 1):
-            part = infer_orientation(net, x, o, ctx.device, batch,
-                                     scaled(ctx.progress, 0.75 + 0.1 * o, 0.85 + 0.1 * o) if trained else
-                                     scaled(ctx.progress, 0.5 * o, 0.5 * o + 0.45), ctx.cancel)[0].numpy()
-            if fused is None:
-                fused = part
-            else:                          # in place: the fine grid is the largest array of the run
-                fused += part
-                del part
-        fused *= (hi - lo) / 2
+        progress = ([scaled(ctx.progress, 0.75 + 0.1 * o, 0.85 + 0.1 * o) for o in (0, 1)] if trained else
+                    [scaled(ctx.progress, 0.5 * o, 0.5 * o + 0.45) for o in (0, 1)])
+        fused = fuse_orientations(net, work, ctx, batch_size, progress)
+        fused *= hi - lo
         fused += lo
         ctx.report(0.96, "resampling to the requested grid")
         out = restore_clipped(fused, source, *window)     # metal beyond the window: the input's

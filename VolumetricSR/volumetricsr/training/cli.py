@@ -102,7 +102,7 @@ def run(args) -> int:
         config = task_cls.config_from_args(args)
         config["seed"], config["val_every"] = args.seed, args.val_every
         config["steps_per_epoch"] = args.steps_per_epoch or task_cls.default_steps_per_epoch(config)
-        config["total_steps"] = args.max_steps or args.epochs * config["steps_per_epoch"]
+        config["total_steps"] = args.max_steps or task_cls.default_total_steps(config, args.epochs)
     device = resolve_device(args.device)
     task = task_cls.from_config(config, device, workdir / "cache")
     trainer = Trainer(task, workdir, total_steps=config["total_steps"], steps_per_epoch=config["steps_per_epoch"],

@@ -6,7 +6,8 @@ A run is a sequence of global steps ``0 .. total_steps-1``. Step ``s`` calls
 ``task.train_step(s, rng)``; after every ``steps_per_epoch`` steps (and the last) an epoch ends:
 every ``val_every`` epochs (and at the end) the task validates, and a new best value of
 ``task.best_metric`` within the current ``task.stage(s)`` is recorded. Events go to ``on_event(name,
-fields)``: ``step``, ``validate`` (starting), ``best``, ``epoch``.
+fields)``: ``step``, ``validate`` (starting), ``best``, ``epoch``, and ``stage_end`` after the
+last step of a stage (multi-stage tasks).
 """
 from __future__ import annotations
 
@@ -54,8 +55,11 @@ class Loop:
             self.on_event("step", row)
             if self.should_stop():
                 self.cancel.cancel()
-            elif self.step % self.steps_per_epoch == 0 or self.step == self.total_steps:
+                continue
+            if self.step % self.steps_per_epoch == 0 or self.step == self.total_steps:
                 self.end_epoch(row, stage)
+            if stage and self.step < self.total_steps and self.task.stage(self.step) != stage:
+                self.on_event("stage_end", {"stage": stage, "step": self.step})
 
     def end_epoch(self, row: dict, stage: str) -> None:
         metrics = {}

@@ -87,6 +87,11 @@ class Task:
     def default_steps_per_epoch(cls, config: dict) -> int:
         return 100
 
+    @classmethod
+    def default_total_steps(cls, config: dict, epochs: int) -> int:
+        """The run's length without ``--max-steps`` (a staged task's stages set it)."""
+        return epochs * config["steps_per_epoch"]
+
     def card_training(self) -> dict:
         """Training settings for the model card."""
         return {}

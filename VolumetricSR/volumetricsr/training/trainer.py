@@ -5,6 +5,8 @@ Files in the work folder:
 - ``checkpoints/last.pt`` (after every epoch and when stopped) and ``checkpoints/best.pt`` (best
   validation score so far, within the task's final stage): task state (networks, optimizers, schedulers), step, best score,
   history and every random state; written atomically.
+- ``checkpoints/stage_NAME.pt``: the state after the last step of each stage but the last
+  (multi-stage tasks): for comparing the stages; the result still comes from the final stage.
 - ``log.csv`` (one row per step; validation columns filled at epoch ends) and ``curves.png``.
 - ``samples/epoch_NNNN.png``: the task's picture of its current output, where it has one (CLADE).
 - ``cache/``: training data prepared once per case and memory-mapped (see :mod:`.data`).
@@ -102,6 +104,10 @@ class Trainer:
     def best_path(self) -> Path:
         return self.workdir / "checkpoints" / "best.pt"
 
+    def stage_path(self, stage: str) -> Path:
+        """The state at the end of stage ``stage`` (multi-stage tasks keep each)."""
+        return self.workdir / "checkpoints" / f"stage_{stage}.pt"
+
     def state(self) -> dict:
         return {"format": FORMAT, "method": self.task.method, "config": self.config, "split": self.task.split(),
                 **self.loop.state(), "task": self.task.state_dict(), "rng": ckpt.rng_state(self.loop.rng)}
@@ -169,6 +175,9 @@ class Trainer:
         elif name == "best":
             if self.task.final_stage is None or fields["stage"] == self.task.final_stage:
                 self.save(self.best_path)
+        elif name == "stage_end":
+            self.save(self.stage_path(fields["stage"]))
+            self.emit("stage_end", **fields)
         elif name == "epoch":
             self.emit("epoch", **fields)
             self.save(self.last_path)
