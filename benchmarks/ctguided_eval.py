@@ -2,7 +2,7 @@
 against B-spline interpolation and selfsr, with training time per stage.
 
     nice -n 10 .venv/bin/python benchmarks/ctguided_eval.py [--stage-iterations 100]
-        [--out benchmarks/results/ctguided] [--lpips-weights DIR] [--markdown]
+        [--out benchmarks/results/ctguided] [--lpips-weights ALEXNET.pth] [--markdown]
 
 Data (../shared/data): the thin head CT (``head_ct_1p25mm_cptac``) is the high-resolution CT; the
 brain T1s ``brain_mri_t1_0p9mm_sag`` and ``brain_mri_t1_1mm_mne`` made 4x thick along K
@@ -120,35 +120,16 @@ def stage_models(out: Path, variant: str) -> dict:
     return ids
 
 
-def lpips_scorer(weights: str | None):
-    """LPIPS (AlexNet, the lpips package's own linear layers) over slices, or None with the reason printed.
-    ``weights``: torchvision's AlexNet state dict (alexnet-owt-7be5be79.pth), read locally."""
-    if not weights:
-        print("LPIPS skipped: no --lpips-weights (LPIPS needs AlexNet's pretrained weights locally; nothing is "
-              "downloaded)")
-        return None
+def lpips_or_none(weights: str | None):
+    """:func:`volumetricsr.metrics.lpips_scorer`, or None with the reason printed."""
+    from volumetricsr.errors import InputError
+    from volumetricsr.metrics import lpips_scorer
+
     try:
-        import lpips
-    except ImportError:
-        print("LPIPS skipped: the lpips package (and torchvision) is not installed")
+        return lpips_scorer(weights)
+    except InputError as exc:
+        print(f"LPIPS skipped: {exc}")
         return None
-    import torch
-
-    net = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)     # backbone from the local file below
-    features = torch.load(weights, map_location="cpu", weights_only=True)
-    bounds = (0, 2, 5, 8, 10, 12)                                    # lpips' five AlexNet slices
-    net.net.load_state_dict({f"slice{s}.{i}.{p}": features[f"features.{i}.{p}"]
-                             for s, (a, b) in enumerate(zip(bounds, bounds[1:]), 1) for i in range(a, b)
-                             for p in ("weight", "bias") if f"features.{i}.{p}" in features})
-
-    def lpips_of(pred: np.ndarray, ref: np.ndarray) -> float:
-        lo, hi = float(ref.min()), float(ref.max())
-
-        def rgb(a):
-            return torch.from_numpy(np.clip((a - lo) / (hi - lo), 0, 1) * 2 - 1).float()[:, None].repeat(1, 3, 1, 1)
-        with torch.no_grad():
-            return float(np.mean([float(net(rgb(p[None]), rgb(r[None]))) for p, r in zip(pred, ref)]))
-    return lpips_of
 
 
 def score(out_volume, ref, lpips_fn) -> dict:
@@ -157,7 +138,7 @@ def score(out_volume, ref, lpips_fn) -> dict:
     row = {k: round(v, 4) for k, v in evaluate(out_volume, ref, "plain", "K").items() if k in ("psnr", "ssim")}
     if lpips_fn is not None:
         p, r = align(out_volume, ref, 2)
-        row["lpips"] = round(lpips_fn(np.moveaxis(p, 1, 0), np.moveaxis(r, 1, 0)), 4)   # coronal planes
+        row["lpips"] = round(lpips_fn(p, r), 4)          # the slices across K, as SSIM
     return row
 
 
@@ -167,6 +148,27 @@ def figure(outputs: dict, thick, ref, path: Path) -> None:
     panels = {"thick (as acquired)": thick, **outputs, "reference (thin)": ref}
     comparison_figure(panels, path, 2, title=f"{TEST_MRI} made x{FACTOR} thick (held out)",
                       views=("coronal", "sagittal"))
+
+
+def curves(out: Path, variants: list[str], t: int, path: Path) -> None:
+    """Validation PSNR against the step for each variant, with the stage boundaries."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.6), dpi=100)
+    ax = fig.subplots()
+    for variant in variants:
+        epochs = [e for e in map(json.loads, (out / f"train_{variant}.jsonl").read_text().splitlines())
+                  if e.get("event") == "epoch" and "val_psnr" in e]
+        ax.plot([e["step"] for e in epochs], [e["val_psnr"] for e in epochs], "o-", ms=3, label=variant)
+    for x, name in ((0, "1: CT"), (t, "2: MRI"), (2 * t, "3: joint")):
+        ax.axvline(x, color="0.7", lw=0.8)
+        ax.text(x, 1.01, f" stage {name}", transform=ax.get_xaxis_transform(), fontsize=8, va="bottom")
+    ax.set(xlabel="step", ylabel="validation PSNR (dB)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def table(result: dict) -> None:
@@ -199,7 +201,7 @@ def main() -> int:
         train(out, ct, mri, args.stage_iterations, variant)
         seconds[variant] = stage_seconds(out, variant)
     thick, ref = read_volume(test), read_volume(DATA / TEST_MRI)
-    lpips_fn = lpips_scorer(args.lpips_weights)
+    lpips_fn = lpips_or_none(args.lpips_weights)
     log = out / "rows.jsonl"             # rows already scored (a rerun skips them; outputs stay in OUT/outputs)
     done = {r["method"]: r for r in map(json.loads, log.read_text().splitlines())} if log.exists() else {}
     rows = []
@@ -243,6 +245,7 @@ def main() -> int:
     shown = ["B-spline", "selfsr (fast)", "ctguided stage 1", "ctguided stages 1-2", "ctguided stages 1-3"]
     figure({r["method"]: read_volume(r["output"]) for r in rows if r["method"] in shown}, thick, ref,
            out / "ctguided_mri.png")
+    curves(out, args.variants, args.stage_iterations, out / "ctguided_curves.png")
     table(result)
     return 0
 

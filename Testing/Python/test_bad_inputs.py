@@ -84,6 +84,12 @@ CASES = [
          r"planes \(--planes\) must be a whole number from 1 to 2"),
     Case("option", "train clade --planes 0", "train --method clade --data {in}/ct.nii.gz --out m --models-dir {out} "
          "--planes 0", r"planes .* from 1 to 2"),
+    Case("option", "train ctguided without --mri", "train --method ctguided --ct " + CT + " --out m --models-dir {out}",
+         "--ct and --mri are needed"),
+    Case("option", "train ctguided --perceptual-weights of unknown hash", "train --method ctguided --ct " + CT
+         + " --mri " + CT + " --out m --models-dir {out} --perceptual-weights " + CT, "give the file's SHA256"),
+    Case("option", "ctguided (an MRI model) on a CT", "infer " + CT + " " + OUT + " --method ctguided",
+         "super-resolves MRI, but this volume looks like a CT"),
     Case("option", "evaluate --edges on another grid", "evaluate " + CT + " --edges {in}/iso.nii.gz",
          "give a mask on the prediction's grid"),
     Case("option", "evaluate --signal without --noise", "evaluate " + CT + " --signal " + CT, "go together"),

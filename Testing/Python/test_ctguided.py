@@ -312,3 +312,23 @@ def test_the_joint_stage_switches_add_their_terms():
     losses, _, _ = citnet_losses(Identity(shift=0.5), x, torch.rand(2, 1, 8, 8), torch.zeros(2, 8),
                                  torch.zeros(2, 8), feature_extractor()[0], x_target=x.detach())
     assert float(losses["self"]) == pytest.approx(0.5)           # compared with the fixed copy
+
+
+def test_lpips_is_skipped_with_a_message_when_it_cannot_run(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from volumetricsr.metrics import lpips_scorer
+
+    with pytest.raises(InputError, match="AlexNet's pretrained weights"):
+        lpips_scorer(None)
+    weights = tmp_path / "alexnet-owt-7be5be79.pth"
+    torch.save({}, weights)
+    monkeypatch.setitem(sys.modules, "lpips", None)            # not installed
+    with pytest.raises(InputError, match="needs the lpips package"):
+        lpips_scorer(str(weights))
+    mr = _mri()
+    write_volume(mr, tmp_path / "a.nii.gz")
+    assert main(["evaluate", str(tmp_path / "a.nii.gz"), str(tmp_path / "a.nii.gz"), "--protocol", "plain",
+                 "--lpips", str(weights)]) == 0
+    out = capsys.readouterr()
+    assert "LPIPS skipped: LPIPS needs the lpips package" in out.err and "PSNR inf" in out.out

@@ -242,6 +242,8 @@ def _add_evaluate(sub) -> None:
                                                   "sharpness (default: the Otsu threshold of each plane)")
     p.add_argument("--signal", metavar="MASK", help="signal region for SNR (default: the Otsu foreground)")
     p.add_argument("--noise", metavar="MASK", help="noise region for SNR (default: the background away from it)")
+    p.add_argument("--lpips", metavar="ALEXNET.pth", help="also LPIPS (the lpips package, with torchvision's AlexNet "
+                                                         "weights from this file)")
     p.add_argument("--json", action="store_true")
 
 
@@ -259,6 +261,13 @@ def _cmd_evaluate(args) -> int:
     if ("signal" in masks) != ("noise" in masks):
         raise InputError("--signal and --noise go together (or leave both out for automatic regions).")
     result = evaluate(pred, read_volume(args.ref), args.protocol, args.axis) if args.ref else {}
+    if args.lpips and args.ref:
+        from .metrics import lpips_of
+
+        try:
+            result["lpips"] = lpips_of(pred, read_volume(args.ref), args.lpips, args.axis)
+        except InputError as exc:
+            print(f"LPIPS skipped: {exc}", file=sys.stderr)
     if args.no_reference or not args.ref:
         regions = (masks["signal"].array > 0, masks["noise"].array > 0) if "signal" in masks else None
         edges = masks["edges"].array if "edges" in masks else None
@@ -269,7 +278,8 @@ def _cmd_evaluate(args) -> int:
         return 0
     if args.ref:
         print(f"PSNR {result['psnr']:.3f} dB  SSIM {result['ssim']:.4f}  "
-              f"({result['slices']} slices across {result['axis']}, {result['protocol']} protocol)")
+              + (f"LPIPS {result['lpips']:.4f}  " if "lpips" in result else "")
+              + f"({result['slices']} slices across {result['axis']}, {result['protocol']} protocol)")
     if "no_reference" in result:
         q = result["no_reference"]
         for name, o in q["orientations"].items():

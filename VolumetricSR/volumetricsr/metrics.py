@@ -92,3 +92,47 @@ def evaluate(pred: Volume, ref: Volume, protocol: str = "rplhr", axis: AxisLike 
     r = np.clip((r.astype(np.float32) - lo) / (hi - lo), 0, 1)
     return {"protocol": protocol, "psnr": psnr(p, r), "ssim": float(ssim_per_slice(p, r).mean()),
             "slices": int(p.shape[0]), "axis": "IJK"[a]}
+
+
+#: lpips' AlexNet: the torchvision ``features`` layers each of its five slices holds.
+LPIPS_SLICES = (0, 2, 5, 8, 10, 12)
+
+
+def lpips_scorer(weights: "str | None"):
+    """LPIPS (Zhang et al. 2018; AlexNet, the ``lpips`` package and its own linear layers) as a
+    function of two stacks of slices in the same intensity range. ``weights``: torchvision's AlexNet
+    state dict (``alexnet-owt-7be5be79.pth``), read locally with ``weights_only``; nothing is
+    downloaded. Raises :class:`InputError` saying what is missing."""
+    from pathlib import Path
+
+    if not weights:
+        raise InputError("LPIPS needs AlexNet's pretrained weights: give torchvision's alexnet-owt-7be5be79.pth "
+                         "(nothing is downloaded).")
+    if not Path(weights).is_file():
+        raise InputError(f"LPIPS weights {weights} do not exist.")
+    try:
+        import lpips
+        import torch
+    except ImportError:
+        raise InputError("LPIPS needs the lpips package (pip install lpips; it brings torchvision).") from None
+    net = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)     # the backbone comes from ``weights``
+    features = torch.load(weights, map_location="cpu", weights_only=True)
+    net.net.load_state_dict({f"slice{s}.{i}.{p}": features[f"features.{i}.{p}"]
+                             for s, (a, b) in enumerate(zip(LPIPS_SLICES, LPIPS_SLICES[1:]), 1) for i in range(a, b)
+                             for p in ("weight", "bias") if f"features.{i}.{p}" in features})
+
+    def score(pred: np.ndarray, ref: np.ndarray) -> float:
+        lo, hi = float(ref.min()), float(max(ref.max(), ref.min() + 1e-6))
+
+        def rgb(a: np.ndarray):
+            return torch.from_numpy(np.clip((a - lo) / (hi - lo), 0, 1) * 2 - 1).float()[None, None].repeat(1, 3, 1, 1)
+        with torch.no_grad():
+            return float(np.mean([float(net(rgb(p), rgb(r))) for p, r in zip(pred, ref)]))
+    return score
+
+
+def lpips_of(pred: Volume, ref: Volume, weights: str, axis: AxisLike = None) -> float:
+    """Mean LPIPS over the slices across the through-plane axis (lower is more alike)."""
+    score = lpips_scorer(weights)
+    p, r = align(pred, ref, through_plane_axis(ref, axis))
+    return score(p, r)

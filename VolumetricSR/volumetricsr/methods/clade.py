@@ -47,6 +47,7 @@ from ..options import BATCH, Count, Number, OneOf, text
 from ..predictors import PlanePredictor, TorchPredictor
 from ..progress import scaled
 from ..resampling import fine_in_plane, resample_axis, resample_in_plane
+from ..training.data import plane_patch
 from ..training.loop import Loop, optimize
 from ..training.tasks import Task, register_task
 from .base import Method, RunContext, register
@@ -165,21 +166,12 @@ class PlanePatches:
         if not self.hr or not self.lr:
             raise InputError(f"CLADE needs planes of at least {patch}x{patch} voxels in both orientations.")
 
-    def _cut(self, a: np.ndarray, axis: int, rng: np.random.Generator) -> np.ndarray:
-        """A random patch of a random plane across ``axis`` of ``a``."""
-        index = [slice(None)] * 3
-        index[axis] = int(rng.integers(a.shape[axis]))
-        for d in (d for d in range(3) if d != axis):
-            start = int(rng.integers(a.shape[d] - self.patch + 1))
-            index[d] = slice(start, start + self.patch)
-        p = a[tuple(index)]
-        return np.ascontiguousarray(p[:, ::-1] if rng.random() < 0.5 else p)
-
     def batch(self, size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)``: ``size`` low-resolution and ``size`` high-resolution patches, drawn independently."""
-        x = [self._cut(self.lr[int(rng.integers(len(self.lr)))], 1 + int(rng.integers(self.planes)), rng)
+        size2 = (self.patch, self.patch)
+        x = [plane_patch(self.lr[int(rng.integers(len(self.lr)))], 1 + int(rng.integers(self.planes)), size2, rng)
              for _ in range(size)]
-        y = [self._cut(self.hr[int(rng.integers(len(self.hr)))], 0, rng) for _ in range(size)]
+        y = [plane_patch(self.hr[int(rng.integers(len(self.hr)))], 0, size2, rng) for _ in range(size)]
         return torch.from_numpy(np.stack(x))[:, None], torch.from_numpy(np.stack(y))[:, None]
 
 

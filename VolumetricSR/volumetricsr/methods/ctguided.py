@@ -60,6 +60,7 @@ from ..options import BATCH, Count, Number, text
 from ..profiles import slice_profile_weights
 from ..progress import scaled
 from ..resampling import fine_in_plane, resample_axis, resample_in_plane
+from ..training.data import plane_patch
 from ..training.tasks import Task, register_task
 from ..training.unpaired import LowResMR, UnpairedData, read_hr_ct, read_lr_mri
 from .base import Method, RunContext, register
@@ -156,14 +157,9 @@ class ThickPlanePatches:
                              f"(the smallest has {self.rows} slices of width {self.width}).")
 
     def batch(self, size: int, rng: np.random.Generator) -> torch.Tensor:
-        out = []
-        for _ in range(size):
-            s = self.stacks[int(rng.integers(len(self.stacks)))]
-            plane = s[:, int(rng.integers(s.shape[1])), :] if rng.random() < 0.5 else s[:, :, int(rng.integers(s.shape[2]))]
-            k = int(rng.integers(plane.shape[0] - self.rows + 1))
-            c = int(rng.integers(plane.shape[1] - self.width + 1))
-            p = plane[k:k + self.rows, c:c + self.width]
-            out.append(np.ascontiguousarray(p[:, ::-1] if rng.random() < 0.5 else p))
+        size2 = (self.rows, self.width)
+        out = [plane_patch(self.stacks[int(rng.integers(len(self.stacks)))], 1 + int(rng.integers(2)), size2, rng)
+               for _ in range(size)]
         return torch.from_numpy(np.stack(out))[:, None]
 
 

@@ -308,3 +308,15 @@ def centre_crop(pair: "Pair | CachedPair", size: int) -> "Pair | CachedPair":
     y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
     sl = (slice(None), slice(y, y + size), slice(x, x + size))
     return Pair(pair.name, np.array(pair.thick[sl]), np.array(pair.thin[sl]), pair.factor)
+
+
+def plane_patch(array: np.ndarray, axis: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random ``size`` patch of a random plane across ``axis`` of the 3-D ``array`` (the other two
+    axes in order), mirrored left-right half of the time; a contiguous copy."""
+    index: list = [slice(None)] * 3
+    index[axis] = int(rng.integers(array.shape[axis]))
+    for d, n in zip((d for d in range(3) if d != axis), size):
+        start = int(rng.integers(array.shape[d] - n + 1))
+        index[d] = slice(start, start + n)
+    p = array[tuple(index)]
+    return np.ascontiguousarray(p[:, ::-1] if rng.random() < 0.5 else p)
