@@ -58,8 +58,10 @@ def prepare(out: Path) -> tuple[Path, Path, Path]:
 
 
 #: Training variants: the paper's loss; the joint stage held to the acquired slices and trained on
-#: the CT-to-MR translations, with the SRNet's images fixed as reconstruction targets.
-VARIANTS = {"paper": [], "anchored": ["--consistency", "10", "--translated-pairs", "10", "--fixed-targets"]}
+#: the CT-to-MR translations, with the SRNet's images fixed as reconstruction targets; that without
+#: the perceptual loss (the ablation of the edge-pyramid substitute).
+ANCHORED = ["--consistency", "10", "--translated-pairs", "10", "--fixed-targets"]
+VARIANTS = {"paper": [], "anchored": ANCHORED, "anchored-no-perceptual": [*ANCHORED, "--perceptual-weight", "0"]}
 
 
 def model_id(variant: str) -> str:

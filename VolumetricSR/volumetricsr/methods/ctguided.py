@@ -194,7 +194,8 @@ class CTGuidedTask(Task):
     option_rules = {"factor": Count(2, 8), "stage_iterations": Count(1, 10**7), "batch_size": BATCH,
                     "patch": Count(32, 512), "lr": Number(0.0, 1.0), "sr_lr": Number(0.0, 1.0),
                     "consistency": Number(0.0, 1000.0, fraction=True),
-                    "translated_pairs": Number(0.0, 1000.0, fraction=True), "hr_spacing": Number(0.0, 100.0, " mm"),
+                    "translated_pairs": Number(0.0, 1000.0, fraction=True),
+                    "perceptual_weight": Number(0.0, 1000.0, fraction=True), "hr_spacing": Number(0.0, 100.0, " mm"),
                     "perceptual_weights": text, "perceptual_sha256": text}
 
     def __init__(self, config: dict, cts: list[np.ndarray], mris: list[LowResMR], device: str = "cpu",
@@ -245,6 +246,8 @@ class CTGuidedTask(Task):
                             "edge-pyramid substitute)")
         p.add_argument("--perceptual-sha256", metavar="HEX",
                        help="its SHA256 (default: the hash prefix in torchvision's file name)")
+        p.add_argument("--perceptual-weight", type=float, default=d["weights"]["percep"],
+                       help="lambda3 of eq. 7 (0: no perceptual loss, the ablation)")
         p.add_argument("--hr-spacing", type=float, metavar="MM",
                        help="spacing the SRNet produces and the CTs are resampled to (default: the first MRI's "
                             "slice spacing / K)")
@@ -271,6 +274,7 @@ class CTGuidedTask(Task):
                       hr_spacing=args.hr_spacing, batch_size=args.batch_size, patch=args.patch, lr=args.lr,
                       sr_lr=args.sr_lr, consistency=args.consistency, translated_pairs=args.translated_pairs,
                       fixed_targets=args.fixed_targets)
+        config["weights"]["percep"] = args.perceptual_weight
         if config["perceptual_weights"]:         # refused before any data is read
             from ..perceptual import load_vgg16
 
@@ -419,7 +423,7 @@ class CTGuidedTask(Task):
                                     "degradation": f"{c['profile']} slice profile, FWHM = the MR slice spacing, "
                                                    f"every {self.factor}th row"},
                   "slice_spacing_mm": [round(min(self.spacings), 4), round(max(self.spacings), 4)],
-                  "perceptual": self.perceptual,
+                  "perceptual": self.perceptual if c["weights"]["percep"] else {"kind": "none (lambda3 = 0)"},
                   "stages": {"T": t, **{s: [int(a), int(b)] for s, a, b in zip(STAGES, bounds, bounds[1:])}}}
         return {k: v.detach().cpu() for k, v in self.sr.state_dict().items()}, fields
 
@@ -428,7 +432,7 @@ class CTGuidedTask(Task):
         return {"stage_iterations": c["stage_iterations"], "batch_size": c["batch_size"], "patch": c["patch"],
                 "sr_lr": c["sr_lr"], "lr": c["lr"], "loss_weights": c["weights"], "consistency": c["consistency"],
                 "translated_pairs": c.get("translated_pairs", 0.0), "fixed_targets": c.get("fixed_targets", False),
-                "citnet": c["citnet"], "discriminator": c["discriminator"], "perceptual": self.perceptual["kind"]}
+                "citnet": c["citnet"], "discriminator": c["discriminator"]}
 
     def card_metrics(self, row: dict) -> dict:
         metrics = super().card_metrics(row)
