@@ -175,6 +175,19 @@ def test_task_contract_several_networks_stages_extras_and_best_of_the_final_stag
     assert fresh.opt_d.state_dict()["state"].keys() == task.opt_d.state_dict()["state"].keys()
 
 
+def test_a_loss_that_is_not_finite_stops_the_run_before_any_checkpoint_holds_it(tmp_path):
+    from volumetricsr import TrainingError
+
+    task = ToyGAN()
+    step = task.train_step
+    task.train_step = lambda n, rng: {"loss": float("nan")} if n == 4 else step(n, rng)
+    trainer = Trainer(task, tmp_path, total_steps=6, steps_per_epoch=1, config={}, stream=open(os.devnull, "w"))
+    with pytest.raises(TrainingError, match=r"loss became nan at step 5 \(stage adversarial\): the run diverged"):
+        trainer.run()
+    saved = ckpt.load(trainer.last_path)
+    assert saved["step"] == 4 and all(np.isfinite(r["loss"]) for r in saved["history"])
+
+
 def test_stage_switch_survives_a_resume(tmp_path):
     quiet = open(os.devnull, "w")
     first = ToyGAN()

@@ -21,6 +21,10 @@ class ModelError(VolumetricSRError):
     """A model file or card is missing, corrupt or does not match."""
 
 
+class TrainingError(VolumetricSRError):
+    """Training cannot go on (a loss that is no longer a finite number)."""
+
+
 class Cancelled(VolumetricSRError):
     """The user cancelled the run; nothing was written."""
 

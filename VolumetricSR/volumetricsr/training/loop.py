@@ -7,7 +7,8 @@ A run is a sequence of global steps ``0 .. total_steps-1``. Step ``s`` calls
 every ``val_every`` epochs (and at the end) the task validates, and a new best value of
 ``task.best_metric`` within the current ``task.stage(s)`` is recorded. Events go to ``on_event(name,
 fields)``: ``step``, ``validate`` (starting), ``best``, ``epoch``, and ``stage_end`` after the
-last step of a stage (multi-stage tasks).
+last step of a stage (multi-stage tasks). A loss that is not finite stops the run
+(:class:`~volumetricsr.errors.TrainingError`) before the step counts, so no checkpoint holds it.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import torch
 
+from ..errors import TrainingError
 from ..progress import CancelToken
 
 EventCallback = Callable[[str, dict], None]
@@ -49,6 +51,11 @@ class Loop:
         while self.step < self.total_steps and not self.cancel.cancelled:
             stage = self.task.stage(self.step)
             out = self.task.train_step(self.step, self.rng)
+            bad = next((k for k, v in out.items() if k.startswith("loss") and not math.isfinite(v)), None)
+            if bad:
+                raise TrainingError(f"{bad} became {out[bad]} at step {self.step + 1}"
+                                    f"{f' (stage {stage})' if stage else ''}: the run diverged. The checkpoints "
+                                    "from before it are kept; start again with a lower --lr or another --seed.")
             self.step += 1
             row = {"step": self.step, "epoch": self.epoch, **({"stage": stage} if stage else {}), **out}
             self.history.append(row)
