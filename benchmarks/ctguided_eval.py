@@ -166,7 +166,7 @@ def curves(out: Path, variants: list[str], t: int, path: Path) -> None:
         ax.plot([e["step"] for e in epochs], [e["val_psnr"] for e in epochs], "o-", ms=3, label=variant)
     for x, name in ((0, "1: CT"), (t, "2: MRI"), (2 * t, "3: joint")):
         ax.axvline(x, color="0.7", lw=0.8)
-        ax.text(x, 1.01, f" stage {name}", transform=ax.get_xaxis_transform(), fontsize=8, va="bottom")
+        ax.text(x, 0.02, f" {name}", transform=ax.get_xaxis_transform(), fontsize=8, rotation=90, va="bottom")
     ax.set(xlabel="step", ylabel="validation PSNR (dB)")
     ax.legend()
     fig.tight_layout()
@@ -204,6 +204,7 @@ def main() -> int:
         seconds[variant] = stage_seconds(out, variant)
     thick, ref = read_volume(test), read_volume(DATA / TEST_MRI)
     lpips_fn = lpips_or_none(args.lpips_weights)
+    (out / "outputs").mkdir(exist_ok=True)
     log = out / "rows.jsonl"             # rows already scored (a rerun skips them; outputs stay in OUT/outputs)
     done = {r["method"]: r for r in map(json.loads, log.read_text().splitlines())} if log.exists() else {}
     rows = []
@@ -244,7 +245,8 @@ def main() -> int:
     cards = {v: json.loads((out / "models" / f"{model_id(v)}.json").read_text()) for v in args.variants}
     result = {"stage_iterations": args.stage_iterations, "stage_seconds": seconds, "rows": rows, "cards": cards}
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    shown = ["B-spline", "selfsr (fast)", "ctguided stage 1", "ctguided stages 1-2", "ctguided stages 1-3"]
+    shown = ["B-spline", "selfsr (fast)", "ctguided stage 1", "ctguided stages 1-2", "ctguided stages 1-3",
+             "ctguided stages 1-3, anchored"]
     figure({r["method"]: read_volume(r["output"]) for r in rows if r["method"] in shown}, thick, ref,
            out / "ctguided_mri.png")
     curves(out, args.variants, args.stage_iterations, out / "ctguided_curves.png")
