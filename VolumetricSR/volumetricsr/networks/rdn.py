@@ -15,11 +15,11 @@ convention: row ``k`` of the input sits at output row ``factor*k``; ``n`` rows g
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from ..models import register_architecture
+from .row_upsampler import linear_rows
 
 
 def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
@@ -56,9 +56,7 @@ class RDN(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, w = x.shape[-2:]
-        out_rows = (n - 1) * self.factor + 1
-        base = F.interpolate(x, size=(out_rows, w), mode="bilinear", align_corners=True)
+        base = linear_rows(x, self.factor)
         f1 = self.shallow1(x)
         h = self.shallow2(f1)
         outs = []
@@ -66,5 +64,5 @@ class RDN(nn.Module):
             h = block(h)
             outs.append(h)
         h = self.global_fuse(torch.cat(outs, 1)) + f1
-        h = rearrange(self.up(h), "b (c f) n w -> b c (n f) w", f=self.factor)[:, :, :out_rows]
+        h = rearrange(self.up(h), "b (c f) n w -> b c (n f) w", f=self.factor)[:, :, :base.shape[-2]]
         return base + self.out(h)

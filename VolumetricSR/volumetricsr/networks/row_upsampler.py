@@ -16,6 +16,13 @@ from torch import nn
 from ..models import register_architecture
 
 
+def linear_rows(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``x`` (..., n, w) linearly interpolated to ``(n-1)*factor+1`` rows, row ``k`` at row ``factor*k``:
+    the base that the through-plane networks add their output to."""
+    n, w = x.shape[-2:]
+    return F.interpolate(x, size=((n - 1) * factor + 1, w), mode="bilinear", align_corners=True)
+
+
 def _conv(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="replicate")
 
@@ -44,9 +51,6 @@ class RowUpsampler(nn.Module):
         nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, w = x.shape[-2:]
-        out_rows = (n - 1) * self.factor + 1
-        base = F.interpolate(x, size=(out_rows, w), mode="bilinear", align_corners=True)
+        base = linear_rows(x, self.factor)
         residual = self.tail(self.body(self.head(x)))
-        residual = rearrange(residual, "b f n w -> b 1 (n f) w")[:, :, :out_rows]
-        return base + residual
+        return base + rearrange(residual, "b f n w -> b 1 (n f) w")[:, :, :base.shape[-2]]
