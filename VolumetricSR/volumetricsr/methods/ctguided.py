@@ -187,6 +187,10 @@ def _stage_bounds(t: int) -> list[int]:
 
 @register_task("ctguided")
 class CTGuidedTask(Task):
+    """The three stages on the training core (see the module docstring): ``stage(step)`` names the
+    stage, ``train_step`` takes that stage's step, ``validate`` scores the SRNet on the MRIs' own
+    in-plane slices; the SRNet is the model."""
+
     method = "ctguided"
     best_metric = "val_psnr"
     final_stage = "joint"
