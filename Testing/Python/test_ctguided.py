@@ -293,6 +293,13 @@ def test_training_options_are_checked_before_any_data_is_read(tmp_path):
     args = ["train", "--method", "ctguided", "--ct", str(tmp_path / "none"), "--mri", str(tmp_path / "none"),
             "--out", "x", "--models-dir", str(tmp_path)]
     assert main([*args, "--stage-iterations", "0"]) == 2
+    (tmp_path / "pair" / "ct").mkdir(parents=True)
+    layout = ["train", "--method", "ctguided", "--data", str(tmp_path / "pair"), "--out", "x", "--models-dir",
+              str(tmp_path)]
+    with pytest.raises(InputError, match="needs sub-folders ct/.*and mri/"):
+        from volumetricsr.training.cli import parse
+
+        CTGuidedTask.config_from_args(parse(layout[1:]))
     bad = tmp_path / "vgg16-00000000.pth"
     torch.save({}, bad)
     assert main([*args, "--perceptual-weights", str(bad)]) != 0

@@ -197,3 +197,15 @@ def test_real_trainer_end_to_end(tmp_path, monkeypatch):
     out = SuperResolutionLogic().run(node, "tvsrn", 1.0, device="cpu", model="tvsrn-tiny")
     assert slicer.util.arrayFromVolume(out).shape == (21, 20, 24)
     assert np.allclose(out.ijk_to_ras[:3, 2], node.ijk_to_ras[:3, 2] / 5)
+
+
+def test_the_ct_guided_method_trains_from_the_module_with_a_ct_and_mri_folder(tmp_path):
+    """One data folder in the panel: for ctguided it holds ct/ and mri/ (the trainer's --data layout)."""
+    from volumetricsr.methods.ctguided import CTGuidedTask
+    from volumetricsr.training.cli import parse
+
+    for d in ("ct", "mri"):
+        (tmp_path / d).mkdir()
+    command = build_command(TrainingSettings("ctguided", str(tmp_path), "ctg", 1, "cpu"), script=None)
+    config = CTGuidedTask.config_from_args(parse(command[command.index("train") + 1:]))
+    assert (config["ct"], config["mri"]) == (str(tmp_path / "ct"), str(tmp_path / "mri"))

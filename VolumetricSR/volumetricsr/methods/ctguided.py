@@ -240,6 +240,8 @@ class CTGuidedTask(Task):
     @classmethod
     def add_arguments(cls, p) -> None:
         d = cls.defaults
+        p.add_argument("--data", metavar="FOLDER", help="a folder with sub-folders ct/ and mri/ (instead of --ct and "
+                                                        "--mri; what the Slicer training module passes)")
         p.add_argument("--ct", help="high-resolution CTs: a folder, one volume, or a list file")
         p.add_argument("--mri", help="low-resolution MRIs (any thick axis): a folder, one volume, or a list file")
         p.add_argument("--factor", type=int, default=d["factor"], help="K: rows the SRNet makes of each thick row")
@@ -270,8 +272,13 @@ class CTGuidedTask(Task):
 
     @classmethod
     def config_from_args(cls, args) -> dict:
+        if args.data and not (args.ct or args.mri):
+            args.ct, args.mri = (str(Path(args.data) / d) for d in ("ct", "mri"))
+            if not all(Path(d).is_dir() for d in (args.ct, args.mri)):
+                raise InputError(f"--data {args.data} needs sub-folders ct/ (high-resolution CTs) and mri/ "
+                                 "(low-resolution MRIs); or give --ct and --mri.")
         if not args.ct or not args.mri:
-            raise InputError("--ct and --mri are needed (unless --resume).")
+            raise InputError("--ct and --mri are needed, or --data with ct/ and mri/ (unless --resume).")
         config = copy.deepcopy(cls.defaults)
         config.update(ct=str(args.ct), mri=str(args.mri), factor=args.factor, stage_iterations=args.stage_iterations,
                       perceptual_weights=args.perceptual_weights, perceptual_sha256=args.perceptual_sha256,
