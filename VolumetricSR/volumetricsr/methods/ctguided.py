@@ -465,6 +465,7 @@ class CTGuided(Method):
     needs_model = True
     uses_device = True
     experimental = True
+    native_factor = 4          # the paper's K and the shipped model's; a model's own card decides
     min_slices = 2
     option_rules = {"model": text, "batch_size": BATCH}
     saved_model_options = ("model",)
