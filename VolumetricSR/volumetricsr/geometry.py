@@ -22,6 +22,11 @@ AxisLike = Union[int, str, None]
 ISOTROPIC_TOLERANCE = 0.01
 
 
+def samples_over(n: int, spacing: float, target: float) -> int:
+    """How many samples ``target`` mm apart span the extent of ``n`` samples ``spacing`` mm apart."""
+    return int(round((n - 1) * spacing / target)) + 1
+
+
 def parse_axis(axis: AxisLike) -> Optional[int]:
     """``'I'|'J'|'K'`` or ``0|1|2`` (ITK index axis) or ``None`` (detect)."""
     if axis is None or isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
@@ -97,7 +102,7 @@ def plan_grid(volume: Volume, spacing: Optional[float] = None, axis: AxisLike = 
         raise AlreadyIsotropicError(
             f"The volume already has {thick:g} mm spacing along {AXIS_NAMES[a]} (target {target:g} mm): "
             "there is nothing to do. Give a smaller target spacing, or force (--force) to resample anyway.")
-    n_out = int(round((n_in - 1) * thick / target)) + 1
+    n_out = samples_over(n_in, thick, target)
     spacing_out = thick * (n_in - 1) / (n_out - 1) if n_out > 1 else target
     # in-plane spacings as they appear in a stack slice (numpy order: rows = higher ITK axis)
     rows, cols = sorted((b for b in range(3) if b != a), reverse=True)

@@ -12,6 +12,8 @@ from typing import Callable, Optional
 import numpy as np
 from scipy.interpolate import make_interp_spline
 
+from .geometry import samples_over
+
 SINC_RADIUS = 4
 
 
@@ -69,7 +71,7 @@ def fine_in_plane(stack: np.ndarray, spacing: tuple[float, float]) -> tuple[np.n
     """``stack`` (slices, rows, cols) resampled in-plane to its finest in-plane ``spacing`` (rows, cols)
     over the same extent, and that spacing: isotropic in-plane voxels for 2-D plane networks."""
     fine = min(spacing)
-    rows, cols = (round((m - 1) * s / fine) + 1 for m, s in zip(stack.shape[1:], spacing))
+    rows, cols = (samples_over(m, s, fine) for m, s in zip(stack.shape[1:], spacing))
     return resample_axis(resample_axis(stack, 1, rows), 2, cols), fine
 
 

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from ..engine import sliding_window_inference
 from ..errors import InputError, ModelError
-from ..geometry import ThroughPlaneGrid, through_plane_axis
+from ..geometry import ThroughPlaneGrid, samples_over, through_plane_axis
 from ..models import find_model
 from ..networks.clade import NORMS, Generator, PatchDiscriminator
 from ..normalization import Normalization, for_modality
@@ -149,7 +149,7 @@ def prepare(stack: np.ndarray, grid: ThroughPlaneGrid, norm: Normalization) -> P
     source, fine = fine_in_plane(stack, grid.in_plane_spacing)
     lo, hi = norm.range_of(source)
     slices = norm.forward(source, lo, hi) * 2 - 1
-    n_iso = round((stack.shape[0] - 1) * grid.spacing_in / fine) + 1
+    n_iso = samples_over(stack.shape[0], grid.spacing_in, fine)
     iso = resample_axis(slices, 0, n_iso).astype(np.float32)
     return Prepared(iso, slices, source, lo, hi, grid.spacing_in)
 

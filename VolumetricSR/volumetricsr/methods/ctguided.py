@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, ModelError
-from ..geometry import ThroughPlaneGrid
+from ..geometry import ThroughPlaneGrid, samples_over
 from ..models import find_model
 from ..normalization import Normalization, for_modality
 from ..options import BATCH, Count, Number, text
@@ -173,12 +173,18 @@ def in_plane_pairs(mr: LowResMR, factor: int, profile: str, patch: int, count: i
     """``count`` fixed low/high-resolution pairs from the MR's own in-plane slices, degraded by D
     along one in-plane axis at the network's output spacing (the validation set)."""
     hr = mr.spacing / factor
-    rows, cols = (round((m - 1) * mr.fine / hr) + 1 for m in mr.stack.shape[1:])
+    rows, cols = (samples_over(m, mr.fine, hr) for m in mr.stack.shape[1:])
     sampler = PatchSampler(mr.stack, factor, mr_kernel(profile, mr.spacing, factor), rows, cols, patch)
     return sampler.batch(count, rng)
 
 
 # ----------------------------------------------------------------------------- training
+
+def hr_spacing(config: dict, mris: list[LowResMR]) -> float:
+    """The spacing the SRNet produces (and the CTs are resampled to): ``hr_spacing``, or the first
+    MRI's slice spacing / K."""
+    return config.get("hr_spacing") or mris[0].spacing / config["factor"]
+
 
 def _stage_bounds(t: int) -> list[int]:
     """Global steps where each stage ends."""
@@ -224,7 +230,7 @@ class CTGuidedTask(Task):
         self.opt_gen = torch.optim.Adam(self.cit.parameters(), **gan)
         self.opt_dis = torch.optim.Adam([*self.d_x.parameters(), *self.d_y.parameters()], **gan)
         spacings = [m.spacing for m in mris]
-        self.hr_spacing = config.get("hr_spacing") or spacings[0] / self.factor
+        self.hr_spacing = hr_spacing(config, mris)
         self.kernel = torch.from_numpy(mr_kernel(config["profile"], spacings[0], self.factor).astype(np.float32))
         patch = config["patch"]
         self.ct = CTPatches(cts, self.factor, self.kernel.numpy(), patch)
@@ -296,7 +302,7 @@ class CTGuidedTask(Task):
     def from_config(cls, config: dict, device: str, cache: Optional[Path] = None) -> "CTGuidedTask":
         data = UnpairedData.discover(config["ct"], config["mri"])
         mris = [read_lr_mri(p) for p in data.mri]
-        spacing = config.get("hr_spacing") or mris[0].spacing / config["factor"]
+        spacing = hr_spacing(config, mris)
         return cls(config, [read_hr_ct(p, spacing) for p in data.ct], mris, device, data)
 
     @classmethod

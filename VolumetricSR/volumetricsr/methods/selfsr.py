@@ -26,7 +26,7 @@ from scipy.ndimage import correlate1d, uniform_filter
 
 from ..engine import sliding_window_inference
 from ..errors import InputError, ModelError
-from ..geometry import ThroughPlaneGrid
+from ..geometry import ThroughPlaneGrid, samples_over
 from ..models import ModelCard, find_model, user_models_dir
 from ..networks.row_upsampler import RowUpsampler
 from ..normalization import Normalization
@@ -256,8 +256,7 @@ class SelfSupervised(Method):
         trained = model is None
         if trained:
             ctx.report(0.0, f"preparing x{factor} training pairs from {n} in-plane slices")
-            fine_rows = round((iso_rows - 1) * fine / lr_spacing) + 1
-            fine_cols = round((iso_cols - 1) * fine / lr_spacing) + 1
+            fine_rows, fine_cols = (samples_over(m, fine, lr_spacing) for m in (iso_rows, iso_cols))
             sampler = PatchSampler(work, factor, kernel, fine_rows, fine_cols, b.patch)
             ctx.check()
             start = time.perf_counter()

@@ -17,7 +17,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from ..errors import InputError
-from ..geometry import plan_grid, to_stack
+from ..geometry import plan_grid, samples_over, to_stack
 from ..io import is_volume_file, read_volume, volume_name
 from ..normalization import for_modality
 from ..resampling import fine_in_plane, resample_axis
@@ -96,8 +96,7 @@ def _resample_to(array: np.ndarray, axis: int, spacing: float, target: float) ->
     ratio = target / spacing
     if ratio > 1:
         array = gaussian_filter1d(array, 0.5 * np.sqrt(ratio ** 2 - 1), axis=axis, mode="nearest")
-    n = round((array.shape[axis] - 1) / ratio) + 1
-    return resample_axis(array, axis, n)
+    return resample_axis(array, axis, samples_over(array.shape[axis], spacing, target))
 
 
 def read_hr_ct(path: Path, spacing: float, margin: int = 4) -> np.ndarray:
