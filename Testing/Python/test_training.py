@@ -159,7 +159,7 @@ def test_interrupted_run_resumes_to_the_same_weights(thin_folder, tmp_path):
     assert second.step == 3 and [r["step"] for r in second.history] == [1, 2, 3]
     for k, v in straight.task.net.state_dict().items():
         torch.testing.assert_close(second.task.net.state_dict()[k], v, rtol=1e-5, atol=1e-6)
-    assert (tmp_path / "b" / "log.csv").read_text().count("\n") == 4
+    assert (tmp_path / "b" / "log.jsonl").read_text().count("\n") == 3
     assert (tmp_path / "b" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert second.best_path.is_file() and "val_psnr" in second.history[-1]
 

@@ -14,6 +14,7 @@ from volumetricsr.methods.selfsr import BUDGETS, PatchSampler, SelfSRTask
 from volumetricsr.networks.row_upsampler import RowUpsampler
 from volumetricsr.training import checkpoint as ckpt
 from volumetricsr.training.data import CachedPair, discover, load_pair, open_pair
+from volumetricsr.training.history import History
 from volumetricsr.training.loop import Loop, optimize
 from volumetricsr.training.tasks import Task, TVSRNTask, WarmupCosine
 from volumetricsr.training.trainer import STOPPED, Trainer
@@ -56,8 +57,9 @@ def test_stop_file_then_resume_alone_is_bit_for_bit_an_uninterrupted_run(thin_fo
             assert flat_a.keys() == flat_b.keys()
             for k in flat_a:
                 assert torch.equal(flat_a[k], flat_b[k]), f"{group}.{name}.{k}"
-    assert [r["lr"] for r in a["history"]] == [r["lr"] for r in b["history"]]
-    assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
+    rows_a, rows_b = (History(tmp_path / run / "log.jsonl").rows() for run in ("straight", "cut"))
+    assert [r["step"] for r in rows_b] == list(range(1, 7))      # the stopped run's log, continued once
+    assert [(r["lr"], r["loss"]) for r in rows_a] == [(r["lr"], r["loss"]) for r in rows_b]
     weights = [torch.load(tmp_path / "models" / f"{m}.pt", weights_only=True) for m in ("straight", "cut")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
@@ -147,7 +149,7 @@ class ToyGAN(Task):
         x = torch.from_numpy(rng.normal(size=(4, 2)).astype(np.float32))
         opt = self.opt_d if self.stage(step) == "adversarial" and step % 2 else self.opt_g
         loss = (self.d(self.g(x)) ** 2).mean()
-        optimize(loss, opt, [*self.g.parameters(), *self.d.parameters()], grad_clip=1.0, scaler=self.scaler)
+        optimize(loss, opt, grad_clip=1.0, scaler=self.scaler)
         return {"loss": float(loss.detach())}
 
     def validate(self, cancel=None):
@@ -185,14 +187,14 @@ def test_a_loss_that_is_not_finite_stops_the_run_before_any_checkpoint_holds_it(
     with pytest.raises(TrainingError, match=r"loss became nan at step 5 \(stage adversarial\): the run diverged"):
         trainer.run()
     saved = ckpt.load(trainer.last_path)
-    assert saved["step"] == 4 and all(np.isfinite(r["loss"]) for r in saved["history"])
+    assert saved["step"] == 4 and all(np.isfinite(r["loss"]) for r in trainer.history)
 
 
 def test_stage_switch_survives_a_resume(tmp_path):
     quiet = open(os.devnull, "w")
     first = ToyGAN()
     trainer = Trainer(first, tmp_path, total_steps=6, steps_per_epoch=1, config={}, stream=quiet)
-    trainer.loop.should_stop = lambda: trainer.step == 2
+    trainer.loop.should_stop = lambda: trainer.step == 1     # asked during the second step: stops after it
     assert trainer.run() == STOPPED
     second = ToyGAN()
     second.scores = iter([0.2, 0.5, 0.3, 0.4])
@@ -260,7 +262,7 @@ def test_loop_without_files_runs_selfsr_style_and_cancels():
     task = ToyGAN(switch=0)
     events = []
     loop = Loop(task, 10, steps_per_epoch=5, on_event=lambda n, f: events.append(n))
-    loop.should_stop = lambda: loop.step == 7
+    loop.should_stop = lambda: loop.step == 6      # asked during the 7th step: stops after it
     loop.run()
     assert loop.step == 7 and loop.cancel.cancelled and events.count("epoch") == 1
 
@@ -272,5 +274,5 @@ def test_training_without_matplotlib_writes_the_log_and_says_curves_were_skipped
     stream = io.StringIO()
     trainer = Trainer(ToyGAN(), tmp_path, total_steps=2, steps_per_epoch=1, config={}, stream=stream)
     assert trainer.run() == 0
-    assert (tmp_path / "log.csv").read_text().count("\n") == 3 and not (tmp_path / "curves.png").exists()
+    assert len(trainer.history) == 2 and not (tmp_path / "curves.png").exists()
     assert stream.getvalue().count("curves.png skipped") == 1

@@ -328,13 +328,13 @@ class CladeTask(Task):
         idt = F.l1_loss(self.g_xy(y), y) + F.l1_loss(self.g_yx(x), x) if w_idt else torch.zeros((), device=x.device)
         gmap = gmap_loss(rec_x, x) + gmap_loss(rec_y, y) if w_gmap else torch.zeros((), device=x.device)
         loss_g = adv + w_cyc * cyc + w_idt * idt + w_gmap * gmap
-        optimize(loss_g, self.opt_g, [*self.g_xy.parameters(), *self.g_yx.parameters()])
+        optimize(loss_g, self.opt_g)
         for d in (self.d_x, self.d_y):
             d.requires_grad_(True)
         old_y, old_x = self.pool_y.query(fake_y, rng), self.pool_x.query(fake_x, rng)
         loss_d = 0.5 * (lsgan(self.d_y(y), True) + lsgan(self.d_y(old_y), False)
                         + lsgan(self.d_x(x), True) + lsgan(self.d_x(old_x), False))
-        optimize(loss_d, self.opt_d, [*self.d_x.parameters(), *self.d_y.parameters()])
+        optimize(loss_d, self.opt_d)
         return {"loss": float(loss_g.detach()), "loss_d": float(loss_d.detach()), "loss_adv": float(adv.detach()),
                 "loss_cycle": float(cyc.detach()), "loss_gmap": float(gmap.detach())}
 

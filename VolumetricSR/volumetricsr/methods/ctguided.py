@@ -61,6 +61,7 @@ from ..profiles import slice_profile_weights
 from ..progress import scaled
 from ..resampling import fine_in_plane, resample_axis, resample_in_plane
 from ..training.data import plane_patch
+from ..training.loop import optimize
 from ..training.tasks import Task, register_task
 from ..training.unpaired import LowResMR, UnpairedData, read_hr_ct, read_lr_mri
 from .base import Method, RunContext, register
@@ -347,24 +348,16 @@ class CTGuidedTask(Task):
         if stage == "ct":
             low, high = (t.to(self.device) for t in self.ct.batch(bs, rng))
             loss = F.l1_loss(self.sr(low), high)
-            self._step(loss, self.opt_sr)
+            optimize(loss, self.opt_sr)
             return {"loss": float(loss.detach()), "lr": self.sr_rate(step)}
         x_l = self.mr.batch(bs, rng).to(self.device)
         if stage == "mri":
             with torch.no_grad():
                 target = self.sr(x_l)
             loss = F.l1_loss(self.sr(degrade(target, self.kernel, self.factor)), target)
-            self._step(loss, self.opt_sr)
+            optimize(loss, self.opt_sr)
             return {"loss": float(loss.detach()), "lr": self.sr_rate(step)}
         return self._joint_step(x_l, rng)
-
-    @staticmethod
-    def _step(loss: torch.Tensor, *optimizers) -> None:
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
 
     def _joint_step(self, x_l: torch.Tensor, rng: np.random.Generator) -> dict[str, float]:
         _, y_h = self.ct.batch(x_l.shape[0], rng)
@@ -379,7 +372,7 @@ class CTGuidedTask(Task):
             y_fake = self.cit.gen_y(self.cit.content_x(x_h), a_y)
         loss_d = (lsgan(self.d_x(x_h), True) + lsgan(self.d_x(x_fake), False)
                   + lsgan(self.d_y(y_h), True) + lsgan(self.d_y(y_fake), False))
-        self._step(loss_d, self.opt_dis)
+        optimize(loss_d, self.opt_dis)
         # then the CITNet and the SRNet on eq. 7
         for d in (self.d_x, self.d_y):
             d.requires_grad_(False)
@@ -398,7 +391,7 @@ class CTGuidedTask(Task):
             target = x_fake.detach()[..., :rows, :]
             losses["translated"] = F.l1_loss(self.sr(degrade(target, self.kernel, self.factor)), target)
             loss = loss + self.config["translated_pairs"] * losses["translated"]
-        self._step(loss, self.opt_sr, self.opt_gen)
+        optimize(loss, self.opt_sr, self.opt_gen)
         for d in (self.d_x, self.d_y):
             d.requires_grad_(True)
         return {"loss": float(loss.detach()), "loss_d": float(loss_d.detach()), "loss_adv": float(adv.detach()),

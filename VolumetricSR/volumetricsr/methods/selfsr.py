@@ -148,7 +148,7 @@ class SelfSRTask(OneNetworkTask):
         self.net.train()
         with autocast(self.device, self.amp):
             loss = F.l1_loss(self.net(low.to(self.device)).float(), high.to(self.device))
-        optimize(loss, self.opt, self.net.parameters(), scaler=self.scaler)
+        optimize(loss, self.opt, scaler=self.scaler)
         self.sched.step()
         return {"loss": float(loss.detach())}
 

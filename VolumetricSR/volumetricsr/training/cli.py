@@ -5,6 +5,10 @@ Options common to every method come from :func:`add_common_arguments`; each meth
 method's options only. ``--resume`` continues a run with the settings it was started with: only
 ``--max-steps`` (a longer run; the learning-rate schedule keeps its horizon) and the
 machine-related options (device, threads, progress output) may be given again.
+
+Under ``torchrun --nproc_per_node N -m volumetricsr train ...`` (or ``torchrun ... train.py``) the
+same command trains on N ranks (:mod:`.distributed`): each rank takes its own samples of
+``--batch-size``, so a step sees N times the batch; rank 0 writes the work folder and the model.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ def add_common_arguments(p: argparse.ArgumentParser, methods: list[str]) -> None
     p.add_argument("--out", required=True, metavar="MODEL_ID", help="id of the model to write")
     p.add_argument("--models-dir",
                    help="where the model goes (default: $VOLUMETRICSR_MODELS or ~/.volumetricsr/models)")
-    p.add_argument("--workdir", help="checkpoints, log.csv and curves.png (default: MODELS_DIR/runs/MODEL_ID)")
+    p.add_argument("--workdir", help="checkpoints, log.jsonl and curves.png (default: MODELS_DIR/runs/MODEL_ID; "
+                                     "under torchrun on several machines: a folder every machine sees)")
     p.add_argument("--resume", action="store_true", help="continue from WORKDIR/checkpoints/last.pt with the "
                    "run's own settings (a file WORKDIR/STOP, or SIGTERM/SIGINT, stops a run cleanly)")
     p.add_argument("--epochs", type=int, default=100)
@@ -72,6 +77,17 @@ def _workdir(args) -> tuple[Path, Path]:
 
 
 def run(args) -> int:
+    from ..device import resolve_device
+    from . import distributed
+
+    group = distributed.start(resolve_device(args.device))
+    try:
+        return _run(args, group)
+    finally:
+        distributed.finish(group)
+
+
+def _run(args, group) -> int:
     import torch
 
     from ..device import resolve_device
@@ -103,13 +119,14 @@ def run(args) -> int:
         config["seed"], config["val_every"] = args.seed, args.val_every
         config["steps_per_epoch"] = args.steps_per_epoch or task_cls.default_steps_per_epoch(config)
         config["total_steps"] = args.max_steps or task_cls.default_total_steps(config, args.epochs)
-    device = resolve_device(args.device)
-    task = task_cls.from_config(config, device, workdir / "cache")
+    device = group.device(resolve_device(args.device))
+    with group.main_first():          # rank 0 prepares the data cache, the others then read it
+        task = task_cls.from_config(config, device, workdir / "cache")
     trainer = Trainer(task, workdir, total_steps=config["total_steps"], steps_per_epoch=config["steps_per_epoch"],
                       val_every=config["val_every"], seed=config["seed"], config=config,
-                      progress_json=args.progress_json)
+                      progress_json=args.progress_json, group=group)
     status = trainer.run(resume=args.resume)
-    if status != 0:
+    if status != 0 or not group.is_main:
         return status
     result = trainer.result
     if trainer.best_path.exists() and result:
@@ -122,7 +139,7 @@ def run(args) -> int:
     state, fields = task.model_card()
     training = {"steps": trainer.step, "best_step": result.get("step"), **task.card_training(),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "torch": torch.__version__, "device": device}
+                "torch": torch.__version__, "device": device, **({"ranks": group.world} if group.world > 1 else {})}
     metrics = task.card_metrics(row)
     card = write_model(models_dir, args.out, state, fields, metrics, training=training)
     trainer.emit("model", id=card.id, card=str(card.path), weights=str(card.weights_path), metrics=metrics)

@@ -339,7 +339,7 @@ class TVSRNTask(OneNetworkTask):
         with autocast(self.device, self.amp):
             loss = F.l1_loss(self.net(thick).float()[:, :, keep], thin[:, :, keep])
         lr = self.opt.param_groups[0]["lr"]
-        optimize(loss, self.opt, self.net.parameters(), self.config["grad_clip"])
+        optimize(loss, self.opt, grad_clip=self.config["grad_clip"])
         self.sched.step()
         return {"loss": float(loss.detach()), "lr": lr}
 

@@ -7,7 +7,8 @@ Files in the work folder:
   history and every random state; written atomically.
 - ``checkpoints/stage_NAME.pt``: the state after the last step of each stage but the last
   (multi-stage tasks): for comparing the stages; the result still comes from the final stage.
-- ``log.csv`` (one row per step; validation columns filled at epoch ends) and ``curves.png``.
+- ``log.jsonl`` (one JSON object per step, validation metrics on an epoch's last step; appended,
+  never rewritten) and ``curves.png`` (:mod:`.history`).
 - ``samples/epoch_NNNN.png``: the task's picture of its current output, where it has one (CLADE).
 - ``cache/``: training data prepared once per case and memory-mapped (see :mod:`.data`).
 
@@ -17,11 +18,12 @@ Progress goes to stdout: with ``progress_json`` one JSON object per line, with a
 otherwise short human-readable lines. SIGTERM/SIGINT, or a file named ``STOP`` appearing in the work
 folder (for platforms without signals, e.g. a GUI on Windows), stop the run after the current step:
 a checkpoint is saved and :meth:`Trainer.run` returns 130; a second signal aborts at once.
+
+Under torchrun (``group``, :mod:`.distributed`) every rank runs a Trainer: the ranks stop together,
+rank 0 alone validates, prints and writes files, and checkpoints hold every rank's random state.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import signal
@@ -37,16 +39,18 @@ from ..cpu_memory import keep_freed_memory
 from ..errors import Cancelled, InputError, ModelError
 from ..progress import CancelToken
 from . import checkpoint as ckpt
+from .distributed import LOCAL, Group
+from .history import History
 from .loop import Loop
 from .tasks import Task
 
 STOPPED = 130
-FORMAT = 1
+FORMAT = 2     # 2: no history in checkpoints (log.jsonl), one random state per rank
 
 
 class Trainer:
     """The work-folder harness around the loop core (:class:`~.loop.Loop`): checkpoints, exact
-    resume, signals and the STOP file, ``log.csv``, curves and progress lines.
+    resume, signals and the STOP file, ``log.jsonl``, curves and progress lines.
 
     ``config`` is saved with every checkpoint, with the run's horizon (``total_steps``,
     ``steps_per_epoch``, ``val_every``) and the task's data split; :meth:`resume` restores the
@@ -56,7 +60,7 @@ class Trainer:
 
     def __init__(self, task: Task, workdir: "str | os.PathLike", *, total_steps: int, steps_per_epoch: int,
                  val_every: int = 1, seed: int = 0, config: Optional[dict] = None, progress_json: bool = False,
-                 log_every: int = 10, stream: Optional[TextIO] = None):
+                 log_every: int = 10, stream: Optional[TextIO] = None, group: Group = LOCAL):
         self.task, self.workdir = task, Path(workdir)
         self.config = dict(config or {})
         self.config.update(total_steps=int(total_steps), steps_per_epoch=max(1, int(steps_per_epoch)),
@@ -64,10 +68,11 @@ class Trainer:
         self.progress_json, self.log_every = progress_json, max(1, log_every)
         self.stream = stream or sys.stdout
         self.cancel = CancelToken()
+        self.group, self.is_main = group, group.is_main
         self.loop = Loop(task, total_steps, steps_per_epoch=steps_per_epoch, val_every=val_every,
-                         rng=np.random.default_rng(seed), cancel=self.cancel, on_event=self._on_event,
-                         should_stop=self.stop_path.exists)
-        self.is_main = int(os.environ.get("RANK", "0")) == 0   # only rank 0 writes (torchrun)
+                         rng=np.random.default_rng(group.seed(seed)), cancel=self.cancel, on_event=self._on_event,
+                         should_stop=self.stop_path.exists, sync=group)
+        self.log = History(self.workdir / "log.jsonl")
         self._t0, self._start = time.perf_counter(), 0
 
     # -- the loop's state ----------------------------------------------------------------------
@@ -77,7 +82,8 @@ class Trainer:
 
     @property
     def history(self) -> list[dict]:
-        return self.loop.history
+        """Every step's row so far (reads ``log.jsonl``)."""
+        return self.log.rows() + self.loop.history
 
     @property
     def total_steps(self) -> int:
@@ -109,13 +115,19 @@ class Trainer:
         return self.workdir / "checkpoints" / f"stage_{stage}.pt"
 
     def state(self) -> dict:
+        """The checkpoint (collective: gathers every rank's random state)."""
         return {"format": FORMAT, "method": self.task.method, "config": self.config, "split": self.task.split(),
-                **self.loop.state(), "task": self.task.state_dict(), "rng": ckpt.rng_state(self.loop.rng)}
+                **self.loop.state(), "log_bytes": self.log.size, "task": self.task.state_dict(),
+                "rng": self.group.gather(ckpt.rng_state(self.loop.rng))}
 
     def save(self, path: Path) -> None:
+        """The log up to now, then the checkpoint, written by rank 0 while the others wait."""
+        self.write_log()
+        state = self.state()
         if self.is_main:
-            ckpt.atomic_save(self.state(), path)
+            ckpt.atomic_save(state, path)
             self.emit("checkpoint", path=str(path))
+        self.group.barrier()
 
     def resume(self) -> None:
         state = ckpt.load(self.last_path)
@@ -125,23 +137,31 @@ class Trainer:
         check_same_split(state.get("split", {}), self.task.split(), self.last_path)
         self.task.load_state_dict(state["task"])
         self.loop.load_state(state)
-        ckpt.set_rng_state(state["rng"], self.loop.rng)
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        if len(rngs) != self.group.world:
+            self.emit("note", message=f"{self.last_path} was written by {len(rngs)} rank(s), resumed on "
+                                      f"{self.group.world}: training continues, but not bit for bit.")
+        if self.group.rank < len(rngs):
+            ckpt.set_rng_state(rngs[self.group.rank], self.loop.rng)
+        else:
+            self.loop.rng = np.random.default_rng([self.config.get("seed", 0), self.group.rank, self.step])
+        if self.is_main:
+            lost = self.log.restore(state.get("log_bytes", 0))
+            if lost:
+                self.emit("note", message=lost)
 
     def write_log(self) -> None:
-        if not self.is_main or not self.history:
+        """New rows to ``log.jsonl``; ``curves.png`` redrawn (rank 0)."""
+        rows = self.loop.take_rows()
+        if not self.is_main or not rows:
             return
-        keys = list(dict.fromkeys(k for row in self.history for k in row))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, keys)
-        writer.writeheader()
-        writer.writerows(self.history)
-        _atomic_text(self.workdir / "log.csv", buf.getvalue())
+        self.log.append(rows)
         try:
-            plot_curves(self.history, self.workdir / "curves.png")
+            self.log.plot(self.workdir / "curves.png")
         except ImportError:   # matplotlib is an optional extra
             if not getattr(self, "_said_no_curves", False):
                 self._said_no_curves = True
-                self.emit("note", message="matplotlib is not installed: log.csv written, curves.png skipped "
+                self.emit("note", message="matplotlib is not installed: log.jsonl written, curves.png skipped "
                                           "(pip install volumetricsr[plots])")
 
     def write_sample(self, epoch: int) -> None:
@@ -181,7 +201,6 @@ class Trainer:
         elif name == "epoch":
             self.emit("epoch", **fields)
             self.save(self.last_path)
-            self.write_log()
             self.write_sample(fields["epoch"])
         else:
             self.emit(name, **fields)
@@ -202,6 +221,7 @@ class Trainer:
                 handlers[sig] = signal.signal(sig, self._on_signal)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stop_path.unlink(missing_ok=True)
+        self.group.broadcast(self.task.modules().values())
         self._start, self._t0 = self.step, time.perf_counter()
         self.emit("start", step=self.step, total=self.total_steps, steps_per_epoch=self.loop.steps_per_epoch,
                   workdir=str(self.workdir))
@@ -216,7 +236,6 @@ class Trainer:
         if self.cancel.cancelled:
             self.stop_path.unlink(missing_ok=True)
             self.save(self.last_path)
-            self.write_log()
             self.emit("stopped", step=self.step, checkpoint=str(self.last_path))
             return STOPPED
         self.emit("done", step=self.step, best=self.result or None)
@@ -235,49 +254,3 @@ def check_same_split(saved: dict, now: dict, where: Path) -> None:
         changes += [f"{part} -{json.loads(r)[0]}" for r in sorted(old - new)]
     raise InputError(f"The training data changed since {where} was written ({', '.join(changes) or 'order'}); "
                      f"restore it, or start a new run (another --out or --workdir).")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Training losses (raw and smoothed) and up to two validation metrics against the step, as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    steps = np.array([r["step"] for r in history])
-    fig = Figure(figsize=(10, 4), dpi=100)
-    ax1, ax2 = fig.subplots(1, 2)
-    losses = [k for k in dict.fromkeys(k for r in history for k in r) if k.startswith("loss")]
-    positive = True
-    for i, key in enumerate(losses):
-        loss = np.array([r.get(key, np.nan) for r in history], dtype=float)
-        positive &= bool(np.nanmin(loss) > 0)
-        k = max(1, len(loss) // 50)
-        ax1.plot(steps, loss, color="0.75" if k > 1 else f"C{i}", lw=0.8,
-                 label=key if len(losses) == 1 or k == 1 else None)      # short runs: no smoothed curve
-        if k > 1:
-            ax1.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), color=f"C{i}",
-                     label=f"{key}, mean of {k}")
-    ax1.set(xlabel="step", ylabel="training loss", yscale="log" if positive and losses else "linear")
-    ax1.legend()
-    metrics = [k for k in dict.fromkeys(k for r in history for k in r) if k.startswith("val_")][:2]
-    if metrics:
-        for axis, key, style in zip((ax2, ax2.twinx()), metrics, ("o-", "s--")):
-            rows = [r for r in history if key in r]
-            axis.plot([r["step"] for r in rows], [r[key] for r in rows], style,
-                      color="C1" if axis is ax2 else "C2", label=key)
-            axis.set_ylabel(f"validation {key[4:].upper()}")
-            axis.ticklabel_format(axis="y", useOffset=False)
-        ax2.set_xlabel("step")
-    else:
-        ax2.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax2.transAxes)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
