@@ -36,7 +36,7 @@ from typing import Optional, TextIO
 import numpy as np
 
 from ..cpu_memory import keep_freed_memory
-from ..errors import Cancelled, InputError, ModelError
+from ..errors import Cancelled, InputError, ModelError, TrainingError
 from ..progress import CancelToken
 from . import checkpoint as ckpt
 from .distributed import LOCAL, Group
@@ -115,10 +115,16 @@ class Trainer:
         return self.workdir / "checkpoints" / f"stage_{stage}.pt"
 
     def state(self) -> dict:
-        """The checkpoint (collective: gathers every rank's random state)."""
+        """The checkpoint (collective: gathers every rank's random state, and checks that every rank
+        still holds rank 0's weights)."""
+        ranks = self.group.gather((ckpt.rng_state(self.loop.rng), weights_digest(self.task) if self.group.world > 1 else 0))
+        if any(digest != ranks[0][1] for _, digest in ranks):
+            raise TrainingError(f"At step {self.step} the ranks no longer hold the same weights (digests "
+                                f"{[d for _, d in ranks]}): a method that updates weights outside "
+                                "volumetricsr.training.loop.optimize?")
         return {"format": FORMAT, "method": self.task.method, "config": self.config, "split": self.task.split(),
                 **self.loop.state(), "log_bytes": self.log.size, "task": self.task.state_dict(),
-                "rng": self.group.gather(ckpt.rng_state(self.loop.rng))}
+                "rng": [rng for rng, _ in ranks]}
 
     def save(self, path: Path) -> None:
         """The log up to now, then the checkpoint, written by rank 0 while the others wait."""
@@ -240,6 +246,15 @@ class Trainer:
             return STOPPED
         self.emit("done", step=self.step, best=self.result or None)
         return 0
+
+
+def weights_digest(task: Task) -> float:
+    """A number that changes with any of the task's weights (ranks compare theirs)."""
+    import torch
+
+    with torch.no_grad():
+        return sum(float(p.double().sum() + p.double().abs().sum() * 1e-3)
+                   for m in task.modules().values() for p in m.parameters())
 
 
 def check_same_split(saved: dict, now: dict, where: Path) -> None:
