@@ -2,6 +2,8 @@
 shards that cover the manifest exactly once, CSV manifests with per-row options."""
 import csv
 import json
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -31,9 +33,13 @@ def _report(path):
         return {row["input"].rsplit("/", 1)[-1]: row for row in csv.DictReader(f)}
 
 
-def test_every_good_study_once_the_broken_one_reported_and_a_rerun_does_nothing(cohort, tmp_path, capsys):
+@pytest.mark.parametrize("where", [["--workers", "2"], ["--ray", "--workers", "2"]], ids=["local", "ray"])
+def test_every_good_study_once_the_broken_one_reported_and_a_rerun_does_nothing(where, cohort, tmp_path, capsys):
+    if "--ray" in where:
+        pytest.importorskip("ray", reason="Ray is an optional extra (CI installs it)")
     out = tmp_path / "out"
-    assert main(["infer-batch", str(cohort), str(out), "--method", "linear", "--workers", "2", "--quiet"]) == 1
+    assert main(["infer-batch", str(cohort), str(out), "--method", "linear", *where, "--quiet"]) == 1
+    assert "--ray" not in where or "ray" in sys.modules      # the Ray path ran
     assert "3 done, 0 skipped (already written), 1 failed" in capsys.readouterr().out
     report = _report(out / "report.csv")
     assert sorted(report) == ["a.nii.gz", "b.nrrd", "broken.nii.gz", "series"]
@@ -92,3 +98,57 @@ def test_the_axis_reaches_every_study(tmp_path):
     rows = run_batch(manifest(tmp_path / "in"), tmp_path / "out", "linear", 0.4, axis="J")
     assert rows[0]["status"] == "done"
     assert read_volume(tmp_path / "out" / "v.nii.gz").size == (10, 17, 6)       # J upsampled, not K
+
+
+def test_ray_missing_is_one_line_that_says_how_to_get_it(cohort, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(InputError, match=r"pip install 'volumetricsr\[cluster\]'"):
+        run_batch(manifest(cohort), tmp_path / "out", "linear", ray="local")
+
+
+def test_a_worker_reads_a_model_once_and_again_only_when_its_file_changes(tmp_path, monkeypatch):
+    import torch
+
+    from volumetricsr.models import find_model
+
+    card = find_model(method="tvsrn")
+    reads = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    first = card.state_dict()
+    assert card.state_dict() is first and len(reads) <= 1       # cached (read here, or earlier in this process)
+    copy = tmp_path / card.weights
+    copy.write_bytes(card.file(card.weights).read_bytes())
+    moved = type(card).load(card.path)
+    moved.path = tmp_path / card.path.name                    # the same card, its weights in another file
+    n = len(reads)
+    moved.state_dict()
+    assert len(reads) == n + 1
+    copy.write_bytes(b"changed")
+    with pytest.raises(Exception, match="does not match its card"):
+        moved.state_dict()
+
+
+def _die_once_then_run(study, threads, outdir, *job):
+    """A Ray worker that dies on its first try of each study (the marker file says it tried)."""
+    from volumetricsr import batch
+
+    marker = os.path.join(outdir, f".tried-{os.path.basename(study.input)}")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return batch.run_study(study, outdir, *job)
+
+
+def test_ray_retries_a_study_whose_worker_died(cohort, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra (CI installs it)")
+    from volumetricsr import batch
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])    # the workers cannot import this file
+    monkeypatch.setattr(batch, "_ray_study", _die_once_then_run)
+    studies = [s for s in manifest(cohort) if "broken" not in s.input]
+    rows = run_batch(studies, tmp_path / "out", "linear", ray="local", workers=2)
+    assert [r["status"] for r in rows] == ["done"] * 3
+    assert len(list((tmp_path / "out").glob(".tried-*"))) == 3           # every study's first worker died

@@ -7,8 +7,14 @@ The to-do list is built once and sorted; outputs are written atomically (:func:`
 so an output that exists is complete and is skipped: an interrupted run resumes where it stopped.
 One failure never stops the rest: it is a row of ``report.csv`` with its one-line message.
 ``shard=(i, n)`` takes studies ``i, i+n, i+2n, ...`` of the sorted list (job arrays); each shard
-writes its own report. ``workers > 1`` runs studies in that many processes, the CPU cores split
-between them (:func:`~.threads.configure`).
+writes its own report.
+
+Where the studies run: here, one at a time; ``workers > 1``, in that many local processes, the CPU
+cores split between them (:func:`~.threads.configure`); or ``ray=ADDRESS``, as Ray tasks on a local
+instance (``"local"``) or a cluster (``"auto"``, ``ray://host:port``): one GPU per task where the
+cluster has GPUs, else a share of the CPUs; Ray retries a task whose worker died. A worker process
+reads each model once (:meth:`~.models.ModelCard.state_dict`). On a cluster, the inputs and OUTDIR
+must be on storage every node sees.
 """
 from __future__ import annotations
 
@@ -142,10 +148,11 @@ def _write_report(path: Path, rows: list[dict]) -> None:
 
 def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "bspline",
               spacing: Optional[float] = None, options: Optional[dict] = None, *, axis: Optional[str] = None,
-              force: bool = False, workers: int = 1, device: str = "auto", shard: Optional[tuple[int, int]] = None,
-              progress=None) -> list[dict]:
+              force: bool = False, workers: Optional[int] = None, device: str = "auto",
+              shard: Optional[tuple[int, int]] = None, ray: Optional[str] = None, progress=None) -> list[dict]:
     """Every study of ``studies`` (or of its ``shard``) not yet written under ``outdir``; returns the
-    report rows (also in :func:`report_path`), one per study, ``skipped`` for outputs already there."""
+    report rows (also in :func:`report_path`), one per study, ``skipped`` for outputs already there.
+    ``workers``: studies at once (default: 1 here; on Ray, one per GPU of the cluster, else one per node)."""
     from .api import check_request
     from .device import resolve_device
     from .threads import usable_cores
@@ -158,7 +165,8 @@ def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "
     outdir.mkdir(parents=True, exist_ok=True)
     if shard is not None:
         studies = studies[shard[0]::shard[1]]
-    device = resolve_device(device) if m.uses_device else "cpu"
+    if ray is None:
+        device = resolve_device(device) if m.uses_device else "cpu"
     rows = {s.input: {"input": s.input, "output": s.output, "status": "skipped", "error": "output exists"}
             for s in studies if (outdir / s.output).exists()}
     todo = [s for s in studies if s.input not in rows]
@@ -171,20 +179,74 @@ def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "
             progress(len(rows) / max(1, len(studies)), f"{len(rows)}/{len(studies)} studies")
 
     _write_report(path, list(rows.values()))
-    if workers <= 1 or len(todo) <= 1:
+    job = (str(outdir), method, spacing, options, device, axis, force)
+    if ray is not None:
+        _run_on_ray(todo, job, workers, ray, m.uses_device, record)
+    elif (workers or 1) <= 1 or len(todo) <= 1:
         for s in todo:
-            record(run_study(s, str(outdir), method, spacing, options, device, axis, force))
+            record(run_study(s, *job))
     else:
         import multiprocessing
 
         threads = max(1, usable_cores() // workers)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = [pool.submit(run_study, s, str(outdir), method, spacing, options, device, axis, force)
-                       for s in todo]
+            futures = [pool.submit(run_study, s, *job) for s in todo]
             for s, f in zip(todo, futures):
                 try:
                     record(f.result())
                 except Exception as exc:        # a worker that died (killed, out of memory)
-                    record({"input": s.input, "output": s.output, "status": "failed", "error": f"worker: {exc}"})
+                    record(_worker_failed(s, exc))
     return [rows[s.input] for s in studies]
+
+
+def _worker_failed(study: Study, exc: BaseException) -> dict:
+    message = str(exc).strip().splitlines()
+    return {"input": study.input, "output": study.output, "status": "failed",
+            "error": f"worker: {message[0] if message else type(exc).__name__}"}
+
+
+def _ray_study(study: Study, threads: int, *job) -> dict:
+    """One study inside a Ray worker: its share of the CPUs, the GPU Ray assigned (as ``cuda``)."""
+    from .threads import configure
+
+    configure(threads)
+    return run_study(study, *job)
+
+
+def _run_on_ray(todo: list[Study], job: tuple, workers: Optional[int], address: str, uses_device: bool,
+                record) -> None:
+    """``todo`` as Ray tasks, at most ``workers`` at once, each recorded as it finishes."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--ray needs Ray, which is not installed: pip install 'volumetricsr[cluster]' "
+                         "(or pip install ray), or leave out --ray to run here.")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        device = job[4]
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        gpus = int(sum(n.get("GPU", 0) for n in nodes)) if uses_device and device != "cpu" else 0
+        if device.startswith("cuda") and not gpus:
+            raise InputError(f"--device {device}: the Ray cluster at {address} has no GPUs; use --device auto or cpu.")
+        workers = workers or gpus or len(nodes)
+        cpus = sum(n.get("CPU", 1) for n in nodes)
+        threads = int(max(1, min(cpus // workers, max(n.get("CPU", 1) for n in nodes))))
+        remote = ray.remote(max_retries=2, num_gpus=1 if gpus else 0, num_cpus=1 if gpus else threads)(_ray_study)
+        job = (*job[:4], "cuda" if gpus else "cpu", *job[5:])
+        pending, waiting = {}, list(todo)
+        while waiting or pending:
+            while waiting and len(pending) < workers:
+                study = waiting.pop(0)
+                pending[remote.remote(study, 1 if gpus else threads, *job)] = study
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            study = pending.pop(ref)
+            try:
+                record(ray.get(ref))
+            except Exception as exc:            # the task failed on every try (its worker died)
+                record(_worker_failed(study, exc))
+    finally:
+        if started:
+            ray.shutdown()

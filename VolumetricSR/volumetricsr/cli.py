@@ -141,8 +141,12 @@ def _add_infer_batch(sub) -> None:
                                   "manifest (columns input[,output][,options as JSON])")
     p.add_argument("outdir", help="output folder (NIfTI files, report.csv); existing outputs are skipped")
     _add_method_arguments(p)
-    p.add_argument("--workers", type=int, default=1, help="studies at once, each in its own process (the "
-                                                          "CPU cores are split between them)")
+    p.add_argument("--workers", type=int, help="studies at once, each in its own process, the CPU cores split "
+                                               "between them (default: 1; with --ray, one per GPU of the cluster, "
+                                               "else one per node)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run the studies as Ray tasks: alone, on a new local Ray instance; 'auto' or "
+                        "ray://HOST:PORT, on a running cluster (pip install 'volumetricsr[cluster]')")
     p.add_argument("--shard", help="i/n: only every n-th study from the i-th (0-based), for job arrays")
 
 
@@ -151,13 +155,14 @@ def _cmd_infer_batch(args) -> int:
     from .options import Count
 
     _, options = _method_request(args)
-    workers = Count(1, 1024)("workers", args.workers)
+    workers = None if args.workers is None else Count(1, 1024)("workers", args.workers)
     shard = parse_shard(args.shard) if args.shard else None
     studies = manifest(args.inputs)
     bar = TqdmProgress(f"{len(studies)} studies", enabled=not args.quiet)
     try:
         rows = run_batch(studies, args.outdir, args.method, args.spacing, options, axis=args.axis,
-                         force=args.force, workers=workers, device=args.device, shard=shard, progress=bar)
+                         force=args.force, workers=workers, device=args.device, shard=shard, ray=args.ray,
+                         progress=bar)
     finally:
         bar.close()
     counts = {status: sum(r["status"] == status for r in rows) for status in ("done", "skipped", "failed")}

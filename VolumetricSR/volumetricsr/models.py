@@ -50,6 +50,9 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+_WEIGHTS: dict[tuple, dict] = {}      # ModelCard.state_dict's per-process cache, by file, checksum and mtime
+
+
 @dataclass
 class ModelCard:
     id: str
@@ -132,8 +135,15 @@ class ModelCard:
         return ModelCard.load(self.path)
 
     def state_dict(self) -> dict:
+        """The weights, checked against the card; read once per process while the file is unchanged
+        (a cohort worker loads its model once)."""
         import torch
 
+        w = self.file(self.weights)
+        stat = w.stat() if w.is_file() else None
+        key = (str(w.resolve()), self.sha256, stat and stat.st_size, stat and stat.st_mtime_ns)
+        if key in _WEIGHTS:
+            return _WEIGHTS[key]
         w = self.verify()
         try:
             state = torch.load(w, map_location="cpu", weights_only=True)
@@ -141,6 +151,9 @@ class ModelCard:
             raise ModelError(f"Model {self.id}: {w.name} is not a loadable weights file ({exc}).") from exc
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
+        while len(_WEIGHTS) >= 4:
+            _WEIGHTS.pop(next(iter(_WEIGHTS)))
+        _WEIGHTS[key] = state
         return state
 
     def build(self):
