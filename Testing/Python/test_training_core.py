@@ -276,3 +276,28 @@ def test_training_without_matplotlib_writes_the_log_and_says_curves_were_skipped
     assert trainer.run() == 0
     assert len(trainer.history) == 2 and not (tmp_path / "curves.png").exists()
     assert stream.getvalue().count("curves.png skipped") == 1
+
+
+def test_the_log_is_appended_its_summary_stays_small_and_a_resume_cuts_it_back(tmp_path):
+    log = History(tmp_path / "log.jsonl", points=50)
+    rows = [{"step": n, "loss": float(n % 7), **({"val_psnr": float(n)} if n % 100 == 0 else {})}
+            for n in range(1, 5001)]
+    for start in range(0, 5000, 100):
+        log.append(rows[start:start + 100])
+    assert log.rows() == rows
+    assert len(log.bins) < 100 and log.width >= 64                     # 5000 steps in under 100 points
+    assert len(log.bins) * log.width + len(log.open) == 5000
+    assert abs(np.mean([b["loss"] for b in log.bins]) - 3.0) < 0.1       # bin means keep the mean
+    assert [r["step"] for r in log.val] == list(range(100, 5001, 100))   # every validation value kept
+    size_at_3000 = len("".join(json.dumps(r) + "\n" for r in rows[:3000]).encode())
+    resumed = History(tmp_path / "log.jsonl", points=50)
+    assert resumed.restore(size_at_3000) is None and resumed.rows() == rows[:3000]
+    assert "shorter than the checkpoint expects" in History(tmp_path / "log.jsonl").restore(10**9)
+
+
+def test_a_new_run_in_the_same_folder_starts_a_new_log(tmp_path):
+    quiet = open(os.devnull, "w")
+    for steps in (4, 2):
+        trainer = Trainer(ToyGAN(), tmp_path, total_steps=steps, steps_per_epoch=1, config={}, stream=quiet)
+        assert trainer.run() == 0
+    assert [r["step"] for r in History(tmp_path / "log.jsonl").rows()] == [1, 2]

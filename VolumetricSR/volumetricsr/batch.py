@@ -10,7 +10,8 @@ One failure never stops the rest: it is a row of ``report.csv`` with its one-lin
 writes its own report.
 
 Where the studies run: here, one at a time; ``workers > 1``, in that many local processes, the CPU
-cores split between them (:func:`~.threads.configure`); or ``ray=ADDRESS``, as Ray tasks on a local
+cores split between them (:func:`~.threads.configure`) and, on a machine with several GPUs, each
+worker on its own GPU (by default one worker per GPU); or ``ray=ADDRESS``, as Ray tasks on a local
 instance (``"local"``) or a cluster (``"auto"``, ``ray://host:port``): one GPU per task where the
 cluster has GPUs, else a share of the CPUs; Ray retries a task whose worker died. A worker process
 reads each model once (:meth:`~.models.ModelCard.state_dict`). On a cluster, the inputs and OUTDIR
@@ -120,16 +121,25 @@ def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], 
                             **{**options, **study.options})
         write_volume(out, target)
         row["output_size"], row["output_spacing"] = _describe(out)
+        if device == "cuda":          # which GPU this worker holds
+            import torch
+
+            row["device"] = f"cuda:{torch.cuda.current_device()}"
     except (VolumetricSRError, OSError, ValueError, RuntimeError) as exc:
         row.update(status="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     row["seconds"] = round(time.perf_counter() - start, 2)
     return row
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, gpus) -> None:
+    """A local worker process: its CPU threads, and its own GPU (from the queue ``gpus``) if any."""
     from .threads import configure
 
     configure(threads)
+    if gpus is not None:
+        import torch
+
+        torch.cuda.set_device(gpus.get())
 
 
 def report_path(outdir: "str | os.PathLike", shard: Optional[tuple[int, int]] = None) -> Path:
@@ -152,7 +162,8 @@ def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "
               shard: Optional[tuple[int, int]] = None, ray: Optional[str] = None, progress=None) -> list[dict]:
     """Every study of ``studies`` (or of its ``shard``) not yet written under ``outdir``; returns the
     report rows (also in :func:`report_path`), one per study, ``skipped`` for outputs already there.
-    ``workers``: studies at once (default: 1 here; on Ray, one per GPU of the cluster, else one per node)."""
+    ``workers``: studies at once (default: one per GPU here, else 1; on Ray, one per GPU of the cluster,
+    else one per node)."""
     from .api import check_request
     from .device import resolve_device
     from .threads import usable_cores
@@ -182,15 +193,24 @@ def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "
     job = (str(outdir), method, spacing, options, device, axis, force)
     if ray is not None:
         _run_on_ray(todo, job, workers, ray, m.uses_device, record)
-    elif (workers or 1) <= 1 or len(todo) <= 1:
+        return [rows[s.input] for s in studies]
+    gpus = _local_gpus() if device == "cuda" else 0
+    workers = workers or max(1, gpus)
+    if workers <= 1 or len(todo) <= 1:
         for s in todo:
             record(run_study(s, *job))
     else:
         import multiprocessing
 
         threads = max(1, usable_cores() // workers)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
+        context = multiprocessing.get_context("spawn")
+        queue = None
+        if gpus > 1:                 # worker w on GPU w mod gpus
+            queue = context.Queue()
+            for w in range(workers):
+                queue.put(w % gpus)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(threads, queue)) as pool:
             futures = [pool.submit(run_study, s, *job) for s in todo]
             for s, f in zip(todo, futures):
                 try:
@@ -198,6 +218,12 @@ def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "
                 except Exception as exc:        # a worker that died (killed, out of memory)
                     record(_worker_failed(s, exc))
     return [rows[s.input] for s in studies]
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _worker_failed(study: Study, exc: BaseException) -> dict:

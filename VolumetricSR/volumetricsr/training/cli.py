@@ -6,7 +6,7 @@ method's options only. ``--resume`` continues a run with the settings it was sta
 ``--max-steps`` (a longer run; the learning-rate schedule keeps its horizon) and the
 machine-related options (device, threads, progress output) may be given again.
 
-Under ``torchrun --nproc_per_node N -m volumetricsr train ...`` (or ``torchrun ... train.py``) the
+Under ``torchrun --nproc_per_node N -m volumetricsr train ...`` (or ``torchrun ... train.py ...``) the
 same command trains on N ranks (:mod:`.distributed`): each rank takes its own samples of
 ``--batch-size``, so a step sees N times the batch; rank 0 writes the work folder and the model.
 """

@@ -221,6 +221,8 @@ class Trainer:
         """Train until ``total_steps``; 0 when done, :data:`STOPPED` when stopped by a signal."""
         if resume:
             self.resume()
+        elif self.is_main:
+            self.log.restore(0)          # a new run in this folder: a new log
         handlers = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
