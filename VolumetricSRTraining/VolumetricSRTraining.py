@@ -2,8 +2,9 @@
 
 The panel runs the headless trainer (VolumetricSRTraining/train.py, also usable as
 ``Slicer --no-main-window --python-script VolumetricSRTraining/train.py ...`` or with plain Python),
-reads its ``--progress-json`` lines, and stops it with SIGTERM (it saves a checkpoint). The trained model
-is written to the user models folder, where the VolumetricSR module lists it.
+reads its ``--progress-json`` lines, and stops it with its stop file (it saves a checkpoint; a signal
+would reach only Slicer's launcher). The trained model is written to the user models folder, where
+the VolumetricSR module lists it.
 """
 from typing import Annotated
 
@@ -42,6 +43,7 @@ class VolumetricSRTrainingParameterNode:
     device: str = "auto"
     resume: bool = False
     extraArgs: str = ""
+    modelsDir: str = ""      # "": the user models folder, which the VolumetricSR module lists
 
 
 class VolumetricSRTrainingWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -73,8 +75,8 @@ class VolumetricSRTrainingWidget(ParameterNodeWidgetMixin, ScriptedLoadableModul
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        if self._run is not None:
-            self._run.stop()
+        if self._run is not None:       # no trainer left running behind Slicer
+            self._run.close()
         self.removeObservers()
 
     def _fillCombos(self) -> None:
@@ -112,7 +114,7 @@ class VolumetricSRTrainingWidget(ParameterNodeWidgetMixin, ScriptedLoadableModul
     def _settings(self) -> TrainingSettings:
         p = self._parameterNode
         return TrainingSettings(method=p.method, dataPath=p.dataPath, modelId=p.modelId, epochs=p.epochs,
-                                device=p.device, resume=p.resume, extraArgs=p.extraArgs)
+                                device=p.device, resume=p.resume, extraArgs=p.extraArgs, modelsDir=p.modelsDir)
 
     def onStart(self) -> None:
         from VolumetricSRLib.dependencies import DependencyInstaller, requirements_for
@@ -131,7 +133,7 @@ class VolumetricSRTrainingWidget(ParameterNodeWidgetMixin, ScriptedLoadableModul
     def onStop(self) -> None:
         if self._run is not None:
             self._run.stop()
-            self.ui.statusLabel.text = "Stopping (saving a checkpoint)..."
+            self.ui.statusLabel.text = "Stopping: a checkpoint is saved after the current step..."
 
     def _poll(self) -> None:
         if self._run is None or not self._run.poll():
@@ -167,12 +169,12 @@ class VolumetricSRTrainingLogic(ScriptedLoadableModuleLogic):
         return VolumetricSRTrainingParameterNode(super().getParameterNode())
 
     def train(self, method: str, dataPath: str, modelId: str, epochs: int = 100, device: str = "auto",
-              resume: bool = False, extraArgs: str = "", timeout: float = 7 * 24 * 3600.0) -> bool:
+              resume: bool = False, extraArgs: str = "", timeout: float = 7 * 24 * 3600.0, modelsDir: str = "") -> bool:
         """Run the trainer to the end, logging its output; True when it succeeded."""
         import logging
 
         result = []
-        run = TrainingRun(TrainingSettings(method, dataPath, modelId, epochs, device, resume, extraArgs),
+        run = TrainingRun(TrainingSettings(method, dataPath, modelId, epochs, device, resume, extraArgs, modelsDir),
                           launcher=slicer_launcher, on_status=lambda f, t: logging.info(t), on_log=logging.info,
                           on_finished=lambda ok, text: result.append((ok, text))).start()
         run.wait(timeout)

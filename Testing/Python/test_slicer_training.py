@@ -2,9 +2,11 @@
 fake trainer script that follows the trainer's contract (see VolumetricSRTrainingLib/command.py)."""
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,28 +21,33 @@ from VolumetricSRTrainingLib.logic import TrainingRun, slicer_launcher  # noqa: 
 from VolumetricSRTrainingLib.plot import LossPlot  # noqa: E402
 
 FAKE_TRAINER = textwrap.dedent('''
-    """Fake trainer: the CLI contract of train.py, no training."""
-    import argparse, json, signal, sys, time
+    """Fake trainer: the CLI contract of train.py (VolumetricSRTrainingLib/command.py), no training."""
+    import argparse, json, os, signal, sys, time
     p = argparse.ArgumentParser()
-    for a in ("--method", "--data", "--out", "--device"):
-        p.add_argument(a, required=True)
+    for a in ("--method", "--data", "--out", "--device", "--models-dir", "--workdir"):
+        p.add_argument(a, required=a not in ("--data",))
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--progress-json", action="store_true")
     p.add_argument("--fail", action="store_true")
     p.add_argument("--slow", action="store_true")
+    p.add_argument("--stubborn", action="store_true", help="ignore the stop file and SIGTERM")
+    p.add_argument("--bad-bytes", action="store_true", help="write a line that is not UTF-8")
     args = p.parse_args()
-
-    def on_term(*_):
-        print(json.dumps({"message": "checkpoint saved"}), flush=True)
-        sys.exit(0)
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop = os.path.join(args.workdir, "STOP")
+    if args.stubborn:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print("loading data from", args.data, "resume" if args.resume else "fresh", flush=True)
-    print(json.dumps({"started": True}), flush=True)   # a record without step: no curve point
+    print(json.dumps({"event": "start", "pid": os.getpid(), "models_dir": args.models_dir}), flush=True)
+    if args.bad_bytes:
+        sys.stdout.buffer.write(b"caf\\xe9 \\xff\\xfe not utf-8\\n")
+        sys.stdout.flush()
     for epoch in range(1, args.epochs + 1):
         print(json.dumps({"epoch": epoch, "step": epoch * 10, "total_steps": args.epochs * 10,
                           "loss": 1.0 / epoch, "val_psnr": 30 + epoch}), flush=True)
+        if os.path.exists(stop) and not args.stubborn:
+            print(json.dumps({"event": "stopped", "step": epoch * 10, "checkpoint": "last.pt"}), flush=True)
+            sys.exit(130)
         if args.fail and epoch == 2:
             print("Traceback: CUDA out of memory", flush=True)
             sys.exit(3)
@@ -50,21 +57,36 @@ FAKE_TRAINER = textwrap.dedent('''
 ''')
 
 
+def alive(pid: int) -> bool:
+    """Process ``pid`` runs (a zombie that no parent has reaped yet does not)."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except ProcessLookupError:
+        return False
+    except OSError:          # no /proc (macOS): os.kill said it exists
+        return True
+    return state != "Z"
+
+
 @pytest.fixture
 def fake(tmp_path):
     script = tmp_path / "fake_train.py"
     script.write_text(FAKE_TRAINER)
     (tmp_path / "data").mkdir()
     slicer_standin.reset()
-    return script, TrainingSettings(method="tvsrn", dataPath=str(tmp_path / "data"), modelId="tvsrn-mine", epochs=4)
+    return script, TrainingSettings(method="tvsrn", dataPath=str(tmp_path / "data"), modelId="tvsrn-mine", epochs=4,
+                                    modelsDir=str(tmp_path / "models"))
 
 
 def test_command_follows_the_trainer_contract(fake):
     script, settings = fake
     settings.resume = True
     cmd = build_command(settings, python="PythonSlicer", script=script)
+    models = settings.modelsDir
     assert cmd == ["PythonSlicer", str(script), "--method", "tvsrn", "--data", settings.dataPath, "--out",
-                   "tvsrn-mine", "--epochs", "4", "--device", "auto", "--progress-json", "--resume"]
+                   "tvsrn-mine", "--models-dir", models, "--workdir", str(Path(models) / "runs" / "tvsrn-mine"),
+                   "--epochs", "4", "--device", "auto", "--progress-json", "--resume"]
     cli = build_command(settings, python="py", script=None)
     assert cli[:2] == ["py", "-c"] and cli[3] == "train" and "--progress-json" in cli
 
@@ -117,21 +139,78 @@ def test_failure_is_reported_with_the_exit_code(fake):
     assert run.history.loss == [(10.0, 1.0), (20.0, 0.5)]
 
 
-def test_stop_terminates_and_offers_resume(fake):
-    script, settings = fake
+def _start_slow(settings, script, *extra, **callbacks):
+    """A long fake run through Slicer's launcher (stand-in), once it has reported two records."""
     settings.epochs = 500
-    finished, status = [], []
+    status = []
     run = TrainingRun(settings, python=sys.executable, script=script, launcher=slicer_launcher,
-                      on_status=lambda f, t: status.append(t), on_finished=lambda ok, t: finished.append((ok, t)))
-    run.process.args.append("--slow")
+                      on_status=lambda f, t: status.append(t), **callbacks)
+    run.process.args += ["--slow", *extra]
     run.start()
     while run.poll() and len(status) < 2:
         time.sleep(0.01)
+    return run, status
+
+
+def test_stop_writes_the_stop_file_through_the_launcher_and_offers_resume(fake):
+    """Slicer's launcher forwards no signals: a Stop that only terminated it left the trainer running."""
+    script, settings = fake
+    finished = []
+    run, status = _start_slow(settings, script, on_finished=lambda ok, t: finished.append((ok, t)))
+    pid = run.process.trainer_pid
+    assert pid and pid != run.process.process.pid          # the real trainer, the launcher's child
     run.stop()
     run.wait(30)
-    assert finished and finished[0][0] is False and "Resume" in finished[0][1]
-    assert status[-1] == "checkpoint saved" and len(status) < 500
+    assert finished[0][0] is False and finished[0][1].startswith("Stopped at step ") and "Resume" in finished[0][1]
+    assert "checkpoint was saved" in finished[0][1] and len(status) < 500
+    assert not alive(pid) and not (settings.workdir() / "STOP").exists()
     assert slicer.util.calls[0][0] == "launchConsoleProcess"
+
+
+def test_a_trainer_that_does_not_stop_is_killed_and_the_message_says_no_checkpoint(fake):
+    script, settings = fake
+    finished = []
+    run, _ = _start_slow(settings, script, "--stubborn", on_finished=lambda ok, t: finished.append((ok, t)))
+    pid = run.process.trainer_pid
+    run.stop(grace_seconds=0.5)
+    run.wait(30)
+    assert finished[0][0] is False and "killed: no checkpoint was saved" in finished[0][1]
+    time.sleep(0.2)
+    assert not alive(pid), "the real trainer is still running"
+
+
+def test_closing_the_module_leaves_no_trainer_running(fake):
+    script, settings = fake
+    run, _ = _start_slow(settings, script, "--stubborn")
+    pid = run.process.trainer_pid
+    run.close(timeout=0.5)
+    time.sleep(0.2)
+    assert not alive(pid) and not run.process.running()
+
+
+def test_output_that_is_not_utf8_is_shown_and_reading_goes_on(fake):
+    script, settings = fake
+    logs, finished = [], []
+    run = TrainingRun(settings, python=sys.executable, script=script, launcher=slicer_launcher, on_log=logs.append,
+                      on_finished=lambda ok, t: finished.append(ok))
+    run.process.args.append("--bad-bytes")
+    run.start().wait(30)
+    assert finished == [True] and any(line.startswith("caf\ufffd") for line in logs)
+    assert run.history.loss[-1] == (40.0, 0.25)                  # every record after it arrived
+
+
+def test_the_trainer_is_told_the_models_folder_set_inside_slicer(fake, monkeypatch, tmp_path):
+    """launchConsoleProcess starts the trainer in Slicer's startup environment: a VOLUMETRICSR_MODELS
+    set in Slicer since then would be lost, so the command names the folder."""
+    script, settings = fake
+    monkeypatch.setenv("VOLUMETRICSR_MODELS", str(tmp_path / "chosen"))       # set inside Slicer, at run time
+    settings.modelsDir = ""
+    run = TrainingRun(settings, python=sys.executable, script=script, launcher=slicer_launcher)
+    records, deliver = [], run.process.on_record
+    run.process.on_record = lambda r: records.append(r) or deliver(r)
+    run.start().wait(30)
+    starts = [r for r in records if r.get("event") == "start"]
+    assert starts and starts[0]["models_dir"] == str(tmp_path / "chosen")
 
 
 def test_device_index_goes_to_cuda_visible_devices(fake):

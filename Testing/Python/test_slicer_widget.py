@@ -174,7 +174,7 @@ def test_closing_the_scene_drops_a_running_task(qt_slicer, monkeypatch):
 FAKE = '''
 import argparse, json, sys, time
 p = argparse.ArgumentParser()
-for a in ("--method", "--data", "--out", "--device", "--epochs"):
+for a in ("--method", "--data", "--out", "--device", "--epochs", "--models-dir", "--workdir"):
     p.add_argument(a)
 p.add_argument("--resume", action="store_true")
 p.add_argument("--progress-json", action="store_true")

@@ -301,3 +301,17 @@ def test_a_new_run_in_the_same_folder_starts_a_new_log(tmp_path):
         trainer = Trainer(ToyGAN(), tmp_path, total_steps=steps, steps_per_epoch=1, config={}, stream=quiet)
         assert trainer.run() == 0
     assert [r["step"] for r in History(tmp_path / "log.jsonl").rows()] == [1, 2]
+
+
+def test_a_stop_file_during_validation_stops_the_run_with_a_checkpoint(tmp_path):
+    task = ToyGAN()
+    trainer = Trainer(task, tmp_path, total_steps=6, steps_per_epoch=2, config={}, stream=open(os.devnull, "w"))
+
+    def long_validation(cancel=None):              # the GUI's Stop arrives while it validates
+        trainer.stop_path.touch()
+        cancel.raise_if_cancelled()
+        return {"val_psnr": 1.0}
+
+    task.validate = long_validation
+    assert trainer.run() == STOPPED
+    assert ckpt.load(trainer.last_path)["step"] == 2 and not trainer.stop_path.exists()

@@ -1,9 +1,12 @@
 """Training settings and the command line of the headless trainer.
 
 Contract with the trainer (``VolumetricSRTraining/train.py``, or ``volumetricsr train``):
-``--method M --data PATH --out MODEL_ID --epochs N --device D [--resume] --progress-json``; with
-``--progress-json`` it prints one JSON object per line (keys such as ``step``, ``epoch``, ``loss``,
-``val_psnr``), and it writes a checkpoint and exits when sent SIGTERM.
+``--method M --data PATH --out MODEL_ID --models-dir DIR --workdir DIR/runs/MODEL_ID --epochs N
+--device D [--resume] --progress-json``; with ``--progress-json`` it prints one JSON object per line
+in UTF-8 (an ``event`` of ``start`` with its ``pid``, ``step``, ``epoch``, ``stopped``, ``model``...;
+keys such as ``step``, ``loss``, ``val_psnr``), and when the file ``WORKDIR/STOP`` appears it writes
+a checkpoint, prints a ``stopped`` line and exits. The models folder is passed explicitly: the
+trainer starts in Slicer's startup environment, which lacks variables set inside Slicer.
 """
 from __future__ import annotations
 
@@ -31,6 +34,16 @@ class TrainingSettings:
     device: str = "auto"            # auto, cpu, mps, cuda or cuda:N (N is passed as CUDA_VISIBLE_DEVICES)
     resume: bool = False
     extraArgs: str = ""             # further trainer options, e.g. "--crop 128 --batch-size 2"
+    modelsDir: str = ""             # where the model goes ("": the user models folder the main module lists)
+
+    def models_dir(self) -> Path:
+        from volumetricsr.models import user_models_dir
+
+        return Path(self.modelsDir) if self.modelsDir else user_models_dir()
+
+    def workdir(self) -> Path:
+        """The run's checkpoints, log and stop file."""
+        return self.models_dir() / "runs" / self.modelId
 
     def problems(self) -> list[str]:
         out = []
@@ -63,7 +76,8 @@ def python_executable() -> str:
 def build_command(settings: TrainingSettings, python: Optional[str] = None,
                   script: "Optional[Path | str]" = "find") -> list[str]:
     """The trainer's argument list (``script=None``: the core CLI's ``train`` subcommand)."""
-    args = ["--method", settings.method, "--out", settings.modelId, "--epochs", str(int(settings.epochs)),
+    args = ["--method", settings.method, "--out", settings.modelId, "--models-dir", str(settings.models_dir()),
+            "--workdir", str(settings.workdir()), "--epochs", str(int(settings.epochs)),
             "--device", settings.device.split(":")[0], "--progress-json"]
     if settings.dataPath:
         args[2:2] = ["--data", str(settings.dataPath)]
@@ -73,9 +87,9 @@ def build_command(settings: TrainingSettings, python: Optional[str] = None,
 
 
 def environment(settings: TrainingSettings) -> dict:
-    """Variables for the trainer: the core on PYTHONPATH, unbuffered output, the chosen GPU."""
+    """Variables for the trainer: the core on PYTHONPATH, unbuffered UTF-8 output, the chosen GPU."""
     pythonpath = os.pathsep.join(p for p in (core_path(), os.environ.get("PYTHONPATH", "")) if p)
-    env = {"PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
+    env = {"PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
     if settings.device.startswith("cuda:"):
         env["CUDA_VISIBLE_DEVICES"] = settings.device.split(":", 1)[1]
     return env

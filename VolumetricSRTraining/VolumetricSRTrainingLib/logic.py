@@ -12,7 +12,7 @@ def slicer_launcher(args: list[str], env: Optional[dict] = None):
     """Launch through Slicer's ``launchConsoleProcess`` (startup environment, hidden console)."""
     import slicer
 
-    return slicer.util.launchConsoleProcess(args, updateEnvironment=env)
+    return slicer.util.launchConsoleProcess(args, updateEnvironment=env)   # PythonSlicer: a launcher
 
 
 class TrainingRun:
@@ -29,15 +29,20 @@ class TrainingRun:
         self.on_status, self.on_finished_cb = on_status, on_finished
         self.last_record: dict = {}
         self.process = TrainingProcess(build_command(settings, python, script), env=environment(settings),
-                                       launcher=launcher, on_record=self._record, on_log=on_log,
-                                       on_finished=self._finished)
+                                       launcher=launcher, stop_file=settings.workdir() / "STOP",
+                                       on_record=self._record, on_log=on_log, on_finished=self._finished)
 
     def start(self) -> "TrainingRun":
         self.process.start()
         return self
 
-    def stop(self) -> None:
-        self.process.stop()
+    def stop(self, grace_seconds: float = 120.0) -> None:
+        """Ask for a checkpoint and an exit; the trainer is killed if it has not exited in ``grace_seconds``."""
+        self.process.stop(grace_seconds)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop, wait up to ``timeout`` s, then kill: nothing left running when the module closes."""
+        self.process.close(timeout)
 
     def poll(self) -> bool:
         return self.process.poll()
@@ -52,10 +57,15 @@ class TrainingRun:
         if self.on_status:
             self.on_status(progress_fraction(record, self.settings.epochs), describe(record))
 
-    def _finished(self, code: int, stopped: bool) -> None:
+    def _finished(self, code: int, stop: Optional[str]) -> None:
         model = self.settings.modelId
-        if stopped:
-            ok, text = False, f"Stopped; a checkpoint was saved. Tick 'Resume' and Start to continue {model}."
+        if stop == "stopped":
+            step = self.last_record.get("step")
+            ok, text = False, (f"Stopped{f' at step {step}' if step else ''}; a checkpoint was saved. "
+                               f"Tick 'Resume' and Start to continue {model}.")
+        elif stop == "killed":
+            ok, text = False, ("The trainer did not stop in time and was killed: no checkpoint was saved at the "
+                               f"stop; 'Resume' continues {model} from its last epoch's checkpoint, if any.")
         elif code == 0:
             ok, text = True, f"Model {model} trained; it is listed in the VolumetricSR module's model selector."
         else:

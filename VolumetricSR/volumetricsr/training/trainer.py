@@ -15,9 +15,10 @@ Files in the work folder:
 Progress goes to stdout: with ``progress_json`` one JSON object per line, with an ``event`` of
 ``start``, ``step``, ``validate`` (starting), ``epoch`` (with any validation metrics),
 ``checkpoint``, ``note``, ``stopped`` or ``done`` (plus ``model`` and ``error`` from the command line);
-otherwise short human-readable lines. SIGTERM/SIGINT, or a file named ``STOP`` appearing in the work
-folder (for platforms without signals, e.g. a GUI on Windows), stop the run after the current step:
-a checkpoint is saved and :meth:`Trainer.run` returns 130; a second signal aborts at once.
+otherwise short human-readable lines; ``start`` carries the process's ``pid``. SIGTERM/SIGINT, or a
+file named ``STOP`` appearing in the work folder (what a GUI writes: Slicer starts the trainer
+through a launcher that forwards no signals), stop the run after the current step, or during a
+validation: a checkpoint is saved and :meth:`Trainer.run` returns 130; a second signal aborts at once.
 
 Under torchrun (``group``, :mod:`.distributed`) every rank runs a Trainer: the ranks stop together,
 rank 0 alone validates, prints and writes files, and checkpoints hold every rank's random state.
@@ -67,13 +68,13 @@ class Trainer:
                            val_every=max(1, int(val_every)))
         self.progress_json, self.log_every = progress_json, max(1, log_every)
         self.stream = stream or sys.stdout
-        self.cancel = CancelToken()
+        self.cancel = StopFileToken(self.workdir / "STOP")
         self.group, self.is_main = group, group.is_main
         self.loop = Loop(task, total_steps, steps_per_epoch=steps_per_epoch, val_every=val_every,
                          rng=np.random.default_rng(group.seed(seed)), cancel=self.cancel, on_event=self._on_event,
-                         should_stop=self.stop_path.exists, sync=group)
+                         sync=group)
         self.log = History(self.workdir / "log.jsonl")
-        self._t0, self._start = time.perf_counter(), 0
+        self._t0, self._start, self._signals = time.perf_counter(), 0, 0
 
     # -- the loop's state ----------------------------------------------------------------------
     @property
@@ -212,7 +213,8 @@ class Trainer:
             self.emit(name, **fields)
 
     def _on_signal(self, signum, frame) -> None:
-        if self.cancel.cancelled:
+        self._signals += 1
+        if self._signals > 1:
             raise KeyboardInterrupt
         self.cancel.cancel()
 
@@ -232,7 +234,7 @@ class Trainer:
         self.group.broadcast(self.task.modules().values())
         self._start, self._t0 = self.step, time.perf_counter()
         self.emit("start", step=self.step, total=self.total_steps, steps_per_epoch=self.loop.steps_per_epoch,
-                  workdir=str(self.workdir))
+                  workdir=str(self.workdir), pid=os.getpid())
         try:
             with keep_freed_memory():
                 self.loop.run()
@@ -248,6 +250,21 @@ class Trainer:
             return STOPPED
         self.emit("done", step=self.step, best=self.result or None)
         return 0
+
+
+class StopFileToken(CancelToken):
+    """Cancelled by :meth:`cancel` (a signal) or by the file ``path`` appearing: long work that checks
+    the token (validation) stops for either."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+
+    @property
+    def cancelled(self) -> bool:
+        if not super().cancelled and self.path.exists():
+            self.cancel()
+        return super().cancelled
 
 
 def weights_digest(task: Task) -> float:

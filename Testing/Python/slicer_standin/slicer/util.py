@@ -3,10 +3,17 @@
 ``calls`` records the calls that have effects outside the scene (views, dialogs, pip) for tests.
 """
 import contextlib
+import os
 
 import numpy as np
 
 calls = []
+#: The environment Slicer started with (``slicer.util.startupEnvironment()``): taken when the stand-in loads.
+STARTUP_ENVIRONMENT = dict(os.environ)
+
+
+def startupEnvironment():
+    return dict(STARTUP_ENVIRONMENT)
 
 
 class VTKObservationMixin:
@@ -97,11 +104,19 @@ def updateTableFromArray(table, narrays, columnNames=None):
     return table
 
 
-def launchConsoleProcess(args, updateEnvironment=None, **kwargs):
-    """Real Slicer starts the process in its startup environment; here plain Popen (text, merged output)."""
+def launchConsoleProcess(args, useStartupEnvironment=True, updateEnvironment=None, cwd=None):
+    """As Slicer's: text output with stderr merged, in Slicer's startup environment (variables set in
+    Slicer's own process since it started are not passed on) plus ``updateEnvironment``. A Python the
+    modules start is ``PythonSlicer``, a CTK launcher that runs the real Python as its child and
+    forwards no signals: here every command runs under ``launcher.py``, which behaves the same."""
     import os
     import subprocess
+    import sys
+    from pathlib import Path
 
     calls.append(("launchConsoleProcess", list(args)))
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(updateEnvironment or {})})
+    env = dict(STARTUP_ENVIRONMENT if useStartupEnvironment else os.environ)
+    env.update(updateEnvironment or {})
+    launcher = Path(__file__).resolve().parents[1] / "launcher.py"
+    return subprocess.Popen([sys.executable, str(launcher), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, universal_newlines=True, env=env, cwd=cwd)
