@@ -219,10 +219,10 @@ class VolumetricSRTrainingTest(ScriptedLoadableModuleTest):
 
     def test_trainer_help(self):
         from VolumetricSRTrainingLib.command import environment, trainer_head
-        from VolumetricSRTrainingLib.process import TrainingProcess
+        from VolumetricSRLib.childprocess import ChildProcess
 
         lines, codes = [], []
-        proc = TrainingProcess(trainer_head() + ["--help"], env=environment(TrainingSettings()), launcher=slicer_launcher,
+        proc = ChildProcess(trainer_head() + ["--help"], env=environment(TrainingSettings()), launcher=slicer_launcher,
                                on_log=lines.append, on_finished=lambda code, stopped: codes.append(code)).start()
         proc.wait(120)
         self.assertEqual(codes, [0])

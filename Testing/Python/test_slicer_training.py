@@ -157,7 +157,7 @@ def test_stop_writes_the_stop_file_through_the_launcher_and_offers_resume(fake):
     script, settings = fake
     finished = []
     run, status = _start_slow(settings, script, on_finished=lambda ok, t: finished.append((ok, t)))
-    pid = run.process.trainer_pid
+    pid = run.process.child_pid
     assert pid and pid != run.process.process.pid          # the real trainer, the launcher's child
     run.stop()
     run.wait(30)
@@ -171,7 +171,7 @@ def test_a_trainer_that_does_not_stop_is_killed_and_the_message_says_no_checkpoi
     script, settings = fake
     finished = []
     run, _ = _start_slow(settings, script, "--stubborn", on_finished=lambda ok, t: finished.append((ok, t)))
-    pid = run.process.trainer_pid
+    pid = run.process.child_pid
     run.stop(grace_seconds=0.5)
     run.wait(30)
     assert finished[0][0] is False and "killed: no checkpoint was saved" in finished[0][1]
@@ -182,7 +182,7 @@ def test_a_trainer_that_does_not_stop_is_killed_and_the_message_says_no_checkpoi
 def test_closing_the_module_leaves_no_trainer_running(fake):
     script, settings = fake
     run, _ = _start_slow(settings, script, "--stubborn")
-    pid = run.process.trainer_pid
+    pid = run.process.child_pid
     run.close(timeout=0.5)
     time.sleep(0.2)
     assert not alive(pid) and not run.process.running()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -56,6 +57,10 @@ def _add_infer(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "input"], default="float32",
                    help="output voxel type: float32 (default) or the input's type")
     p.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
+    p.add_argument("--options", help="method options as a JSON object, e.g. '{\"iterations\": 500}' "
+                                     "(over the flags above)")
+    p.add_argument("--progress-json", action="store_true", help="progress as JSON lines on stdout (for a GUI)")
+    p.add_argument("--stop-file", help="cancel when this file appears (for a GUI; signals work too)")
 
 
 def _add_method_arguments(p) -> None:
@@ -103,13 +108,13 @@ METHOD_OPTIONS = ("model", "backend", "precision", "batch_size", "window", "over
                   "norm", "gmap")
 
 
-def _method_request(args):
-    """The method and its given options, checked, and the CPU threads configured."""
+def _method_request(args, extra: Optional[dict] = None):
+    """The method and its given options (flags, then ``extra``), checked, and the CPU threads configured."""
     from .api import check_request
     from .options import THREADS
 
     given = {name: getattr(args, name) for name in METHOD_OPTIONS}
-    options = {name: value for name, value in given.items() if value is not None}
+    options = {**{name: value for name, value in given.items() if value is not None}, **(extra or {})}
     method, _ = check_request(args.method, args.spacing, options)
     threads = None if args.threads is None else THREADS("threads", args.threads)
     if method.uses_device:
@@ -121,17 +126,31 @@ def _method_request(args):
 
 def _cmd_infer(args) -> int:
     from .api import infer
+    from .progress import CancelToken, JsonProgress, StopFileToken, emit_json
 
-    method, options = _method_request(args)
-    bar = TqdmProgress(method.title or method.name, enabled=not args.quiet)
+    if args.progress_json:
+        emit_json("start", pid=os.getpid())
+    try:
+        extra = json.loads(args.options) if args.options else {}
+    except ValueError as exc:
+        raise InputError(f"--options is not JSON: {exc}.")
+    if not isinstance(extra, dict):
+        raise InputError("--options must be a JSON object, like '{\"iterations\": 500}'.")
+    method, options = _method_request(args, extra)
+    bar = JsonProgress() if args.progress_json else TqdmProgress(method.title or method.name, enabled=not args.quiet)
+    cancel = StopFileToken(args.stop_file) if args.stop_file else CancelToken()
     start = time.perf_counter()
     try:
         out = infer(args.input, args.output, args.method, args.spacing, axis=args.axis, device=args.device,
                     series=args.series, dtype=None if args.dtype == "float32" else "input", force=args.force,
-                    progress=bar, **options)
+                    progress=bar, cancel=cancel, **options)
     finally:
-        bar.close()
-    print(f"wrote {args.output}: {out.describe()} in {time.perf_counter() - start:.1f} s")
+        getattr(bar, "close", lambda: None)()
+    seconds = time.perf_counter() - start
+    if args.progress_json:
+        emit_json("done", output=str(args.output), describe=out.describe(), seconds=round(seconds, 2))
+    else:
+        print(f"wrote {args.output}: {out.describe()} in {seconds:.1f} s")
     return 0
 
 
@@ -445,6 +464,8 @@ def _main(argv: list[str]) -> int:
         return 130
     except VolumetricSRError as exc:
         print(f"volumetricsr: error: {exc}", file=sys.stderr)
+        if "--progress-json" in argv and argv[:1] == ["infer"]:
+            print(json.dumps({"event": "error", "message": str(exc)}), flush=True)
         return 2
 
 

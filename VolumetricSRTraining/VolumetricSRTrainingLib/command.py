@@ -10,18 +10,16 @@ trainer starts in Slicer's startup environment, which lacks variables set inside
 """
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from VolumetricSRLib.childprocess import CLI_SNIPPET, core_environment, python_executable
+
 #: Where the headless script may be: beside this package (source tree) or inside it (built extension).
 TRAIN_SCRIPT_CANDIDATES = (Path(__file__).resolve().parents[1] / "train.py", Path(__file__).resolve().parent / "train.py")
-#: Fallback when no train.py is found: the core's command line.
-CLI_SNIPPET = "import sys; from volumetricsr.cli import main; sys.exit(main())"
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -66,13 +64,6 @@ def find_train_script() -> Optional[Path]:
     return next((p for p in TRAIN_SCRIPT_CANDIDATES if p.is_file()), None)
 
 
-def python_executable() -> str:
-    """PythonSlicer inside Slicer (it sets up Slicer's environment), else this interpreter."""
-    exe = Path(sys.executable)
-    slicer_python = exe.with_name("PythonSlicer" + (".exe" if os.name == "nt" else ""))
-    return str(slicer_python) if slicer_python.is_file() else sys.executable
-
-
 def build_command(settings: TrainingSettings, python: Optional[str] = None,
                   script: "Optional[Path | str]" = "find") -> list[str]:
     """The trainer's argument list (``script=None``: the core CLI's ``train`` subcommand)."""
@@ -87,9 +78,9 @@ def build_command(settings: TrainingSettings, python: Optional[str] = None,
 
 
 def environment(settings: TrainingSettings) -> dict:
-    """Variables for the trainer: the core on PYTHONPATH, unbuffered UTF-8 output, the chosen GPU."""
-    pythonpath = os.pathsep.join(p for p in (core_path(), os.environ.get("PYTHONPATH", "")) if p)
-    env = {"PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+    """Variables for the trainer: the core's (:func:`~VolumetricSRLib.childprocess.core_environment`)
+    and the chosen GPU."""
+    env = core_environment()
     if settings.device.startswith("cuda:"):
         env["CUDA_VISIBLE_DEVICES"] = settings.device.split(":", 1)[1]
     return env
@@ -100,10 +91,3 @@ def trainer_head(python: Optional[str] = None, script: "Optional[Path | str]" = 
     python = python or python_executable()
     script = find_train_script() if script == "find" else script
     return [python, str(script)] if script else [python, "-c", CLI_SNIPPET, "train"]
-
-
-def core_path() -> str:
-    """The folder holding the ``volumetricsr`` package, for the trainer's PYTHONPATH."""
-    import volumetricsr
-
-    return str(Path(volumetricsr.__file__).resolve().parents[1])

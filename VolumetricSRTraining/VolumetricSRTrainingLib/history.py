@@ -1,22 +1,11 @@
 """Progress records from the trainer's JSON lines, and the loss history for the live curve."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-
-def parse_record(line: str) -> Optional[dict]:
-    """The JSON object on ``line``, or None for any other output (logged as text)."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
+from VolumetricSRLib.childprocess import parse_record  # noqa: F401  (the records' parser, shared)
 
 
 def _number(value) -> Optional[float]:

@@ -3,16 +3,10 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from VolumetricSRLib.childprocess import ChildProcess, popen_launcher, slicer_launcher  # noqa: F401
+
 from .command import TrainingSettings, build_command, environment
 from .history import LossHistory, describe, progress_fraction
-from .process import TrainingProcess, popen_launcher
-
-
-def slicer_launcher(args: list[str], env: Optional[dict] = None):
-    """Launch through Slicer's ``launchConsoleProcess`` (startup environment, hidden console)."""
-    import slicer
-
-    return slicer.util.launchConsoleProcess(args, updateEnvironment=env)   # PythonSlicer: a launcher
 
 
 class TrainingRun:
@@ -28,9 +22,9 @@ class TrainingRun:
         self.settings, self.plot, self.history = settings, plot, LossHistory()
         self.on_status, self.on_finished_cb = on_status, on_finished
         self.last_record: dict = {}
-        self.process = TrainingProcess(build_command(settings, python, script), env=environment(settings),
-                                       launcher=launcher, stop_file=settings.workdir() / "STOP",
-                                       on_record=self._record, on_log=on_log, on_finished=self._finished)
+        self.process = ChildProcess(build_command(settings, python, script), env=environment(settings),
+                                     launcher=launcher, stop_file=settings.workdir() / "STOP",
+                                     on_record=self._record, on_log=on_log, on_finished=self._finished)
 
     def start(self) -> "TrainingRun":
         self.process.start()

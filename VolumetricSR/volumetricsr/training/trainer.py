@@ -38,7 +38,7 @@ import numpy as np
 
 from ..cpu_memory import keep_freed_memory
 from ..errors import Cancelled, InputError, ModelError, TrainingError
-from ..progress import CancelToken
+from ..progress import StopFileToken
 from . import checkpoint as ckpt
 from .distributed import LOCAL, Group
 from .history import History
@@ -250,21 +250,6 @@ class Trainer:
             return STOPPED
         self.emit("done", step=self.step, best=self.result or None)
         return 0
-
-
-class StopFileToken(CancelToken):
-    """Cancelled by :meth:`cancel` (a signal) or by the file ``path`` appearing: long work that checks
-    the token (validation) stops for either."""
-
-    def __init__(self, path: Path):
-        super().__init__()
-        self.path = path
-
-    @property
-    def cancelled(self) -> bool:
-        if not super().cancelled and self.path.exists():
-            self.cancel()
-        return super().cancelled
 
 
 def weights_digest(task: Task) -> float:
