@@ -112,8 +112,8 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._task is not None:       # no run left behind Slicer: a child is stopped, then killed
+            getattr(self._task, "close", self._task.cancel)()
         self.removeObservers()
 
     def enter(self) -> None:

@@ -1,8 +1,14 @@
 """What Apply and the console API do, without widgets: node -> core -> new node.
 
-The computation (:meth:`SuperResolutionLogic.compute`) works on a copy of the voxels and touches no
-node, so it can run in a background thread; the output node is made or changed only afterwards, on
-the caller's thread (:meth:`finish`). A cancelled or failed run therefore leaves the scene as it was.
+The computation works on a copy of the voxels and touches no node; the output node is made or
+changed only afterwards, on the caller's thread (:meth:`SuperResolutionLogic.finish`). A cancelled
+or failed run therefore leaves the scene as it was.
+
+Where it runs: :meth:`~SuperResolutionLogic.run` (blocking, the console API) computes in this
+process, which waits anyway. :meth:`~SuperResolutionLogic.start` (the panel's Apply, background)
+runs the instant methods (interpolations) in a thread of this process, and every method with a
+network or per-volume training in a child process (:class:`~.processtask.ProcessTask`): Slicer's
+Python keeps the GIL on the main thread while the GUI idles, so a worker thread there would crawl.
 """
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ from typing import Callable, Optional
 
 from . import scene
 from .dependencies import DependencyInstaller, requirements_for
+from .childprocess import slicer_launcher
+from .processtask import ProcessTask
 from .runner import BackgroundTask
 from .settings import RunSettings
 
@@ -45,13 +53,14 @@ class Job:
     cancel: object = field(default=None)
     warnings: list = field(default_factory=list)    # fitness warnings to show before the run
     force: bool = False            # run even where the input does not suit the method
+    in_process: bool = True        # instant (an interpolation): start() runs it in a thread here
 
 
 class SuperResolutionLogic:
     """Prepare, compute and finish a super-resolution run; ``run`` does all three, blocking."""
 
-    def __init__(self, installer: Optional[DependencyInstaller] = None):
-        self.installer = installer
+    def __init__(self, installer: Optional[DependencyInstaller] = None, launcher: Callable = slicer_launcher):
+        self.installer, self.launcher = installer, launcher
 
     def _installer(self, interactive: bool) -> DependencyInstaller:
         return self.installer or DependencyInstaller(interactive=interactive)
@@ -87,8 +96,9 @@ class SuperResolutionLogic:
         volume = scene.volume_from_node(input_node, copy=True)
         grid = plan_grid(volume, spacing, axis, force)   # fails early on a bad target
         notes = m.fitness(volume, grid, method_options, force)
+        instant = not (m.needs_model or m.trains_per_volume or m.uses_device)
         return Job(input_node, volume, m.name, spacing, axis, device, options, output_node,
-                   scene.output_name(input_node, m.name), dtype, show, core.CancelToken(), notes, force)
+                   scene.output_name(input_node, m.name), dtype, show, core.CancelToken(), notes, force, instant)
 
     def prepare_from_settings(self, input_node, settings: RunSettings, output_node=None, interactive: bool = True) -> Job:
         m = self.core(interactive).get_method(settings.method)
@@ -118,13 +128,17 @@ class SuperResolutionLogic:
         logging.info(f"VolumetricSR: {node.GetName()}: {result.describe()}")
         return node
 
-    def start(self, job: Job, *, on_progress=None, on_done=None, on_cancelled=None, on_error=None) -> BackgroundTask:
-        """Compute in a background thread; ``on_done(node)`` after the node is made (call ``poll()`` on the task)."""
+    def start(self, job: Job, *, on_progress=None, on_done=None, on_cancelled=None, on_error=None):
+        """Compute in the background: a thread here for instant methods, else a child process;
+        ``on_done(node)`` after the node is made (call ``poll()`` on the task, e.g. from a timer)."""
         def done(result):
             node = self.finish(job, result)
             if on_done:
                 on_done(node)
 
+        if not job.in_process:
+            return ProcessTask(job, launcher=self.launcher, on_progress=on_progress, on_done=done,
+                               on_cancelled=on_cancelled, on_error=on_error).start()
         return BackgroundTask(lambda progress, cancel: self.compute(job, progress, cancel), job.cancel,
                               on_progress=on_progress, on_done=done, on_cancelled=on_cancelled,
                               on_error=on_error).start()
