@@ -150,7 +150,7 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
         combo.clear()
         try:
             items = method_items()
-        except ImportError as exc:   # the core needs packages not installed yet (torch, einops)
+        except Exception as exc:   # the core needs packages not installed yet, or one that fails to load
             self._coreError = (f"{exc}. Click 'Install dependencies' (Compute section), or Apply to be asked "
                                "to install them.")
             items = []
@@ -194,6 +194,23 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
         self.ui.deviceNoticeLabel.text = notice
         self.ui.deviceNoticeLabel.visible = bool(notice)
 
+    @staticmethod
+    def _loadTorchMethods() -> str:
+        """Register the network methods now that PyTorch may import; '' or why not."""
+        try:
+            from volumetricsr.methods import load_torch_methods
+        except Exception as exc:     # the core itself does not import
+            return str(exc)
+        return load_torch_methods()
+
+    def _pendingMethods(self) -> dict:
+        from VolumetricSRLib.panel import pending_methods
+
+        try:
+            return pending_methods()
+        except Exception:   # the core itself does not import yet
+            return {}
+
     def _currentMethod(self):
         name = self._parameterNode.method if self._parameterNode else self.ui.methodComboBox.currentData
         try:
@@ -228,7 +245,7 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
     # --- state -> GUI ----------------------------------------------------------------------------
     def _updateGui(self, caller=None, event=None) -> None:
         from VolumetricSRLib.modelstore import uses_models
-        from VolumetricSRLib.panel import geometry_summary, method_html
+        from VolumetricSRLib.panel import geometry_summary, method_html, pending_html
 
         p = self._parameterNode
         if p is None or self._updating:
@@ -239,10 +256,12 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
             self.selectData(self.ui.backendComboBox, p.backend)
             self.selectData(self.ui.deviceComboBox, p.device)
             method = None if self._coreError else self._currentMethod()
+            pending = method is None and not self._coreError and p.method in self._pendingMethods()
             if method is not None and method.name != self._modelsFor:   # e.g. a scene loaded with another method
                 self._fillModels()
             network = method is not None and method.needs_model
-            self.ui.methodDescriptionLabel.text = method_html(method) if method else self._coreError
+            self.ui.methodDescriptionLabel.text = (method_html(method) if method else
+                                                   pending_html(p.method) if pending else self._coreError)
             for w in (self.ui.modelLabel, self.ui.modelComboBox, self.ui.importModelButton, self.ui.modelCardLabel):
                 w.visible = uses_models(method)
             self.ui.advancedCollapsibleButton.enabled = network
@@ -256,20 +275,20 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
             if not self._coreError:
                 self.ui.geometryLabel.text = geometry_summary(p.inputVolume, s.target_spacing, s.target_axis)
             running = self._task is not None
-            self.ui.applyButton.enabled = bool(p.inputVolume) and (method is not None or bool(self._coreError)) \
-                and not running
+            self.ui.applyButton.enabled = bool(p.inputVolume) and (method is not None or pending
+                                                                   or bool(self._coreError)) and not running
             self.ui.applyButton.toolTip = "Run" if p.inputVolume else "Select an input volume"
         finally:
             self._updating = False
 
     # --- actions ---------------------------------------------------------------------------------
     def onApply(self) -> None:
-        p = self._parameterNode
+        p, pending = self._parameterNode, self._pendingMethods()
         with slicer.util.tryWithErrorDisplay("VolumetricSR could not start.", waitCursor=True):
             job = self.logic.prepare_from_settings(p.inputVolume, S.settings_from(p), output_node=p.outputVolume,
                                                    interactive=not slicer.app.commandOptions().noMainWindow)
-            if self._coreError:      # dependencies were installed by prepare: list the methods now
-                self._fillMethods()
+            if self._coreError or pending != self._pendingMethods():
+                self._fillMethods()  # dependencies were installed by prepare: list the methods now
                 self._fillModels()
             self._runInput = p.inputVolume
             self.ui.warningLabel.text = "\n".join(f"Warning: {w}" for w in job.warnings)
@@ -347,8 +366,11 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
 
         with slicer.util.tryWithErrorDisplay("Installing the Python packages failed.", waitCursor=True):
             installed = DependencyInstaller(interactive=True).ensure(ALL, ask_again=True)
-            slicer.util.infoDisplay("Installed: " + ", ".join(r.pip for r in installed) if installed
-                                    else "All VolumetricSR packages are already installed.")
+            problem = self._loadTorchMethods()
+            text = ("Installed: " + ", ".join(r.pip for r in installed) if installed
+                    else "All VolumetricSR packages are already installed.")
+            slicer.util.infoDisplay(text + (f"\nThe network methods do not load in this session ({problem}): "
+                                            "restart Slicer." if problem else ""))
             self._fillMethods()
             self._fillDevices()
             self._updateGui()

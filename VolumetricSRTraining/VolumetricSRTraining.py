@@ -87,7 +87,7 @@ class VolumetricSRTrainingWidget(ParameterNodeWidgetMixin, ScriptedLoadableModul
             from volumetricsr.training.tasks import trainable
 
             methods = [m for m in available_methods() if m.name in trainable()]
-        except ImportError as exc:
+        except Exception as exc:    # missing, or a PyTorch that fails to load: a reason, never a broken panel
             self.ui.statusLabel.text = f"{exc}. Install the dependencies in the Volumetric Super-Resolution module."
             methods = []
         for m in methods:

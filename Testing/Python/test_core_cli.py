@@ -132,10 +132,16 @@ def test_demo_runs_the_main_job_on_the_built_in_phantom(tmp_path, capsys):
     assert thick.spacing[2] == 5 * thin.spacing[2]
 
 
-def test_interpolation_works_without_torch(tmp_path, thick):
-    """A fresh environment (a new Slicer) can interpolate before PyTorch is installed."""
+@pytest.mark.parametrize("torch_is", ["missing", "broken"])
+def test_interpolation_works_without_torch(tmp_path, thick, torch_is):
+    """A fresh environment (a new Slicer) can interpolate before PyTorch is installed, and with a
+    PyTorch whose libraries fail to load (Windows: OSError from a DLL)."""
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise OSError('[WinError 126] a DLL could not be loaded')\n")
+    hide = ("sys.modules['torch'] = None" if torch_is == "missing" else f"sys.path.insert(0, {str(fake.parent)!r})")
     script = (
-        "import sys; sys.modules['torch'] = None\n"          # makes `import torch` fail
+        f"import sys; {hide}\n"                               # makes `import torch` fail
         "from volumetricsr.cli import main\n"
         f"code = main(['infer', {str(thick)!r}, {str(tmp_path / 'o.nii.gz')!r}, '--quiet'])\n"
         "assert code == 0 and 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
@@ -144,3 +150,12 @@ def test_interpolation_works_without_torch(tmp_path, thick):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "need PyTorch" in done.stdout and (tmp_path / "o.nii.gz").is_file()
+    assert ("OSError" in done.stdout) == (torch_is == "broken")
+
+
+def test_the_torch_methods_listed_before_an_install_are_the_registered_ones():
+    from volumetricsr import get_method
+    from volumetricsr.methods import TORCH_METHODS, TORCH_PROBLEM, load_torch_methods
+
+    assert TORCH_PROBLEM == "" and load_torch_methods() == ""
+    assert {name: get_method(name).title for name in TORCH_METHODS} == TORCH_METHODS

@@ -73,6 +73,20 @@ class SuperResolutionLogic:
             self._installer(interactive).ensure(requirements_for(True))
             return import_core()
 
+    def ensure_method(self, name: str, interactive: bool = False) -> None:
+        """A method that needs PyTorch while it does not import: install it (asking when
+        ``interactive``), then register the methods in this process, or say that Slicer must restart."""
+        from volumetricsr import methods
+        from volumetricsr.errors import InputError
+
+        if name not in methods.TORCH_METHODS or not methods.TORCH_PROBLEM:
+            return
+        self._installer(interactive).ensure(requirements_for(True))
+        problem = methods.load_torch_methods()
+        if problem:
+            raise InputError(f"{methods.TORCH_METHODS[name]} needs PyTorch, which is installed but does not load in "
+                             f"this session ({problem}). Restart Slicer, then Apply again.")
+
     def prepare(self, input_node, method: str = "bspline", spacing: Optional[float] = None, *,
                 device: str = "auto", axis: Optional[str] = None, output_node=None, dtype: Optional[str] = None,
                 show: bool = True, interactive: bool = False, **options) -> Job:
@@ -82,6 +96,7 @@ class SuperResolutionLogic:
         from volumetricsr.errors import InputError
         from volumetricsr.geometry import plan_grid
 
+        self.ensure_method(method, interactive)
         m = core.get_method(method)
         if output_node is not None and output_node is input_node:
             raise InputError("The output volume must differ from the input volume.")
@@ -101,7 +116,9 @@ class SuperResolutionLogic:
                    scene.output_name(input_node, m.name), dtype, show, core.CancelToken(), notes, force, instant)
 
     def prepare_from_settings(self, input_node, settings: RunSettings, output_node=None, interactive: bool = True) -> Job:
-        m = self.core(interactive).get_method(settings.method)
+        core = self.core(interactive)
+        self.ensure_method(settings.method, interactive)
+        m = core.get_method(settings.method)
         return self.prepare(input_node, m.name, settings.target_spacing, device=settings.device,
                             axis=settings.target_axis, output_node=output_node, interactive=interactive,
                             force=settings.force, **settings.method_options(m))

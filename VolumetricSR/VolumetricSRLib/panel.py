@@ -6,10 +6,27 @@ from typing import Optional
 
 
 def method_items() -> list[tuple[str, str]]:
-    """``[(name, title)]`` of every registered method."""
+    """``[(name, title)]`` of every registered method, then those that need PyTorch while it is
+    missing (marked: choosing one and clicking Apply installs it)."""
     from volumetricsr import available_methods
 
-    return [(m.name, m.title or m.name) for m in available_methods()]
+    items = [(m.name, m.title or m.name) for m in available_methods()]
+    return items + [(name, f"{title} (needs PyTorch: Apply installs it)") for name, title in pending_methods().items()]
+
+
+def pending_methods() -> dict[str, str]:
+    """The methods that need PyTorch and are not registered because it does not import: name -> title."""
+    from volumetricsr import methods
+
+    return {} if not methods.TORCH_PROBLEM else dict(methods.TORCH_METHODS)
+
+
+def pending_html(name: str) -> str:
+    from volumetricsr import methods
+
+    title = methods.TORCH_METHODS.get(name, name)
+    return (f"{html.escape(title)} needs PyTorch, which does not import here ({html.escape(methods.TORCH_PROBLEM)}). "
+            "Click Apply to install it (or <i>Install dependencies</i> in the Compute section).")
 
 
 def method_requirements(method) -> list[str]:

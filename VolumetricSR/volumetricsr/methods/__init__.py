@@ -1,20 +1,34 @@
 """Super-resolution methods. Importing this package registers the built-in ones.
 
 The interpolation methods need only NumPy and SciPy; the methods that run networks are registered
-only when PyTorch can be imported, so a fresh install (a new Slicer, say) can already interpolate.
+only when PyTorch imports, so a fresh install (a new Slicer, say) can already interpolate. Until
+then :data:`TORCH_METHODS` names them (a GUI lists them as needing an install) and
+:data:`TORCH_PROBLEM` says why they are missing; :func:`load_torch_methods` tries again, e.g.
+right after PyTorch was installed into the running process.
 """
 from .base import Method, RunContext, available_methods, get_method, register
 from . import interpolation  # noqa: F401  (registers linear, bspline, sinc)
 
-try:
-    import torch  # noqa: F401
-except ImportError:          # no torch yet: only the interpolation methods are offered
-    HAS_TORCH = False
-else:
-    HAS_TORCH = True
-    from . import selfsr  # noqa: F401  (registers selfsr)
-    from . import tvsrn  # noqa: F401  (registers tvsrn)
-    from . import clade  # noqa: F401  (registers clade)
-    from . import ctguided  # noqa: F401  (registers ctguided)
+#: The methods that need PyTorch: name -> title (as each class's ``title``).
+TORCH_METHODS = {"selfsr": "Self-supervised (per volume)", "tvsrn": "TVSRN",
+                 "clade": "CLADE (unpaired CycleGAN, per volume)", "ctguided": "CT-guided MRI SR"}
+HAS_TORCH, TORCH_PROBLEM = False, "not tried yet"
 
-__all__ = ["HAS_TORCH", "Method", "RunContext", "available_methods", "get_method", "register"]
+
+def load_torch_methods() -> str:
+    """Register the methods that need PyTorch; '' when they are, else the reason they are not."""
+    global HAS_TORCH, TORCH_PROBLEM
+    try:
+        import torch  # noqa: F401
+        from . import clade, ctguided, selfsr, tvsrn  # noqa: F401  (each registers its method)
+    except Exception as exc:   # not only ImportError: a torch whose libraries fail to load raises OSError
+        HAS_TORCH, TORCH_PROBLEM = False, f"{type(exc).__name__}: {exc}".strip()
+    else:
+        HAS_TORCH, TORCH_PROBLEM = True, ""
+    return TORCH_PROBLEM
+
+
+load_torch_methods()
+
+__all__ = ["HAS_TORCH", "TORCH_METHODS", "TORCH_PROBLEM", "Method", "RunContext", "available_methods",
+           "get_method", "load_torch_methods", "register"]

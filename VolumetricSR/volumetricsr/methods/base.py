@@ -127,9 +127,10 @@ def register(method: Method) -> Method:
 def get_method(name: str) -> Method:
     key = (name or "").strip().lower()
     if key not in _REGISTRY:
-        from . import HAS_TORCH
+        from . import TORCH_METHODS, TORCH_PROBLEM
 
-        hint = "" if HAS_TORCH else " The network methods need PyTorch, which is not installed."
+        hint = "" if not TORCH_PROBLEM else f" The network methods ({', '.join(TORCH_METHODS)}) need PyTorch, " \
+            f"which does not import here ({TORCH_PROBLEM})."
         raise InputError(f"Unknown method {name!r}. Available: {', '.join(sorted(_REGISTRY))} "
                          f"(`volumetricsr methods` describes them).{hint}")
     return _REGISTRY[key]

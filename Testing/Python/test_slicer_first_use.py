@@ -1,0 +1,66 @@
+"""First use, in a process where PyTorch does not import (a new Slicer): the network methods are
+listed as needing an install, Apply installs it and they work in the same session; a PyTorch that
+is there but fails to load is a reason shown to the user, never a broken panel."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+COMMON = textwrap.dedent('''
+    import sys
+    sys.path.insert(0, {here!r})
+    import slicer_standin
+    slicer = slicer_standin.install()
+    from conftest import make_volume
+    from test_slicer_scene import add_node
+    from VolumetricSRLib.dependencies import DependencyInstaller
+    from VolumetricSRLib.logic import SuperResolutionLogic
+    from VolumetricSRLib.panel import method_items, pending_html
+    items = dict(method_items())
+    assert "needs PyTorch" in items["selfsr"] and "needs PyTorch" in items["tvsrn"] and "bspline" in items, items
+    installed = []
+    def install_torch():
+        installed.append("torch")
+        sys.modules.pop("torch", None)          # what pip does: torch imports from now on
+    logic = SuperResolutionLogic(installer=DependencyInstaller(interactive=False, install_torch=install_torch,
+                                                               pip_install=installed.append))
+    node = add_node(make_volume(size_ijk=(20, 20, 6), spacing=(1.0, 1.0, 4.0)))
+''')
+
+MISSING = COMMON + textwrap.dedent('''
+    job = logic.prepare(node, "selfsr", iterations=2)          # Apply on a listed, not yet usable method
+    assert installed == ["torch"] and job.method == "selfsr" and not job.in_process
+    assert "needs PyTorch" not in dict(method_items())["selfsr"]   # usable now, without a restart
+    print("OK")
+''')
+
+BROKEN = COMMON + textwrap.dedent('''
+    assert "OSError" in pending_html("tvsrn")
+    try:
+        logic.prepare(node, "selfsr", iterations=2)
+    except Exception as exc:
+        assert "Restart Slicer" in str(exc) and "OSError" in str(exc), exc
+    else:
+        raise AssertionError("a PyTorch that fails to load cannot run")
+    out = logic.run(node, "bspline", show=False)                # interpolation still works
+    print("OK", installed)
+''')
+
+
+@pytest.mark.parametrize("torch_is", ["missing", "broken"])
+def test_first_use_without_a_working_pytorch(torch_is, tmp_path):
+    if torch_is == "missing":
+        head = "import sys; sys.modules['torch'] = None\n"
+        script = head + MISSING.format(here=str(HERE))
+    else:
+        fake = tmp_path / "torch"
+        fake.mkdir()
+        (fake / "__init__.py").write_text("raise OSError('[WinError 126] c10.dll could not be loaded')\n")
+        head = f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+        script = head + BROKEN.format(here=str(HERE))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("OK"), done.stdout + done.stderr[-3000:]
