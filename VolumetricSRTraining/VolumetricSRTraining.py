@@ -1,7 +1,7 @@
 """VolumetricSRTraining: train a VolumetricSR model from Slicer, in a subprocess, with a live loss curve.
 
-The panel runs the headless trainer (VolumetricSRTraining/train.py, also usable as
-``Slicer --no-main-window --python-script VolumetricSRTraining/train.py ...`` or with plain Python),
+The panel runs the headless trainer (VolumetricSRTraining/VolumetricSRTrainingLib/train.py, also usable as
+``Slicer --no-main-window --python-script VolumetricSRTraining/VolumetricSRTrainingLib/train.py ...`` or with plain Python),
 reads its ``--progress-json`` lines, and stops it with its stop file (it saves a checkpoint; a signal
 would reach only Slicer's launcher). The trained model is written to the user models folder, where
 the VolumetricSR module lists it.

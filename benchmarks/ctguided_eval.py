@@ -74,7 +74,7 @@ def train(out: Path, ct: Path, mri: Path, t: int, variant: str) -> None:
     workdir = out / "models" / "runs" / name
     if (out / "models" / f"{name}.json").exists():
         return
-    args = [sys.executable, str(ROOT / "VolumetricSRTraining" / "train.py"), "--method", "ctguided", "--out", name,
+    args = [sys.executable, str(ROOT / "VolumetricSRTraining" / "VolumetricSRTrainingLib" / "train.py"), "--method", "ctguided", "--out", name,
             "--models-dir", str(out / "models"), "--progress-json"]
     if (workdir / "checkpoints" / "last.pt").exists():
         args.append("--resume")

@@ -79,7 +79,7 @@ def test_the_training_command_runs_under_torchrun_and_writes_one_model(method, t
     else:
         options, steps = ["--data", _ctguided_data(tmp_path / "unpaired"), "--stage-iterations", 1,
                           "--batch-size", 2, "--patch", 32], 10
-    done = torchrun(ROOT / "VolumetricSRTraining" / "train.py", "--method", method, "--out", "dist",
+    done = torchrun(ROOT / "VolumetricSRTraining" / "VolumetricSRTrainingLib" / "train.py", "--method", method, "--out", "dist",
                     "--models-dir", tmp_path / "models", "--device", "cpu", "--progress-json", *options)
     events = [json.loads(line)["event"] for line in done.stdout.splitlines() if line.startswith("{")]
     assert events.count("start") == 1 and events.count("model") == 1     # one rank speaks and writes

@@ -240,10 +240,10 @@ def test_trainer_events_are_described():
     assert describe({"event": "model", "id": "tvsrn-mine"}) == "model tvsrn-mine written"
 
 
-TRAIN_PY = slicer_standin.REPO / "VolumetricSRTraining" / "train.py"
+TRAIN_PY = slicer_standin.REPO / "VolumetricSRTraining" / "VolumetricSRTrainingLib" / "train.py"
 
 
-@pytest.mark.skipif(not TRAIN_PY.is_file(), reason="VolumetricSRTraining/train.py is not there yet")
+@pytest.mark.skipif(not TRAIN_PY.is_file(), reason="VolumetricSRTraining/VolumetricSRTrainingLib/train.py is not there yet")
 def test_real_trainer_end_to_end(tmp_path, monkeypatch):
     """The panel's glue drives the real train.py for one tiny step; the model then runs from a node."""
     from conftest import make_ct_volume, make_volume

@@ -168,7 +168,7 @@ def test_train_script_stops_on_sigterm_then_resumes_and_the_model_runs(thin_fold
     models = tmp_path / "models"
     args = ["--method", "tvsrn", "--out", "tiny-run", "--models-dir", str(models), "--crop", "16",
             "--steps-per-epoch", "2", "--device", "cpu", "--progress-json"]
-    proc = subprocess.Popen([sys.executable, str(REPO / "VolumetricSRTraining" / "train.py"), *args,
+    proc = subprocess.Popen([sys.executable, str(REPO / "VolumetricSRTraining" / "VolumetricSRTrainingLib" / "train.py"), *args,
                              "--data", str(thin_folder), "--max-steps", "100000", "--arch", json.dumps(TINY_ARCH)],
                             stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     events = []

@@ -1,6 +1,6 @@
 """Training settings and the command line of the headless trainer.
 
-Contract with the trainer (``VolumetricSRTraining/train.py``, or ``volumetricsr train``):
+Contract with the trainer (``VolumetricSRTraining/VolumetricSRTrainingLib/train.py``, or ``volumetricsr train``):
 ``--method M --data PATH --out MODEL_ID --models-dir DIR --workdir DIR/runs/MODEL_ID --epochs N
 --device D [--resume] --progress-json``; with ``--progress-json`` it prints one JSON object per line
 in UTF-8 (an ``event`` of ``start`` with its ``pid``, ``step``, ``epoch``, ``stopped``, ``model``...;
@@ -18,8 +18,8 @@ from typing import Optional
 
 from VolumetricSRLib.childprocess import CLI_SNIPPET, core_environment, python_executable
 
-#: Where the headless script may be: beside this package (source tree) or inside it (built extension).
-TRAIN_SCRIPT_CANDIDATES = (Path(__file__).resolve().parents[1] / "train.py", Path(__file__).resolve().parent / "train.py")
+#: Where the headless script is: in this package (source tree and built extension alike).
+TRAIN_SCRIPT_CANDIDATES = (Path(__file__).resolve().parent / "train.py",)
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 

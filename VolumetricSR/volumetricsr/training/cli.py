@@ -1,4 +1,4 @@
-"""``volumetricsr train``: the training entry point (VolumetricSRTraining/train.py runs the same code).
+"""``volumetricsr train``: the training entry point (VolumetricSRTraining/VolumetricSRTrainingLib/train.py runs the same code).
 
 Options common to every method come from :func:`add_common_arguments`; each method adds its own
 (:meth:`~.tasks.Task.add_arguments`), so ``volumetricsr train --method M --help`` lists that
@@ -147,7 +147,7 @@ def _run(args, group) -> int:
 
 
 def main_script(argv=None) -> int:
-    """``python VolumetricSRTraining/train.py ...`` == ``volumetricsr train ...``."""
+    """``python VolumetricSRTraining/VolumetricSRTrainingLib/train.py ...`` == ``volumetricsr train ...``."""
     import sys
 
     from ..cli import main
