@@ -136,10 +136,10 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
 
     def initializeParameterNode(self) -> None:
         ParameterNodeWidgetMixin.initializeParameterNode(self)
-        if not self._parameterNode.inputVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if first and not first.IsA("vtkMRMLLabelMapVolumeNode"):
-                self._parameterNode.inputVolume = first
+        if not self._parameterNode.inputVolume:    # the first volume the input list can show
+            from VolumetricSRLib.scene import first_scalar_volume
+
+            self._parameterNode.inputVolume = first_scalar_volume(slicer.mrmlScene)
 
     # --- combo boxes whose items are not fixed (synchronised by hand) --------------------------
     def _fillMethods(self) -> None:

@@ -54,3 +54,14 @@ def test_training_parameter_node_matches_training_settings():
     assert set(type(params).fields) == {f.name for f in dataclasses.fields(TrainingSettings)}
     defaults = TrainingSettings(**{name: getattr(params, name) for name in type(params).fields})
     assert defaults == TrainingSettings()
+
+
+def test_the_training_data_browse_picks_a_folder():
+    """ctkPathLineEdit opens a file dialog whenever Files is among its filters: with Dirs|Files no
+    folder (the usual training data) could be picked."""
+    import xml.etree.ElementTree as ET
+
+    ui = ET.parse(slicer_standin.REPO / "VolumetricSRTraining/Resources/UI/VolumetricSRTraining.ui")
+    edit = next(w for w in ui.iter("widget") if w.get("name") == "dataPathLineEdit")
+    filters = next(p for p in edit.iter("property") if p.get("name") == "filters").find("set").text
+    assert "Dirs" in filters and "Files" not in filters

@@ -80,12 +80,19 @@ def test_volume_from_node_copies_unless_asked():
     assert copied.array[0, 0, 0] != 12345.0 and shared.array[0, 0, 0] == 12345.0
 
 
-def test_label_maps_vectors_and_empty_nodes_are_refused():
+SUBCLASSES = ("vtkMRMLLabelMapVolumeNode", "vtkMRMLVectorVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode",
+              "vtkMRMLDiffusionTensorVolumeNode")
+
+
+def test_label_maps_vectors_diffusion_volumes_and_empty_nodes_are_refused():
     from volumetricsr import InputError
 
-    for cls in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLVectorVolumeNode"):
-        with pytest.raises(InputError, match="not a scalar volume"):
-            scene.volume_from_node(slicer.mrmlScene.AddNewNodeByClass(cls, "other"))
+    for cls in SUBCLASSES:
+        node = slicer.mrmlScene.AddNewNodeByClass(cls, "other")
+        slicer.util.updateVolumeFromArray(node, np.zeros((3, 4, 5), np.float32))
+        assert node.IsA("vtkMRMLScalarVolumeNode")             # as in Slicer: all are scalar volume nodes
+        with pytest.raises(InputError, match=f"is a {cls}, not a scalar volume"):
+            scene.volume_from_node(node)
     with pytest.raises(InputError, match="no voxels"):
         scene.volume_from_node(slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty"))
 
@@ -292,3 +299,13 @@ def test_core_that_cannot_import_is_offered_its_packages_first(monkeypatch):
     job = SuperResolutionLogic(installer).prepare_from_settings(node, RunSettings(method="bspline"))
     assert job.method == "bspline" and len(attempts) == 3      # failed, then after installing: twice
     assert len(asked) == 1 and "torch>=2.1" in asked[0] and "einops" in asked[0]
+
+
+def test_the_default_input_is_a_volume_the_input_list_can_show():
+    """The input list shows plain scalar volumes only (showChildNodeTypes false); a DWI or vector
+    volume loaded first must not become the default input."""
+    for cls in SUBCLASSES:
+        slicer.mrmlScene.AddNewNodeByClass(cls, cls)
+    assert scene.first_scalar_volume(slicer.mrmlScene) is None
+    node = add_node(make_volume(), name="ct")
+    assert scene.first_scalar_volume(slicer.mrmlScene) is node

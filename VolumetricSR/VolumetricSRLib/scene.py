@@ -32,15 +32,26 @@ def ijk_to_ras_of(node) -> np.ndarray:
     return matrix_to_array(matrix)
 
 
+def is_scalar_volume(node) -> bool:
+    """A plain scalar volume: label maps, vector, diffusion-weighted and tensor volumes are subclasses
+    of Slicer's scalar volume node, and none of them can be super-resolved (nor shown in the input list)."""
+    return node is not None and node.GetClassName() == "vtkMRMLScalarVolumeNode"
+
+
+def first_scalar_volume(scene):
+    """The scene's first plain scalar volume (the panel's default input), or None."""
+    return next((n for n in scene.GetNodesByClass("vtkMRMLScalarVolumeNode") if is_scalar_volume(n)), None)
+
+
 def check_input_node(node) -> None:
-    """Raise ``InputError`` unless ``node`` is a scalar (not label map) volume with voxels."""
+    """Raise ``InputError`` unless ``node`` is a plain scalar volume with voxels."""
     from volumetricsr.errors import InputError
 
     if node is None:
         raise InputError("Select an input volume.")
-    if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode") \
-            or node.IsA("vtkMRMLVectorVolumeNode"):     # both are subclasses of the scalar volume node
-        raise InputError(f"{node.GetName()} is not a scalar volume (label maps and vector volumes are not supported).")
+    if not is_scalar_volume(node):
+        raise InputError(f"{node.GetName()} is a {node.GetClassName()}, not a scalar volume (label maps, vector, "
+                         "diffusion-weighted and tensor volumes are not supported).")
     if node.GetImageData() is None:
         raise InputError(f"{node.GetName()} has no voxels.")
 

@@ -38,6 +38,9 @@ class vtkMRMLNode:
     def IsA(self, class_name):
         return class_name in self.classes
 
+    def GetClassName(self):
+        return self.classes[0]
+
 
 class vtkMRMLScalarVolumeDisplayNode(vtkMRMLNode):
     classes = ("vtkMRMLScalarVolumeDisplayNode", "vtkMRMLNode")
@@ -112,6 +115,20 @@ class vtkMRMLVectorVolumeNode(vtkMRMLScalarVolumeNode):
     classes = ("vtkMRMLVectorVolumeNode",) + vtkMRMLScalarVolumeNode.classes
 
 
+# Slicer's diffusion volumes are scalar volume nodes too (vtkMRMLDiffusionWeightedVolumeNode and
+# vtkMRMLTensorVolumeNode derive from vtkMRMLScalarVolumeNode), so GetNodesByClass finds them.
+class vtkMRMLDiffusionWeightedVolumeNode(vtkMRMLScalarVolumeNode):
+    classes = ("vtkMRMLDiffusionWeightedVolumeNode",) + vtkMRMLScalarVolumeNode.classes
+
+
+class vtkMRMLTensorVolumeNode(vtkMRMLScalarVolumeNode):
+    classes = ("vtkMRMLTensorVolumeNode",) + vtkMRMLScalarVolumeNode.classes
+
+
+class vtkMRMLDiffusionTensorVolumeNode(vtkMRMLTensorVolumeNode):
+    classes = ("vtkMRMLDiffusionTensorVolumeNode", "vtkMRMLDiffusionImageVolumeNode") + vtkMRMLTensorVolumeNode.classes
+
+
 class vtkMRMLTableNode(vtkMRMLNode):
     classes = ("vtkMRMLTableNode", "vtkMRMLNode")
     columns = None     # {name: numpy array}, set by util.updateTableFromArray
@@ -152,6 +169,8 @@ class vtkMRMLPlotChartNode(vtkMRMLNode):
 
 
 _CLASSES = {c.__name__: c for c in (vtkMRMLScalarVolumeNode, vtkMRMLLabelMapVolumeNode, vtkMRMLVectorVolumeNode,
+                                         vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLTensorVolumeNode,
+                                         vtkMRMLDiffusionTensorVolumeNode,
                                     vtkMRMLScalarVolumeDisplayNode, vtkMRMLTableNode, vtkMRMLPlotSeriesNode,
                                     vtkMRMLPlotChartNode)}
 
