@@ -93,11 +93,15 @@ def test_install_that_does_not_take_effect_is_reported():
         inst.ensure([deps.EINOPS])
 
 
-def test_default_pip_path_uses_slicer_util():
+@pytest.mark.parametrize("version, call", [((5, 10), ("pip_install", "einops>=0.7")),
+                                           ((5, 12), ("pip_install", "einops>=0.7", "show_progress=False"))])
+def test_default_pip_path_uses_slicer_util_without_a_dialog_in_scripts(version, call, monkeypatch):
+    monkeypatch.setattr(type(slicer.app), "majorVersion", version[0])
+    monkeypatch.setattr(type(slicer.app), "minorVersion", version[1])
     inst = deps.DependencyInstaller(interactive=False, find_spec=FakeEnv().find_spec)
     with pytest.raises(deps.MissingDependencies):      # the stand-in's pip installs nothing
         inst.ensure([deps.EINOPS])
-    assert ("pip_install", "einops>=0.7") in slicer.util.calls
+    assert call in slicer.util.calls
 
 
 def test_interpolation_needs_nothing_extra():

@@ -1,6 +1,7 @@
 """First use, in a process where PyTorch does not import (a new Slicer): the network methods are
 listed as needing an install, Apply installs it and they work in the same session; a PyTorch that
 is there but fails to load is a reason shown to the user, never a broken panel."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -64,3 +65,31 @@ def test_first_use_without_a_working_pytorch(torch_is, tmp_path):
         script = head + BROKEN.format(here=str(HERE))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("OK"), done.stdout + done.stderr[-3000:]
+
+
+SELF_TESTS = textwrap.dedent('''
+    import sys, types
+    sys.modules["torch"] = None
+    sys.path.insert(0, {here!r})
+    import slicer_standin
+    slicer = slicer_standin.install()
+    from conftest import make_volume
+    from test_slicer_scene import add_node
+    sample = types.ModuleType("SampleData")
+    class SampleDataLogic:
+        def downloadMRHead(self):
+            return add_node(make_volume(size_ijk=(48, 40, 36), spacing=(1.0, 1.0, 1.3), seed=5), name="MRHead")
+    sample.SampleDataLogic = SampleDataLogic
+    sys.modules["SampleData"] = sample
+    import VolumetricSR, VolumetricSRTraining
+    VolumetricSR.VolumetricSRTest().runTest()
+    VolumetricSRTraining.VolumetricSRTrainingTest().runTest()
+    print("OK")
+''')
+
+
+def test_the_self_tests_skip_what_needs_pytorch_where_it_does_not_import(tmp_path):
+    env = {**os.environ, "VOLUMETRICSR_MODELS": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", SELF_TESTS.format(here=str(HERE))], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stdout[-2000:] + done.stderr[-3000:]

@@ -49,10 +49,15 @@ def _default_confirm(text: str) -> bool:
     return bool(slicer.util.confirmOkCancelDisplay(text, windowTitle="VolumetricSR: install Python packages"))
 
 
-def _default_pip_install(requirement: str) -> None:
+def _default_pip_install(requirement: str, show_progress: bool = True) -> None:
+    """``slicer.util.pip_install``; from Slicer 5.12 on it shows a modal progress dialog unless told
+    not to, which a script (``interactive`` False) must not get."""
     import slicer
 
-    slicer.util.pip_install(requirement)
+    if (slicer.app.majorVersion, slicer.app.minorVersion) >= (5, 12):
+        slicer.util.pip_install(requirement, show_progress=show_progress)
+    else:
+        slicer.util.pip_install(requirement)
 
 
 def _default_install_torch() -> None:
@@ -81,7 +86,7 @@ class DependencyInstaller:
                  find_spec: Callable = importlib.util.find_spec):
         self.interactive, self.install_without_asking = interactive, install_without_asking
         self.confirm = confirm or _default_confirm
-        self.pip_install = pip_install or _default_pip_install
+        self.pip_install = pip_install or (lambda r: _default_pip_install(r, show_progress=interactive))
         self.install_torch = install_torch or _default_install_torch
         self.find_spec = find_spec
 

@@ -336,6 +336,8 @@ class _CommandOptions:
 
 
 class _App:
+    majorVersion, minorVersion = 5, 10      # tests set others (pip_install's show_progress since 5.12)
+
     def __init__(self):
         self.layout_manager = _LayoutManager()
         self.temporaryPath = tempfile.gettempdir()

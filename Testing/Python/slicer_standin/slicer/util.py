@@ -95,7 +95,13 @@ def confirmOkCancelDisplay(text, windowTitle=None, **kwargs):
 
 
 def pip_install(requirements, **kwargs):
-    calls.append(("pip_install", requirements))
+    """Records the call. Slicer >= 5.12 takes ``show_progress`` (default True: a modal progress
+    dialog, even in a script); older versions take no such keyword and fail on it, as here."""
+    import slicer
+
+    if kwargs and (slicer.app.majorVersion, slicer.app.minorVersion) < (5, 12):
+        raise TypeError(f"pip_install() got an unexpected keyword argument {next(iter(kwargs))!r}")
+    calls.append(("pip_install", requirements, *(f"{k}={v}" for k, v in kwargs.items())))
 
 
 def updateTableFromArray(table, narrays, columnNames=None):
