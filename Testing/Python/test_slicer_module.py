@@ -65,3 +65,14 @@ def test_the_training_data_browse_picks_a_folder():
     edit = next(w for w in ui.iter("widget") if w.get("name") == "dataPathLineEdit")
     filters = next(p for p in edit.iter("property") if p.get("name") == "filters").find("set").text
     assert "Dirs" in filters and "Files" not in filters
+
+
+def test_the_parameter_node_is_a_scene_singleton_that_keeps_its_values():
+    """As in Slicer: every logic of a module gets the same node, set values survive a new wrapper,
+    and closing the scene resets them."""
+    first = VolumetricSRTraining.VolumetricSRTrainingLogic().getParameterNode()
+    first.modelId, first.epochs = "mine", 7
+    again = VolumetricSRTraining.VolumetricSRTrainingLogic().getParameterNode()
+    assert (again.modelId, again.epochs) == ("mine", 7) and again.parameterNode is first.parameterNode
+    slicer.mrmlScene.Clear(0)
+    assert VolumetricSRTraining.VolumetricSRTrainingLogic().getParameterNode().modelId == ""

@@ -39,7 +39,7 @@ class vtkMRMLScriptedModuleNode:
     """The raw parameter node: string parameters by name (real Slicer: a MRML node in the scene)."""
 
     def __init__(self, module_name):
-        self.module_name, self.parameters = module_name, {}
+        self.module_name, self.parameters, self.observers = module_name, {}, []
 
 
 class ScriptedLoadableModuleLogic:
@@ -47,7 +47,10 @@ class ScriptedLoadableModuleLogic:
         self.moduleName = type(self).__name__[: -len("Logic")]
 
     def getParameterNode(self):
-        return vtkMRMLScriptedModuleNode(self.moduleName)
+        """The module's parameter node: a scene singleton, the same node for every logic (as in Slicer)."""
+        import slicer
+
+        return slicer.mrmlScene.singletons.setdefault(self.moduleName, vtkMRMLScriptedModuleNode(self.moduleName))
 
 
 class ScriptedLoadableModuleTest(unittest.TestCase):

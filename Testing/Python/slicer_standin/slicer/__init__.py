@@ -180,12 +180,15 @@ class vtkMRMLScene:
 
     def __init__(self):
         self.nodes = []
+        self.singletons = {}      # parameter nodes by module: they survive Clear, their values do not
 
     def GetFirstNodeByClass(self, class_name):
         return next(iter(self.GetNodesByClass(class_name)), None)
 
     def Clear(self, *_):
         self.nodes.clear()
+        for node in self.singletons.values():     # Clear(0) resets singletons rather than removing them
+            node.parameters.clear()
         vtkMRMLSubjectHierarchyNode.instance = vtkMRMLSubjectHierarchyNode()
 
     def AddNewNodeByClass(self, class_name, name=""):
