@@ -110,20 +110,24 @@ def test_interpolation_needs_nothing_extra():
 
 
 def fake_torch(cuda_devices=(), cuda_version="12.4", mps=False):
+    def mem_get_info(i):
+        raise AssertionError("mem_get_info creates a CUDA context on that GPU: not from the panel")
+
     cuda = types.SimpleNamespace(is_available=lambda: bool(cuda_devices), device_count=lambda: len(cuda_devices),
-                                 get_device_name=lambda i: cuda_devices[i],
-                                 mem_get_info=lambda i: (10 * 2**30, 24 * 2**30))
+                                 get_device_name=lambda i: cuda_devices[i], mem_get_info=mem_get_info,
+                                 get_device_properties=lambda i: types.SimpleNamespace(name=cuda_devices[i],
+                                                                                       total_memory=24 * 2**30))
     return types.SimpleNamespace(__version__="2.5.0", cuda=cuda, version=types.SimpleNamespace(cuda=cuda_version),
                                  device=lambda d: types.SimpleNamespace(index=int(d.split(":")[1]) if ":" in d else None),
                                  backends=types.SimpleNamespace(mps=types.SimpleNamespace(is_available=lambda: mps)))
 
 
-def test_device_list_names_gpus_with_free_memory(monkeypatch):
+def test_device_list_names_gpus_without_making_cuda_contexts(monkeypatch):
     torch = fake_torch(["NVIDIA RTX A5000", "NVIDIA T4"])
     monkeypatch.setitem(__import__("sys").modules, "torch", torch)
     choices = dict(device_choices(torch))
     assert list(choices) == ["auto", "cuda:0", "cuda:1", "cpu"]
-    assert choices["cuda:1"] == "CUDA 1: NVIDIA T4 (10.0 of 24.0 GiB free)"
+    assert choices["cuda:1"] == "CUDA 1: NVIDIA T4 (24 GiB)"
     assert "mps" in dict(device_choices(fake_torch(mps=True)))
 
 

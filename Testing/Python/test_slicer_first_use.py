@@ -93,3 +93,22 @@ def test_the_self_tests_skip_what_needs_pytorch_where_it_does_not_import(tmp_pat
     done = subprocess.run([sys.executable, "-c", SELF_TESTS.format(here=str(HERE))], capture_output=True, text=True,
                           timeout=120, env=env)
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stdout[-2000:] + done.stderr[-3000:]
+
+
+EMBEDDED = textwrap.dedent('''
+    import os, sys, types
+    sys.modules["slicer"] = types.ModuleType("slicer")          # Slicer's process: its module is loaded
+    import volumetricsr
+    from volumetricsr import cpu_memory
+    assert "OMP_WAIT_POLICY" not in os.environ and "THP_MEM_ALLOC_ENABLE" not in os.environ, os.environ
+    assert cpu_memory._LIBC is None                              # no mallopt on Slicer's heap
+    with cpu_memory.keep_freed_memory():
+        pass
+    print("OK")
+''')
+
+
+def test_importing_the_core_into_slicers_process_changes_none_of_its_settings():
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "THP_MEM_ALLOC_ENABLE")}
+    done = subprocess.run([sys.executable, "-c", EMBEDDED], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "OK", done.stdout + done.stderr[-3000:]

@@ -1,4 +1,8 @@
-"""The device list of the panel: auto, each CUDA GPU with its name and free memory, MPS, CPU."""
+"""The device list of the panel: auto, each CUDA GPU with its name and memory, MPS, CPU.
+
+The list reads device properties only: asking for free memory (``torch.cuda.mem_get_info``) would
+create a CUDA context on every GPU of the machine inside Slicer's process, just by opening the panel.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -22,11 +26,10 @@ def device_choices(torch=None) -> list[tuple[str, str]]:
     torch = torch if torch is not None else _torch()
     choices = [("auto", "Auto (best available)")]
     if torch is not None and torch.cuda.is_available():
-        from volumetricsr.device import describe_device
-
         for i in range(torch.cuda.device_count()):
             try:
-                label = describe_device(f"cuda:{i}")
+                props = torch.cuda.get_device_properties(i)
+                label = f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
             except Exception as exc:  # a GPU that errors on query is shown, with the reason
                 label = f"unusable: {exc}"
             choices.append((f"cuda:{i}", f"CUDA {i}: {label}"))

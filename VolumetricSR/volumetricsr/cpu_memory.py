@@ -13,7 +13,7 @@ thread (the Slicer panel's) gets a glibc arena of its own, whose heaps cannot ho
 than 64 MiB; for those, importing this module also asks PyTorch to back its large CPU tensors with
 transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``, unless already set; PyTorch reads it at its first
 large allocation), which cuts their page faults 512-fold: 2.11 -> 1.40 s per window in a thread (README, TVSRN).
-Elsewhere (macOS, Windows, musl) all this is a no-op.
+Elsewhere (macOS, Windows, musl), and inside Slicer's own process (``threads.EMBEDDED``), all this is a no-op.
 """
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ import os
 import sys
 import threading
 
-if sys.platform.startswith("linux"):
+from .threads import EMBEDDED
+
+if sys.platform.startswith("linux") and not EMBEDDED:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -47,7 +49,7 @@ def _glibc():
         return None
 
 
-_LIBC = _glibc()
+_LIBC = None if EMBEDDED else _glibc()     # inside Slicer's process: Slicer's allocator stays as it is
 
 
 def active() -> bool:

@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Optional
 
 _TORCH_BEFORE_US, _USER_POLICY = "torch" in sys.modules, os.environ.get("OMP_WAIT_POLICY", "")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+#: Imported into Slicer's own process (its ``slicer`` module is loaded): then the core changes none of
+#: the process's settings (this wait policy, cpu_memory's allocator settings); the panel runs
+#: networks in a child process, where they apply.
+EMBEDDED = "slicer" in sys.modules
+if not EMBEDDED:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def usable_cores() -> int:
