@@ -46,3 +46,19 @@ def test_the_training_self_test_passes_against_the_stand_in(tmp_path, monkeypatc
 
     monkeypatch.setattr(slicer.app, "temporaryPath", str(tmp_path))
     VolumetricSRTraining.VolumetricSRTrainingTest().runTest()
+
+
+def test_the_smoke_script_for_a_real_slicer_runs_against_the_stand_in(sample_data, tmp_path, monkeypatch):
+    """Testing/Python/slicer_smoke.py is for users to run in their Slicer; here it runs its checks
+    (a few methods, cancel, training stop) against the stand-in, so the script itself is known to work."""
+    import slicer_smoke
+
+    monkeypatch.setenv("VOLUMETRICSR_MODELS", str(tmp_path))
+    slicer_standin.reset()
+    lines = []
+    failed = slicer_smoke.run_checks(slicer, methods=["bspline", "selfsr", "tvsrn"], out=lines.append)
+    assert failed == 0, "\n".join(lines)
+    passes = [line for line in lines if line.startswith("PASS")]
+    assert [p.split(":")[0] for p in passes] == ["PASS bspline", "PASS selfsr", "PASS tvsrn", "PASS cancel",
+                                                 "PASS training stop"]
+    assert "child process" in passes[1] and "thread" in passes[0] and lines[-1] == "all checks passed"

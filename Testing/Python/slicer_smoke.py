@@ -1,0 +1,156 @@
+"""A smoke test to run inside a real 3D Slicer, with one PASS/FAIL line per check:
+
+    Slicer --no-main-window --python-script Testing/Python/slicer_smoke.py
+
+(or, with a window, paste ``exec(open(r"PATH/Testing/Python/slicer_smoke.py").read())`` into the
+Python console). It loads SampleData's MRHead, makes it 4x thick, runs every method through the
+panel's code path (``prepare`` + ``start``, polled as the panel's timer does, with the Qt event loop
+running) and through the console API (the blocking ``run``), times one against the other, cancels a
+background run, and starts and stops a short training run. Paste its output into a bug report.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+
+#: Per-volume methods, kept short: the point is the code path, not the result.
+QUICK = {"selfsr": {"iterations": 30}, "clade": {"iterations": 4}}
+
+
+def _thick(slicer, factor: int = 4):
+    import SampleData
+    from VolumetricSRLib import scene
+
+    head = SampleData.SampleDataLogic().downloadMRHead()
+    volume = scene.volume_from_node(head)
+    thick = volume.with_array(volume.array[::factor].copy(), spacing=(*volume.spacing[:2], volume.spacing[2] * factor))
+    return scene.create_output_node(thick, head, "MRHead thick"), head.GetSpacing()[2]
+
+
+def _poll(slicer, task, timeout: float) -> None:
+    """What the panel's QTimer does, with the event loop running between polls."""
+    deadline = time.monotonic() + timeout
+    while task.poll():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no result within {timeout:.0f} s")
+        slicer.app.processEvents()
+        time.sleep(0.05)
+
+
+def check_method(slicer, logic, node, name: str, spacing: float, report) -> None:
+    options = dict(QUICK.get(name, {}), force=True)      # MRHead is an MR volume: CT models run anyway
+    try:
+        start = time.perf_counter()
+        outcome = []
+        task = logic.start(logic.prepare(node, name, spacing, **options), on_done=outcome.append,
+                           on_error=lambda e, tb: outcome.append(e))
+        _poll(slicer, task, 900)
+        panel = time.perf_counter() - start
+        if not outcome or isinstance(outcome[0], Exception):
+            raise RuntimeError(outcome[0] if outcome else "no outcome")
+        start = time.perf_counter()
+        blocking = logic.run(node, name, spacing, show=False, **options)
+        console = time.perf_counter() - start
+        same = slicer.util.arrayFromVolume(outcome[0]).shape == slicer.util.arrayFromVolume(blocking).shape
+        where = "thread" if getattr(task, "child", None) is None else "child process"
+        report(same, f"{name}: panel path ({where}) {panel:.1f} s, blocking call {console:.1f} s, "
+                     f"ratio {panel / max(console, 1e-3):.2f}" + ("" if same else "; the two results differ in shape"))
+    except Exception as exc:
+        report(False, f"{name}: {type(exc).__name__}: {exc}")
+
+
+def check_cancel(slicer, logic, node, report) -> None:
+    try:
+        outcome = []
+        nodes = slicer.mrmlScene.GetNumberOfNodes()
+        task = logic.start(logic.prepare(node, "selfsr", iterations=100000),
+                           on_done=lambda n: outcome.append("done"), on_cancelled=lambda: outcome.append("cancelled"),
+                           on_error=lambda e, tb: outcome.append(str(e)))
+        time.sleep(3)
+        start = time.perf_counter()
+        task.cancel()
+        _poll(slicer, task, 60)
+        seconds = time.perf_counter() - start
+        ok = outcome == ["cancelled"] and slicer.mrmlScene.GetNumberOfNodes() == nodes
+        report(ok, f"cancel: {outcome} after {seconds:.1f} s, scene {'unchanged' if ok else 'changed'}")
+    except Exception as exc:
+        report(False, f"cancel: {type(exc).__name__}: {exc}")
+
+
+def check_training_stop(slicer, report) -> None:
+    try:
+        import SampleData
+        from volumetricsr import write_volume
+        from VolumetricSRLib import scene
+        from VolumetricSRTrainingLib.command import TrainingSettings
+        from VolumetricSRTrainingLib.logic import TrainingRun, slicer_launcher
+
+        folder = tempfile.mkdtemp(prefix="volumetricsr-smoke-")
+        data = os.path.join(folder, "data")
+        os.makedirs(data)
+        volume = scene.volume_from_node(SampleData.SampleDataLogic().downloadMRHead())
+        write_volume(volume, os.path.join(data, "head.nii.gz"))
+        arch = '{"channels": 8, "enc_layers": 1, "tab_layers": 1, "dec_layers": 1}'
+        settings = TrainingSettings(method="tvsrn", dataPath=data, modelId="smoke-tvsrn", epochs=1000, device="auto",
+                                    modelsDir=os.path.join(folder, "models"),
+                                    extraArgs=f"--crop 32 --steps-per-epoch 5 --val-every 1000 --arch {shlex.quote(arch)}")
+        finished, log = [], []
+        run = TrainingRun(settings, launcher=slicer_launcher, on_log=log.append,
+                          on_finished=lambda ok, text: finished.append(text)).start()
+        deadline = time.monotonic() + 600
+        while run.poll() and run.last_record.get("event") != "step" and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.1)
+        start = time.perf_counter()
+        run.stop()
+        _poll(slicer, run, 300)
+        text = finished[0] if finished else "no outcome"
+        ok = text.startswith("Stopped at step")
+        report(ok, f"training stop: {text} ({time.perf_counter() - start:.1f} s)" + ("" if ok else f" {log[-3:]}"))
+    except Exception as exc:
+        report(False, f"training stop: {type(exc).__name__}: {exc}")
+
+
+def run_checks(slicer, methods=None, out=print) -> int:
+    """Every check; returns the number that failed."""
+    import VolumetricSR
+    from volumetricsr import available_methods
+
+    failures = []
+
+    def report(ok: bool, text: str) -> None:
+        out(f"{'PASS' if ok else 'FAIL'} {text}")
+        if not ok:
+            failures.append(text)
+
+    out(f"Slicer {slicer.app.majorVersion}.{slicer.app.minorVersion}, Python {sys.version.split()[0]}, "
+        f"{sys.platform}")
+    try:
+        import torch
+        out(f"PyTorch {torch.__version__}, CUDA {'available' if torch.cuda.is_available() else 'not available'}")
+    except Exception as exc:
+        out(f"PyTorch does not import: {exc}")
+    logic = VolumetricSR.VolumetricSRLogic()
+    try:
+        node, thin_spacing = _thick(slicer)
+    except Exception:
+        report(False, f"loading MRHead: {traceback.format_exc().splitlines()[-1]}")
+        return len(failures)
+    for name in methods or [m.name for m in available_methods()]:
+        check_method(slicer, logic, node, name, thin_spacing, report)
+    check_cancel(slicer, logic, node, report)
+    check_training_stop(slicer, report)
+    out(f"{len(failures)} check(s) failed" if failures else "all checks passed")
+    return len(failures)
+
+
+if __name__ == "__main__":
+    import slicer
+
+    failed = run_checks(slicer)
+    if slicer.app.commandOptions().noMainWindow:
+        slicer.util.exit(1 if failed else 0)
