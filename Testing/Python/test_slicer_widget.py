@@ -100,6 +100,16 @@ def test_panel_follows_the_parameter_node(qt_slicer):
     assert p.method == "sinc"
 
 
+def test_the_default_input_is_never_a_volume_the_input_list_cannot_show(qt_slicer):
+    """Vector, DWI and DTI volumes are scalar-volume subclasses in Slicer: loaded first, they were the
+    default input, which the input list (plain scalar volumes) could not show."""
+    for cls in ("vtkMRMLDiffusionWeightedVolumeNode", "vtkMRMLVectorVolumeNode"):
+        slicer.mrmlScene.AddNewNodeByClass(cls, cls)
+    node = add_node(make_volume(size_ijk=(20, 18, 8), spacing=(0.8, 0.8, 3.0)))
+    _, p = sr_widget()
+    assert p.inputVolume is node
+
+
 def test_apply_runs_in_the_background_then_compare(qt_slicer):
     node = add_node(make_volume())
     w, p = sr_widget()
