@@ -11,20 +11,13 @@ import pytest
 
 import slicer_standin
 from conftest import make_ct_volume, make_volume
-from test_slicer_scene import add_node
+from test_slicer_scene import add_node, clean_scene  # noqa: F401  (an autouse fixture)
 
 slicer = slicer_standin.install()
 
 from VolumetricSRLib.logic import SuperResolutionLogic  # noqa: E402
 from VolumetricSRLib.processtask import ProcessTask  # noqa: E402
 from VolumetricSRLib.runner import BackgroundTask  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def clean_scene():
-    slicer_standin.reset()
-    yield
-    slicer_standin.reset()
 
 
 def test_a_network_run_goes_to_a_child_and_equals_the_blocking_call():

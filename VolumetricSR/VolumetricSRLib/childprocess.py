@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from .runner import poll_until_done
+
 #: The core's command line, for a Python without the ``volumetricsr`` entry point.
 CLI_SNIPPET = "import sys; from volumetricsr.cli import main; sys.exit(main())"
 
@@ -187,11 +189,7 @@ class ChildProcess:
         return False
 
     def wait(self, timeout: float = 60.0, interval: float = 0.02) -> None:
-        deadline = time.monotonic() + timeout
-        while self.poll():
-            if time.monotonic() > deadline:
-                raise TimeoutError("The child process did not finish in time.")
-            time.sleep(interval)
+        poll_until_done(self.poll, timeout, "The child process", interval)
 
     def close(self, timeout: float = 10.0) -> None:
         """For a module that closes: stop the child, wait up to ``timeout`` s, then kill it; nothing is

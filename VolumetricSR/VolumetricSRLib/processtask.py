@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .childprocess import CLI_SNIPPET, ChildProcess, core_environment, popen_launcher, python_executable
-from .runner import EtaEstimator
+from .runner import EtaEstimator, poll_until_done
 
 
 def infer_command(job, folder: Path, python: Optional[str] = None) -> tuple[list[str], dict]:
@@ -105,11 +105,7 @@ class ProcessTask:
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def wait(self, timeout: float = 60.0, interval: float = 0.02) -> None:
-        deadline = time.monotonic() + timeout
-        while self.poll():
-            if time.monotonic() > deadline:
-                raise TimeoutError("The run did not finish in time.")
-            time.sleep(interval)
+        poll_until_done(self.poll, timeout, "The run", interval)
 
     def _record(self, record: dict) -> None:
         if record.get("event") == "progress" and self.on_progress:

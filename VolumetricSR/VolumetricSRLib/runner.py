@@ -13,6 +13,15 @@ import traceback
 from typing import Any, Callable, Optional
 
 
+def poll_until_done(poll: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+    """Call ``poll`` until it returns False (scripts and tests; the UI uses a timer instead)."""
+    deadline = time.monotonic() + timeout
+    while poll():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not finish in time.")
+        time.sleep(interval)
+
+
 def format_duration(seconds: float) -> str:
     """'45 s', '3 min 05 s', '1 h 02 min'."""
     s = int(round(max(seconds, 0.0)))
@@ -122,8 +131,4 @@ class BackgroundTask:
 
     def wait(self, timeout: float = 60.0, interval: float = 0.01) -> None:
         """Poll until the outcome is delivered (scripts and tests; the UI uses a timer instead)."""
-        deadline = time.monotonic() + timeout
-        while self.poll():
-            if time.monotonic() > deadline:
-                raise TimeoutError("The background task did not finish in time.")
-            time.sleep(interval)
+        poll_until_done(self.poll, timeout, "The background task", interval)
