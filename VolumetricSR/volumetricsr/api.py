@@ -30,7 +30,8 @@ def check_request(method: str, spacing: Optional[float] = None,
 def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[float] = None, *,
                   axis: AxisLike = None, device: str = "auto", dtype: Optional[str] = None,
                   force: bool = False, progress: Optional[ProgressCallback] = None,
-                  cancel: Optional[CancelToken] = None, results: Optional[dict] = None, **options) -> Volume:
+                  cancel: Optional[CancelToken] = None, results: Optional[dict] = None,
+                  enforce_consistency: bool = False, **options) -> Volume:
     """Upsample ``volume`` along its through-plane axis with ``method``; returns a new volume.
 
     ``spacing``: target through-plane spacing in mm (default: the finest in-plane spacing).
@@ -38,12 +39,19 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     ``options``: method settings, e.g. ``model``, ``backend`` ('torch'|'onnx'), ``precision``,
     ``window``, ``overlap``, ``batch_size`` for network methods.
     ``results``: a dict that receives what the run reports besides the volume (selfsr: ``training``).
+    ``enforce_consistency``: change the result as little as possible so that re-thickening it (with
+    the ``thickness``/``profile`` options where the method has them, else the slice spacing and a
+    Gaussian) reproduces the input exactly (:mod:`.consistency`).
     """
     m, _ = check_request(method, spacing, options)
     dev = resolve_device(device) if m.uses_device else "cpu"
     results = {} if results is None else results
     out = m.run(volume, spacing, axis=axis, device=dev, progress=progress, cancel=cancel, force=force,
                 results=results, **options)
+    if enforce_consistency:
+        from .consistency import enforce_consistency as enforce
+
+        out = enforce(out, volume, options.get("thickness"), options.get("profile") or "gaussian")
     out = out.with_array(out.array, metadata={**volume.metadata, "derivation": derivation(m, volume, out, results)})
     if dtype is not None:
         out = out.with_array(cast_array(out.array, volume.array.dtype if dtype == "input" else dtype))
@@ -61,7 +69,7 @@ def derivation(method: Method, volume: Volume, out: Volume, results: dict) -> di
                            f"spacing; not acquired at that resolution"}
 
 
-SUPER_RESOLVE_ARGS = ("axis", "device", "dtype", "force", "progress", "cancel", "results")
+SUPER_RESOLVE_ARGS = ("axis", "device", "dtype", "force", "progress", "cancel", "results", "enforce_consistency")
 
 
 def infer(input_path: "str | os.PathLike", output_path: "str | os.PathLike", method: str = "bspline",

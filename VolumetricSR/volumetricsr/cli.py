@@ -59,6 +59,10 @@ def _add_infer(sub) -> None:
     p.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
     p.add_argument("--options", help="method options as a JSON object, e.g. '{\"iterations\": 500}' "
                                      "(over the flags above)")
+    p.add_argument("--enforce-consistency", action="store_true",
+                   help="change the result as little as possible so that re-thickening it gives the input exactly")
+    p.add_argument("--consistency-map", metavar="PATH",
+                   help="also write the input minus the re-thickened result (on the input's grid)")
     p.add_argument("--progress-json", action="store_true", help="progress as JSON lines on stdout (for a GUI)")
     p.add_argument("--stop-file", help="cancel when this file appears (for a GUI; signals work too)")
 
@@ -126,6 +130,7 @@ def _method_request(args, extra: Optional[dict] = None):
 
 def _cmd_infer(args) -> int:
     from .api import infer
+    from .io import check_writable, read_volume, write_volume
     from .progress import CancelToken, JsonProgress, StopFileToken, emit_json
 
     if args.progress_json:
@@ -141,12 +146,23 @@ def _cmd_infer(args) -> int:
     cancel = StopFileToken(args.stop_file) if args.stop_file else CancelToken()
     start = time.perf_counter()
     try:
+        if args.consistency_map:
+            check_writable(args.consistency_map)
         out = infer(args.input, args.output, args.method, args.spacing, axis=args.axis, device=args.device,
                     series=args.series, dtype=None if args.dtype == "float32" else "input", force=args.force,
-                    progress=bar, cancel=cancel, **options)
+                    progress=bar, cancel=cancel, enforce_consistency=args.enforce_consistency, **options)
     finally:
         getattr(bar, "close", lambda: None)()
     seconds = time.perf_counter() - start
+    if args.consistency_map:
+        from .consistency import consistency
+
+        check = consistency(out, read_volume(args.input, args.series), options.get("thickness"),
+                            options.get("profile") or "gaussian")
+        write_volume(check.residual, args.consistency_map)
+        s = check.summary()
+        print(f"consistency with the acquired slices: RMS {s['rms']:.4g}, max {s['max']:.4g} (slice "
+              f"{s['worst_slice']}); residual written to {args.consistency_map}", file=sys.stderr)
     if args.progress_json:
         emit_json("done", output=str(args.output), describe=out.describe(), seconds=round(seconds, 2))
     else:
@@ -268,6 +284,11 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--noise", metavar="MASK", help="noise region for SNR (default: the background away from it)")
     p.add_argument("--lpips", metavar="ALEXNET.pth", help="also LPIPS (the lpips package, with torchvision's AlexNet "
                                                          "weights from this file)")
+    p.add_argument("--consistency", metavar="THICK", help="also the agreement with the acquired (thick) volume: "
+                                                          "it minus the re-thickened prediction, per slice")
+    p.add_argument("--thickness", type=float, help="slice thickness for --consistency (default: the slice spacing)")
+    p.add_argument("--profile", choices=["gaussian", "rect", "triangle"], default="gaussian",
+                   help="slice profile for --consistency")
     p.add_argument("--json", action="store_true")
 
 
@@ -292,7 +313,11 @@ def _cmd_evaluate(args) -> int:
             result["lpips"] = lpips_of(pred, read_volume(args.ref), args.lpips, args.axis)
         except InputError as exc:
             print(f"LPIPS skipped: {exc}", file=sys.stderr)
-    if args.no_reference or not args.ref:
+    if args.consistency:
+        from .consistency import consistency
+
+        result["consistency"] = consistency(pred, read_volume(args.consistency), args.thickness, args.profile).summary()
+    if args.no_reference or (not args.ref and not args.consistency):
         regions = (masks["signal"].array > 0, masks["noise"].array > 0) if "signal" in masks else None
         edges = masks["edges"].array if "edges" in masks else None
         result["no_reference"] = no_reference(pred, args.axis, tuple(args.window) if args.window else None,
@@ -304,6 +329,10 @@ def _cmd_evaluate(args) -> int:
         print(f"PSNR {result['psnr']:.3f} dB  SSIM {result['ssim']:.4f}  "
               + (f"LPIPS {result['lpips']:.4f}  " if "lpips" in result else "")
               + f"({result['slices']} slices across {result['axis']}, {result['protocol']} protocol)")
+    if "consistency" in result:
+        c = result["consistency"]
+        print(f"consistency with {args.consistency}: RMS {c['rms']:.4g}, max {c['max']:.4g} "
+              f"(worst slice {c['worst_slice']} of {c['slices']})")
     if "no_reference" in result:
         q = result["no_reference"]
         for name, o in q["orientations"].items():
