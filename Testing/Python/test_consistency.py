@@ -69,3 +69,13 @@ def test_the_command_line_writes_the_map_and_evaluate_reports_it(pair, tmp_path,
     assert report["consistency"]["slices"] == thick.size[2] and "no_reference" not in report
     with pytest.raises(Exception, match="more slices than the acquired"):
         consistency(thick, thick)
+
+
+def test_a_cohort_can_enforce_consistency_too(pair, tmp_path):
+    _, thick = pair
+    (tmp_path / "in").mkdir()
+    write_volume(thick, tmp_path / "in" / "a.nii.gz")
+    assert main(["infer-batch", str(tmp_path / "in"), str(tmp_path / "out"), "--spacing", "1",
+                 "--enforce-consistency", "--quiet"]) == 0
+    out = read_volume(tmp_path / "out" / "a.nii.gz")
+    assert consistency(out, thick).summary()["max"] < 1e-5 * np.abs(thick.array).max()

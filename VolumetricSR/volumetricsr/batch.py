@@ -105,7 +105,7 @@ def _describe(volume) -> tuple[str, str]:
 
 
 def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], options: dict,
-              device: str, axis: Optional[str] = None, force: bool = False) -> dict:
+              device: str, axis: Optional[str] = None, force: bool = False, enforce_consistency: bool = False) -> dict:
     """One study: read, super-resolve, write; a report row (failures are rows too, never raised)."""
     from .api import super_resolve
     from .io import check_writable, read_volume, write_volume
@@ -118,6 +118,7 @@ def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], 
         volume = read_volume(study.input)
         row["input_size"], row["input_spacing"] = _describe(volume)
         out = super_resolve(volume, method, spacing, axis=axis, device=device, force=force,
+                            enforce_consistency=enforce_consistency,
                             **{**options, **study.options})
         write_volume(out, target)
         row["output_size"], row["output_spacing"] = _describe(out)
@@ -158,7 +159,8 @@ def _write_report(path: Path, rows: list[dict]) -> None:
 
 def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "bspline",
               spacing: Optional[float] = None, options: Optional[dict] = None, *, axis: Optional[str] = None,
-              force: bool = False, workers: Optional[int] = None, device: str = "auto",
+              force: bool = False, enforce_consistency: bool = False, workers: Optional[int] = None,
+              device: str = "auto",
               shard: Optional[tuple[int, int]] = None, ray: Optional[str] = None, progress=None) -> list[dict]:
     """Every study of ``studies`` (or of its ``shard``) not yet written under ``outdir``; returns the
     report rows (also in :func:`report_path`), one per study, ``skipped`` for outputs already there.
@@ -190,7 +192,7 @@ def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "
             progress(len(rows) / max(1, len(studies)), f"{len(rows)}/{len(studies)} studies")
 
     _write_report(path, list(rows.values()))
-    job = (str(outdir), method, spacing, options, device, axis, force)
+    job = (str(outdir), method, spacing, options, device, axis, force, enforce_consistency)
     if ray is not None:
         _run_on_ray(todo, job, workers, ray, m.uses_device, record)
         return [rows[s.input] for s in studies]

@@ -183,6 +183,8 @@ def _add_infer_batch(sub) -> None:
                    help="run the studies as Ray tasks: alone, on a new local Ray instance; 'auto' or "
                         "ray://HOST:PORT, on a running cluster (pip install 'volumetricsr[cluster]')")
     p.add_argument("--shard", help="i/n: only every n-th study from the i-th (0-based), for job arrays")
+    p.add_argument("--enforce-consistency", action="store_true",
+                   help="change each result as little as possible so that re-thickening it gives its input exactly")
 
 
 def _cmd_infer_batch(args) -> int:
@@ -196,7 +198,8 @@ def _cmd_infer_batch(args) -> int:
     bar = TqdmProgress(f"{len(studies)} studies", enabled=not args.quiet)
     try:
         rows = run_batch(studies, args.outdir, args.method, args.spacing, options, axis=args.axis,
-                         force=args.force, workers=workers, device=args.device, shard=shard, ray=args.ray,
+                         force=args.force, enforce_consistency=args.enforce_consistency, workers=workers,
+                         device=args.device, shard=shard, ray=args.ray,
                          progress=bar)
     finally:
         bar.close()
