@@ -38,13 +38,18 @@ def thickening_matrix(n_in: int, n_out: int, spacing_in: float, thickness: Optio
     return d / d.sum(axis=1, keepdims=True)
 
 
-def _axis_and_stacks(output: Volume, acquired: Volume) -> tuple[int, np.ndarray, np.ndarray]:
+def _residual(output: Volume, acquired: Volume, thickness: Optional[float],
+              profile: str) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """The through-plane axis, the output as a stack (float32), ``D`` and ``X - D Y`` (acquired slices first)."""
     grow = np.subtract(output.size, acquired.size)
     axis = int(np.argmax(grow))
     if grow[axis] <= 0 or np.count_nonzero(grow) != 1:
         raise InputError(f"The result ({output.size}) must have more slices than the acquired volume "
                          f"({acquired.size}) along one axis and the same size along the others.")
-    return axis, to_stack(output.array, axis).astype(np.float32), to_stack(acquired.array, axis).astype(np.float32)
+    y = to_stack(output.array, axis).astype(np.float32)
+    x = to_stack(acquired.array, axis).astype(np.float32)
+    d = thickening_matrix(x.shape[0], y.shape[0], acquired.spacing[axis], thickness, profile)
+    return axis, y, d, x - np.tensordot(d.astype(np.float32), y, axes=1)
 
 
 @dataclass
@@ -64,9 +69,7 @@ class Consistency:
 def consistency(output: Volume, acquired: Volume, thickness: Optional[float] = None,
                 profile: str = "gaussian") -> Consistency:
     """How far re-thickening ``output`` is from ``acquired``, slice by slice."""
-    axis, y, x = _axis_and_stacks(output, acquired)
-    d = thickening_matrix(x.shape[0], y.shape[0], acquired.spacing[axis], thickness, profile)
-    r = x - np.tensordot(d.astype(np.float32), y, axes=1)
+    axis, _, _, r = _residual(output, acquired, thickness, profile)
     per_slice = r.reshape(r.shape[0], -1)
     residual = acquired.with_array(np.ascontiguousarray(from_stack(r, axis)).astype(np.float32))
     return Consistency(np.sqrt(np.mean(per_slice ** 2, axis=1)), np.abs(per_slice).max(axis=1), residual)
@@ -76,9 +79,7 @@ def enforce_consistency(output: Volume, acquired: Volume, thickness: Optional[fl
                         profile: str = "gaussian") -> Volume:
     """``output`` changed as little as possible (least squares along the through-plane axis, for
     every in-plane pixel) so that re-thickening it gives ``acquired``; float32."""
-    axis, y, x = _axis_and_stacks(output, acquired)
-    d = thickening_matrix(x.shape[0], y.shape[0], acquired.spacing[axis], thickness, profile)
-    r = (x - np.tensordot(d.astype(np.float32), y, axes=1)).astype(np.float64)
-    a = np.linalg.solve(d @ d.T, r.reshape(r.shape[0], -1))          # (D D^T)^-1 (X - D Y), every pixel at once
+    axis, y, d, r = _residual(output, acquired, thickness, profile)
+    a = np.linalg.solve(d @ d.T, r.reshape(r.shape[0], -1).astype(np.float64))   # (D D^T)^-1 (X - D Y), all pixels
     y += np.tensordot(d.T, a, axes=1).reshape(y.shape).astype(np.float32)
     return output.with_array(np.ascontiguousarray(from_stack(y, axis)))
