@@ -7,9 +7,10 @@ from typing import Optional
 import numpy as np
 
 from . import __version__
+from .consistency import consistency, enforce_consistency as enforce
 from .device import resolve_device
 from .geometry import AxisLike
-from .errors import OutputError
+from .errors import InputError, OutputError
 from .io import cast_array, check_writable, read_volume, write_volume
 from .methods import Method, get_method
 from .options import check_spacing
@@ -31,7 +32,8 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
                   axis: AxisLike = None, device: str = "auto", dtype: Optional[str] = None,
                   force: bool = False, progress: Optional[ProgressCallback] = None,
                   cancel: Optional[CancelToken] = None, results: Optional[dict] = None,
-                  enforce_consistency: bool = False, **options) -> Volume:
+                  enforce_consistency: bool = False, consistency_map: bool = False, confidence_map: bool = False,
+                  **options) -> Volume:
     """Upsample ``volume`` along its through-plane axis with ``method``; returns a new volume.
 
     ``spacing``: target through-plane spacing in mm (default: the finest in-plane spacing).
@@ -42,20 +44,42 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     ``enforce_consistency``: change the result as little as possible so that re-thickening it (with
     the ``thickness``/``profile`` options where the method has them, else the slice spacing and a
     Gaussian) reproduces the input exactly (:mod:`.consistency`).
+    Every run that adds slices also reports its agreement with the input in ``results['consistency']`` (RMS, max,
+    worst slice), with the same slice profile. ``consistency_map``: also the residual (input minus
+    the re-thickened result, on the input's grid) as ``results['consistency_map']``;
+    ``confidence_map``: the spread of the method's predictions (:mod:`.confidence`), on the result's
+    grid, as ``results['confidence_map']``. Both are float32 volumes in intensity units.
     """
     m, _ = check_request(method, spacing, options)
     dev = resolve_device(device) if m.uses_device else "cpu"
     results = {} if results is None else results
     out = m.run(volume, spacing, axis=axis, device=dev, progress=progress, cancel=cancel, force=force,
-                results=results, **options)
+                results=results, confidence=confidence_map, **options)
+    profile = options.get("thickness"), options.get("profile") or "gaussian"
     if enforce_consistency:
-        from .consistency import enforce_consistency as enforce
-
-        out = enforce(out, volume, options.get("thickness"), options.get("profile") or "gaussian")
-    out = out.with_array(out.array, metadata={**volume.metadata, "derivation": derivation(m, volume, out, results)})
+        out = enforce(out, volume, *profile)
+    if np.greater(out.size, volume.size).any():      # upsampled (not a forced resampling at the same spacing)
+        check = consistency(out, volume, *profile)
+        results["consistency"] = check.summary()
+        if consistency_map:
+            results["consistency_map"] = check.residual
+    elif consistency_map:
+        raise InputError("No consistency map: the result has no more slices than the input to re-thicken.")
+    metadata = {**volume.metadata, "derivation": derivation(m, volume, out, results)}
+    out = out.with_array(out.array, metadata=metadata)
+    for key, what in MAPS.items():
+        if key in results:
+            made = {**metadata["derivation"], "description": f"VolumetricSR {what} of a {m.title or m.name} result, "
+                                                             "in intensity units: a map, not an image"}
+            results[key] = results[key].with_array(results[key].array, metadata={**volume.metadata, "derivation": made})
     if dtype is not None:
         out = out.with_array(cast_array(out.array, volume.array.dtype if dtype == "input" else dtype))
     return out
+
+
+#: The maps a run can make, each a volume in ``results``.
+MAPS = {"consistency_map": "consistency map (acquired slices minus the re-thickened result)",
+        "confidence_map": "confidence map (spread of the method's predictions)"}
 
 
 def derivation(method: Method, volume: Volume, out: Volume, results: dict) -> dict:
@@ -69,7 +93,8 @@ def derivation(method: Method, volume: Volume, out: Volume, results: dict) -> di
                            f"spacing; not acquired at that resolution"}
 
 
-SUPER_RESOLVE_ARGS = ("axis", "device", "dtype", "force", "progress", "cancel", "results", "enforce_consistency")
+SUPER_RESOLVE_ARGS = ("axis", "device", "dtype", "force", "progress", "cancel", "results", "enforce_consistency",
+                      "consistency_map", "confidence_map")
 
 
 def infer(input_path: "str | os.PathLike", output_path: "str | os.PathLike", method: str = "bspline",

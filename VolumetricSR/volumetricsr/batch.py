@@ -34,7 +34,7 @@ from .errors import InputError, VolumetricSRError
 from .io import is_volume_file, volume_name
 
 REPORT_FIELDS = ("input", "output", "status", "seconds", "input_size", "input_spacing", "output_size",
-                 "output_spacing", "device", "error")
+                 "output_spacing", "consistency_rms", "device", "error")
 
 
 @dataclass(frozen=True)
@@ -117,11 +117,13 @@ def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], 
         check_writable(target)
         volume = read_volume(study.input)
         row["input_size"], row["input_spacing"] = _describe(volume)
+        results = {}
         out = super_resolve(volume, method, spacing, axis=axis, device=device, force=force,
-                            enforce_consistency=enforce_consistency,
+                            enforce_consistency=enforce_consistency, results=results,
                             **{**options, **study.options})
         write_volume(out, target)
         row["output_size"], row["output_spacing"] = _describe(out)
+        row["consistency_rms"] = round(results["consistency"]["rms"], 4) if "consistency" in results else ""
         if device == "cuda":          # which GPU this worker holds
             import torch
 

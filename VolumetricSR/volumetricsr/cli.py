@@ -63,6 +63,9 @@ def _add_infer(sub) -> None:
                    help="change the result as little as possible so that re-thickening it gives the input exactly")
     p.add_argument("--consistency-map", metavar="PATH",
                    help="also write the input minus the re-thickened result (on the input's grid)")
+    p.add_argument("--confidence-map", metavar="PATH",
+                   help="also write the spread of the method's predictions (on the output's grid; network methods "
+                        "run three times for it)")
     p.add_argument("--progress-json", action="store_true", help="progress as JSON lines on stdout (for a GUI)")
     p.add_argument("--stop-file", help="cancel when this file appears (for a GUI; signals work too)")
 
@@ -130,7 +133,7 @@ def _method_request(args, extra: Optional[dict] = None):
 
 def _cmd_infer(args) -> int:
     from .api import infer
-    from .io import check_writable, read_volume, write_volume
+    from .io import check_writable, write_volume
     from .progress import CancelToken, JsonProgress, StopFileToken, emit_json
 
     if args.progress_json:
@@ -145,28 +148,32 @@ def _cmd_infer(args) -> int:
     bar = JsonProgress() if args.progress_json else TqdmProgress(method.title or method.name, enabled=not args.quiet)
     cancel = StopFileToken(args.stop_file) if args.stop_file else CancelToken()
     start = time.perf_counter()
+    maps = {key: path for key, path in (("consistency_map", args.consistency_map),
+                                        ("confidence_map", args.confidence_map)) if path}
+    results = {}
     try:
-        if args.consistency_map:
-            check_writable(args.consistency_map)
+        for path in maps.values():
+            check_writable(path)
         out = infer(args.input, args.output, args.method, args.spacing, axis=args.axis, device=args.device,
                     series=args.series, dtype=None if args.dtype == "float32" else "input", force=args.force,
-                    progress=bar, cancel=cancel, enforce_consistency=args.enforce_consistency, **options)
+                    progress=bar, cancel=cancel, enforce_consistency=args.enforce_consistency, results=results,
+                    **{key: True for key in maps}, **options)
     finally:
         getattr(bar, "close", lambda: None)()
     seconds = time.perf_counter() - start
-    if args.consistency_map:
-        from .consistency import consistency
-
-        check = consistency(out, read_volume(args.input, args.series), options.get("thickness"),
-                            options.get("profile") or "gaussian")
-        write_volume(check.residual, args.consistency_map)
-        s = check.summary()
-        print(f"consistency with the acquired slices: RMS {s['rms']:.4g}, max {s['max']:.4g} (slice "
-              f"{s['worst_slice']}); residual written to {args.consistency_map}", file=sys.stderr)
+    for key, path in maps.items():
+        write_volume(results[key], path)
+    c = results.get("consistency")
+    said = "".join([f"consistency with the acquired slices: RMS {c['rms']:.4g}, max {c['max']:.4g} (slice "
+                    f"{c['worst_slice']})" if c else ""] + [f"; {key.replace('_', ' ')} written to {path}"
+                                                             for key, path in maps.items()]).lstrip("; ")
     if args.progress_json:
-        emit_json("done", output=str(args.output), describe=out.describe(), seconds=round(seconds, 2))
+        emit_json("done", output=str(args.output), describe=out.describe(), seconds=round(seconds, 2),
+                  consistency=c, maps={key: str(path) for key, path in maps.items()})
     else:
         print(f"wrote {args.output}: {out.describe()} in {seconds:.1f} s")
+        if said:
+            print(said, file=sys.stderr)
     return 0
 
 

@@ -8,6 +8,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..confidence import Spread, mirror_axis
 from ..errors import InputError, Notice
 from ..options import Rule, check_options
 from ..geometry import AxisLike, ThroughPlaneGrid, output_volume, plan_grid, to_stack
@@ -23,6 +24,8 @@ class RunContext:
     progress: Optional[ProgressCallback] = None
     cancel: CancelToken = field(default_factory=CancelToken)
     results: dict = field(default_factory=dict)     # what this run reports back (e.g. selfsr's training)
+    spread: Optional[Spread] = None     # when a confidence map is asked for: the predictions' spread
+    mirror_axis: int = 2                # the stack axis closest to patient left-right
 
     def warn(self, message: str) -> None:
         """A warning for the user: shown at once (``warnings``) and kept in ``results['warnings']``."""
@@ -85,13 +88,15 @@ class Method(ABC):
     def run(self, volume: Volume, spacing: Optional[float] = None, *, axis: AxisLike = None,
             device: str = "cpu", progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelToken] = None, force: bool = False, results: Optional[dict] = None,
-            **options) -> Volume:
+            confidence: bool = False, **options) -> Volume:
         """Upsample ``volume`` along its through-plane axis to ``spacing`` mm (default: isotropic).
 
         The input is never modified; the result is a new float32 :class:`Volume` with the input's
         origin, direction and physical extent. Options are checked first, then the volume and the
         grid, then the fitness of the input for the method (``force`` overrides a misfit). ``results``: a dict the method fills with what the
         run reports besides the volume (methods are shared objects: nothing of a run stays on them).
+        ``confidence``: also make the confidence map (:mod:`..confidence`), a volume on the output's
+        grid, as ``results['confidence_map']``; the result is the same either way.
         """
         options = self.check_options(options)
         check_scalar_volume(volume)
@@ -99,12 +104,17 @@ class Method(ABC):
         if grid.n_in < self.min_slices:
             raise InputError(f"{self.title or self.name} needs at least {self.min_slices} slices along the "
                              f"through-plane axis {grid.axis_name}; the volume has {grid.n_in}.")
-        ctx = RunContext(device, progress, cancel or CancelToken(), {} if results is None else results)
+        ctx = RunContext(device, progress, cancel or CancelToken(), {} if results is None else results,
+                         Spread() if confidence else None, mirror_axis(volume.direction, grid.axis))
         for message in self.fitness(volume, grid, options, force):
             ctx.warn(message)
         ctx.check()
         stack = to_stack(volume.array, grid.axis).astype(np.float32)   # a copy: the input stays as it is
         out = self.upsample(stack, grid, ctx, **options)
+        if ctx.spread is not None:
+            if ctx.spread.count < 2:
+                raise RuntimeError(f"{self.name} made {ctx.spread.count} prediction(s) for the confidence map.")
+            ctx.results["confidence_map"] = output_volume(volume, grid, ctx.spread.std())
         ctx.report(1.0, "done")
         return output_volume(volume, grid, out)
 

@@ -27,7 +27,7 @@ last state is kept in ``checkpoints/stage_ct.pt`` and ``stage_mri.pt`` for compa
 written only from the final stage.
 
 Inference runs the SRNet alone, on every plane that contains the thick axis in both orientations
-(the plane path selfsr uses, :func:`~.selfsr.fuse_orientations`), then resamples to the requested
+(the plane path selfsr uses, :func:`~.selfsr.plane_predictions`), then resamples to the requested
 spacing (cubic B-spline) when it is not the native one.
 
 Decisions the paper leaves open: the SRNet adds its output to the linear interpolation of its input
@@ -52,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..confidence import combine
 from ..errors import InputError, ModelError
 from ..geometry import ThroughPlaneGrid, samples_over
 from ..models import find_model
@@ -59,14 +60,14 @@ from ..normalization import Normalization, for_modality
 from ..options import BATCH, Count, Number, text
 from ..profiles import slice_profile_weights
 from ..progress import scaled
-from ..resampling import fine_in_plane, resample_axis, resample_in_plane
+from ..resampling import fine_in_plane
 from ..training.data import plane_patch
 from ..training.loop import optimize
 from ..training.tasks import Task, register_task
 from ..training.unpaired import LowResMR, UnpairedData, read_hr_ct, read_lr_mri
 from .base import Method, RunContext, register
-from .network import looks_like_hu, restore_clipped
-from .selfsr import PatchSampler, fuse_orientations
+from .network import looks_like_hu, plane_output
+from .selfsr import PatchSampler, plane_predictions
 
 STAGES = ("ct", "mri", "joint")
 #: Thick slices a training MRI needs (the CITNet's attribute encoder halves the image four times).
@@ -495,14 +496,10 @@ class CTGuided(Method):
         lo, hi = norm.range_of(work)
         ctx.report(0.0, f"{self.title}: model {card.id}, x{net.factor} on {ctx.device}")
         progress = [scaled(ctx.progress, 0.5 * o, 0.5 * o + 0.45) for o in (0, 1)]
-        fused = fuse_orientations(net, norm.forward(work, lo, hi) * 2 - 1, ctx, batch_size, progress)
-        fused += 1                        # from [-1, 1] back to intensities
-        fused *= (hi - lo) / 2
-        fused += lo
-        out = restore_clipped(fused, work, lo, hi)
-        ctx.report(0.96, "resampling to the requested grid")
-        out = resample_axis(out, 0, grid.n_out)
-        return resample_in_plane(out, rows, cols).astype(np.float32)
+        half = (hi - lo) / 2                  # from [-1, 1] back to intensities
+        return combine(plane_predictions(net, norm.forward(work, lo, hi) * 2 - 1, ctx, batch_size, progress),
+                       lambda y: plane_output(y, half, lo + half, work, (lo, hi), grid, (rows, cols), ctx),
+                       ctx.spread, fuse=True)
 
 
 CTGUIDED = register(CTGuided())

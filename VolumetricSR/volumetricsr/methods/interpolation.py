@@ -1,8 +1,12 @@
-"""Interpolation baselines along the through-plane axis: always available, instant, any factor."""
+"""Interpolation baselines along the through-plane axis: always available, instant, any factor.
+
+Their confidence map is the spread of the three kernels, which agree on smooth anatomy and differ
+where the slices leave the most to guess (:mod:`..confidence`)."""
 from __future__ import annotations
 
 import numpy as np
 
+from ..confidence import combine
 from ..geometry import ThroughPlaneGrid
 from ..resampling import apply_along_first_axis, bspline_weights, linear_weights, sinc_weights
 from .base import Method, RunContext, register
@@ -18,13 +22,13 @@ class Interpolation(Method):
         self.weights, self.min_slices = weights, min_slices
 
     def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, **options) -> np.ndarray:
-        w = self.weights(grid.input_positions(), grid.n_in)
-
         def step(fraction: float) -> None:
             ctx.check()
             ctx.report(fraction, f"{self.title} interpolation")
 
-        return apply_along_first_axis(w, stack, step)
+        kernels = [self] + [k for k in KERNELS if k is not self and k.min_slices <= grid.n_in]
+        parts = (apply_along_first_axis(k.weights(grid.input_positions(), grid.n_in), stack, step) for k in kernels)
+        return combine(parts, lambda y: y, ctx.spread, fuse=False)
 
 
 LINEAR = register(Interpolation(
@@ -38,3 +42,5 @@ SINC = register(Interpolation(
     "sinc", "Windowed sinc",
     "Lanczos-windowed sinc (4 lobes). Instant; the sharpest interpolation, with slight ringing at edges.",
     sinc_weights))
+
+KERNELS = (LINEAR, BSPLINE, SINC)

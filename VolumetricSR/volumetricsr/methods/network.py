@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..cpu_memory import keep_freed_memory
+from ..confidence import combine
 from ..engine import BLENDS, free_device_memory, is_out_of_memory, sliding_window_inference
 from ..errors import InputError, ModelError
 from ..geometry import ThroughPlaneGrid
@@ -16,7 +17,7 @@ from ..normalization import Normalization
 from ..options import BATCH, FRACTION, Count, OneOf, Triple, label, text
 from ..predictors import PRECISIONS, OnnxPredictor, TorchPredictor, export_onnx
 from ..progress import scaled
-from ..resampling import apply_along_first_axis, bspline_weights, linear_weights
+from ..resampling import apply_along_first_axis, bspline_weights, linear_weights, resample_axis, resample_in_plane
 from .base import Method, RunContext
 
 BACKENDS = ("torch", "onnx")
@@ -113,36 +114,53 @@ class NetworkMethod(Method):
         norm = Normalization.from_dict(card.normalization)
         lo, hi = norm.range_of(stack)
         ctx.results["model"] = card.id
-        x = torch.from_numpy(norm.forward(stack, lo, hi))[None]
-        y = self.run_network(card, x, window, ctx, backend, precision, scale=(factor, 1, 1),
-                             overlap=overlap or self.overlap, blend=blend, batch_size=batch_size)
-        out = norm.inverse(y[0].numpy(), lo, hi)
+        x = norm.forward(stack, lo, hi)
+        overlap = overlap or self.overlap
+        engine = dict(scale=(factor, 1, 1), overlap=overlap, blend=blend, batch_size=batch_size)
         native_n = (grid.n_in - 1) * factor + 1
-        if out.shape[0] != native_n:
-            raise ModelError(f"Model {card.id} returned {out.shape[0]} slices for {grid.n_in} thick ones; "
-                             f"expected {native_n} at factor {factor}. Card and network disagree.")
-        out = restore_clipped(out, stack, lo, hi)
-        if native_n != grid.n_out:
-            ctx.report(0.96, f"resampling x{factor} output to the requested {grid.spacing_out:.3g} mm")
-            positions = np.arange(grid.n_out) * (native_n - 1) / max(grid.n_out - 1, 1)
-            out = apply_along_first_axis(bspline_weights(positions, native_n), out)
-        return out
 
+        def predictions():
+            """The prediction; for the confidence map, then on the input mirrored left-right and with
+            the windows shifted by half a stride (reflected margins, cropped off again)."""
+            shift = [max(1, int(round(w * (1 - o)))) // 2 for w, o in zip(window, overlap)]
+            pad, a = [(min(s, size - 1), 0) for s, size in zip(shift, x.shape)], ctx.mirror_axis
+            variants = [(lambda: x, lambda y: y),           # (the input, the output back in the plain frame)
+                        (lambda: np.flip(x, a).copy(), lambda y: np.flip(y, a)),
+                        (lambda: np.pad(x, pad, mode="reflect"), lambda y: y[pad[0][0] * factor:, pad[1][0]:, pad[2][0]:])]
+            for n, (given, back) in enumerate(variants):
+                span = (0.95 * n / 3, 0.95 * (n + 1) / 3) if ctx.spread is not None else (0.0, 0.95)
+                y = self.run_network(card, torch.from_numpy(given())[None], window, ctx, backend, precision, span,
+                                     **engine)
+                yield np.ascontiguousarray(back(y[0].numpy()))
+
+        def finish(y: np.ndarray) -> np.ndarray:
+            out = norm.inverse(y, lo, hi)
+            if out.shape[0] != native_n:
+                raise ModelError(f"Model {card.id} returned {out.shape[0]} slices for {grid.n_in} thick ones; "
+                                 f"expected {native_n} at factor {factor}. Card and network disagree.")
+            out = restore_clipped(out, stack, lo, hi)
+            if native_n != grid.n_out:
+                ctx.report(0.96, f"resampling x{factor} output to the requested {grid.spacing_out:.3g} mm")
+                positions = np.arange(grid.n_out) * (native_n - 1) / max(grid.n_out - 1, 1)
+                out = apply_along_first_axis(bspline_weights(positions, native_n), out)
+            return out
+
+        return combine(predictions(), finish, ctx.spread, fuse=False)
 
     def run_network(self, card: ModelCard, x: torch.Tensor, window, ctx: RunContext, backend: str, precision: str,
-                    **engine) -> torch.Tensor:
-        """The engine over ``x`` on ``ctx.device``. Out of device memory even one window at a time (the
+                    span: tuple[float, float] = (0.0, 0.95), **engine) -> torch.Tensor:
+        """The engine over ``x`` on ``ctx.device`` (progress over ``span``). Out of device memory even one window at a time (the
         engine halves its batches first), it runs again with half the in-plane window (down to
         ``MIN_WINDOW``), then on the CPU, saying so."""
         device = ctx.device
         while True:
             predictor = self.predictor(card, window, device, backend, precision)
             ctx.check()                   # building it may have taken long (ONNX export)
-            ctx.report(0.0, f"{self.title}: model {card.id} on {device} ({backend}, "
+            ctx.report(span[0], f"{self.title}: model {card.id} on {device} ({backend}, "
                             f"{getattr(predictor, 'precision', 'fp32')})")
             try:
                 with keep_freed_memory():     # across windows too (real 8 mm CT: 58 -> 55 s)
-                    return sliding_window_inference(x, predictor, window, progress=scaled(ctx.progress, 0.0, 0.95),
+                    return sliding_window_inference(x, predictor, window, progress=scaled(ctx.progress, *span),
                                                     cancel=ctx.cancel, **engine)
             except Exception as exc:
                 if not is_out_of_memory(exc) or device == "cpu":
@@ -151,7 +169,7 @@ class NetworkMethod(Method):
             free_device_memory()
             if min(window[1:]) > MIN_WINDOW:
                 window = (window[0], *(max(MIN_WINDOW, w // 2) for w in window[1:]))
-                ctx.report(0.0, f"out of memory on {device}: windows of {window[1]}x{window[2]} from now on")
+                ctx.report(span[0], f"out of memory on {device}: windows of {window[1]}x{window[2]} from now on")
             else:
                 ctx.warn(f"The GPU ({device}) ran out of memory even with one {window[0]}x{window[1]}x{window[2]} "
                          "window at a time; running on the CPU instead (slower, same result).")
@@ -170,3 +188,15 @@ def restore_clipped(out: np.ndarray, stack: np.ndarray, lo: float, hi: float) ->
     n_in, n_out = stack.shape[0], out.shape[0]
     positions = np.arange(n_out) * (n_in - 1) / max(n_out - 1, 1)
     return out + apply_along_first_axis(linear_weights(positions, n_in), excess.astype(np.float32))
+
+
+def plane_output(y: np.ndarray, scale: float, offset: float, source: np.ndarray, window: tuple[float, float],
+                 grid: ThroughPlaneGrid, shape: tuple[int, int], ctx: RunContext) -> np.ndarray:
+    """A plane network's ``y`` (network units, on the isotropic in-plane grid of ``source``) as
+    intensities on the output grid: ``y * scale + offset`` (in place), what ``window`` clipped off
+    ``source`` restored (:func:`restore_clipped`), resampled to ``grid.n_out`` slices of ``shape``."""
+    y *= scale
+    y += offset
+    out = restore_clipped(y, source, *window)
+    ctx.report(0.96, "resampling to the requested grid")
+    return resample_in_plane(resample_axis(out, 0, grid.n_out), *shape).astype(np.float32)

@@ -17,13 +17,14 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import correlate1d, uniform_filter
 
+from ..confidence import combine
 from ..engine import sliding_window_inference
 from ..errors import InputError, ModelError
 from ..geometry import ThroughPlaneGrid, samples_over
@@ -34,15 +35,15 @@ from ..options import BATCH, Count, Number, OneOf, label, text
 from ..predictors import PlanePredictor, TorchPredictor
 from ..profiles import PROFILES, slice_profile_weights
 from ..progress import scaled
-from ..resampling import fine_in_plane, resample_axis, resample_in_plane
+from ..resampling import fine_in_plane, resample_axis
 from ..training.loop import Loop, autocast, needs_scaler, optimize
 from ..training.tasks import OneNetworkTask
 from .base import Method, RunContext, register
-from .network import restore_clipped
+from .network import plane_output
 
 NORMALIZATION = {"kind": "percentile", "low": 0.5, "high": 99.5}
 #: The network sees intensities up to this many percentile ranges beyond the range (no MR or CT tissue
-#: lies there); beyond it (metal) the input's values are interpolated back (:func:`restore_clipped`).
+#: lies there); beyond it (metal) the input's values are interpolated back (:func:`~.network.restore_clipped`).
 HEADROOM = 1.0
 
 
@@ -185,23 +186,15 @@ def infer_orientation(net, volume: torch.Tensor, orientation: int, device: str, 
                                     progress=progress, cancel=cancel)
 
 
-def fuse_orientations(net, work: np.ndarray, ctx: RunContext, batch_size: Optional[int] = None,
-                      progress: tuple = (None, None)) -> np.ndarray:
+def plane_predictions(net, work: np.ndarray, ctx: RunContext, batch_size: Optional[int] = None,
+                      progress: tuple = (None, None)) -> Iterator[np.ndarray]:
     """A through-plane 2-D network (``net.factor`` rows per row) over ``work`` ``(slices, rows, cols)``
-    in both orientations, averaged: the plane-network path of every such method. ``progress``: one
-    callback per orientation."""
+    in both orientations, one prediction each: the plane-network path of every such method, fused by
+    :func:`~..confidence.combine`. ``progress``: one callback per orientation."""
     x = torch.from_numpy(work)[None]
     batch = batch_size or (64 if ctx.device != "cpu" else 8)
-    fused = None
     for o in (0, 1):
-        part = infer_orientation(net, x, o, ctx.device, batch, progress[o], ctx.cancel)[0].numpy()
-        if fused is None:
-            fused = part
-        else:                          # in place: the fine grid is the largest array of the run
-            fused += part
-            del part
-    fused *= 0.5
-    return fused
+        yield infer_orientation(net, x, o, ctx.device, batch, progress[o], ctx.cancel)[0].numpy()
 
 
 # ----------------------------------------------------------------------------- the method
@@ -270,13 +263,11 @@ class SelfSupervised(Method):
 
         progress = ([scaled(ctx.progress, 0.75 + 0.1 * o, 0.85 + 0.1 * o) for o in (0, 1)] if trained else
                     [scaled(ctx.progress, 0.5 * o, 0.5 * o + 0.45) for o in (0, 1)])
-        fused = fuse_orientations(net, work, ctx, batch_size, progress)
-        fused *= hi - lo
-        fused += lo
-        ctx.report(0.96, "resampling to the requested grid")
-        out = restore_clipped(fused, source, *window)     # metal beyond the window: the input's
-        out = resample_axis(out, 0, grid.n_out)
-        return resample_in_plane(out, rows, cols).astype(np.float32)
+
+        def finish(y: np.ndarray) -> np.ndarray:       # metal beyond the window: the input's
+            return plane_output(y, hi - lo, lo, source, window, grid, (rows, cols), ctx)
+
+        return combine(plane_predictions(net, work, ctx, batch_size, progress), finish, ctx.spread, fuse=True)
 
     @staticmethod
     def _network(model, warm_start, factor: int, b: Budget) -> RowUpsampler:
