@@ -63,6 +63,9 @@ class VolumetricSRParameterNode:
     stride: Annotated[int, WithinRange(-1, 32)] = -1
     planes: Annotated[int, WithinRange(0, 2)] = 0
     force: bool = False
+    enforceConsistency: bool = False
+    consistencyMap: bool = False
+    confidenceMap: bool = False
 
 
 class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -76,6 +79,7 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
         self._lastResult = None
         self._coreError = ""
         self._runInput = None
+        self._runJob = None
         self._modelsFor = None      # the method whose models the model list holds
 
     # --- setup ---------------------------------------------------------------------------------
@@ -290,7 +294,7 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
             if self._coreError or pending != self._pendingMethods():
                 self._fillMethods()  # dependencies were installed by prepare: list the methods now
                 self._fillModels()
-            self._runInput = p.inputVolume
+            self._runInput, self._runJob = p.inputVolume, job
             self.ui.warningLabel.text = "\n".join(f"Warning: {w}" for w in job.warnings)
             self._task = self.logic.start(job, on_progress=self._onProgress, on_done=self._onDone,
                                           on_cancelled=self._onCancelled, on_error=self._onError)
@@ -330,9 +334,12 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
         self.ui.statusLabel.text = f"{message or 'Working'}{left}"
 
     def _onDone(self, node) -> None:
-        self._lastResult = (self._runInput, node)
+        from VolumetricSRLib.panel import consistency_text
+
+        results = self._runJob.results
+        self._lastResult = (self._runInput, node, results.get("map_nodes"))
         self.ui.compareButton.enabled = True
-        self.ui.statusLabel.text = f"Done: {node.GetName()}"
+        self.ui.statusLabel.text = f"Done: {node.GetName()}. {consistency_text(results.get('consistency'))}".strip()
 
     def _onCancelled(self) -> None:
         self.ui.statusLabel.text = "Cancelled; the scene is unchanged."

@@ -39,6 +39,26 @@ def test_a_network_run_goes_to_a_child_and_equals_the_blocking_call():
     assert not task.folder.exists()                                     # the temporary files are gone
 
 
+def test_a_child_run_brings_back_the_maps_and_the_consistency():
+    thick = make_ct_volume(size_ijk=(24, 20, 5), spacing=(0.8, 0.8, 5.0), seed=3)
+    node = add_node(thick.with_array(thick.array.astype("int16")))
+    logic = SuperResolutionLogic()
+    trust = dict(enforce_consistency=True, consistency_map=True, confidence_map=True)
+    job = logic.prepare(node, "tvsrn", 1.0, device="cpu", **trust)
+    done = []
+    task = logic.start(job, on_done=done.append, on_error=lambda e, tb: pytest.fail(f"{e}\n{tb}"))
+    task.wait(180)
+    maps = job.results["map_nodes"]
+    assert set(maps) == {"consistency_map", "confidence_map"} and job.results["consistency"]["rms"] < 1e-2
+    blocking = {}
+    logic.run(node, "tvsrn", 1.0, device="cpu", show=False, results=blocking, **trust)
+    for key, m in maps.items():
+        a, b = slicer.util.arrayFromVolume(m), slicer.util.arrayFromVolume(blocking["map_nodes"][key])
+        assert a.shape == b.shape and np.allclose(a, b, atol=1e-2)
+    assert slicer.util.arrayFromVolume(maps["confidence_map"]).shape == slicer.util.arrayFromVolume(done[0]).shape
+    assert not task.folder.exists()
+
+
 def test_cancel_stops_the_child_and_makes_nothing():
     node = add_node(make_volume(size_ijk=(40, 40, 8), spacing=(1.0, 1.0, 4.0)))
     logic = SuperResolutionLogic()

@@ -11,6 +11,7 @@ import threading
 import time
 import types
 
+import numpy as np
 import pytest
 
 pytest.importorskip("PySide6.QtUiTools")
@@ -119,12 +120,43 @@ def test_apply_runs_in_the_background_then_compare(qt_slicer):
     assert not w.ui.inputsCollapsibleButton.enabled
     run_until_idle(w._poll, lambda: w._task is not None)
     out = slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")[-1]
-    assert out.GetName() == "thick SR linear" and w.ui.statusLabel.text == "Done: thick SR linear"
+    assert out.GetName() == "thick SR linear"
+    assert w.ui.statusLabel.text.startswith("Done: thick SR linear. Consistency with the acquired slices: RMS ")
     assert visible(w.ui.applyButton) and not visible(w.ui.cancelButton) and w.ui.inputsCollapsibleButton.enabled
     assert w.ui.compareButton.enabled
     w.onCompare()
     red = slicer.app.layoutManager().sliceWidget("Red").composite
     assert red.background == node.GetID() and red.linked
+
+
+def test_the_trust_checkboxes_make_maps_beside_the_result_and_compare_overlays_them(qt_slicer):
+    node = add_node(make_volume())
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    folder = sh.CreateFolderItem(1, "study")
+    sh.SetItemParent(sh.GetItemByDataNode(node), folder)
+    w, p = sr_widget()
+    p.method = "sinc"
+    for box, field in ((w.ui.enforceConsistencyCheckBox, "enforceConsistency"),
+                       (w.ui.consistencyMapCheckBox, "consistencyMap"), (w.ui.confidenceMapCheckBox, "confidenceMap")):
+        assert box.property("SlicerParameterName") == field     # bound to the field (connectGui, in Slicer)
+        setattr(p, field, True)                                 # what ticking it does there
+    w.onApply()
+    run_until_idle(w._poll, lambda: w._task is not None)
+    volumes = {n.GetName(): n for n in slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")}
+    out, check, spread = (volumes[f"thick SR sinc{s}"] for s in ("", " consistency", " confidence"))
+    assert all(sh.GetItemParent(sh.GetItemByDataNode(n)) == folder for n in (out, check, spread))
+    assert slicer.util.arrayFromVolume(check).shape == slicer.util.arrayFromVolume(node).shape     # acquired grid
+    assert slicer.util.arrayFromVolume(spread).shape == slicer.util.arrayFromVolume(out).shape
+    assert np.abs(slicer.util.arrayFromVolume(check)).max() < 1e-2 * np.ptp(slicer.util.arrayFromVolume(node))
+    assert spread.GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeFileInferno.txt"
+    assert check.GetDisplayNode().GetLevel() == 0.0      # a signed map: symmetric about 0
+    legends = {n.primary: n.title for n in slicer.mrmlScene.GetNodesByClass("vtkMRMLColorLegendDisplayNode")}
+    assert legends[spread.GetDisplayNode()] == "spread of the predictions"
+    assert "RMS" in w.ui.statusLabel.text
+    w.onCompare()
+    widgets = slicer.app.layoutManager().widgets
+    assert widgets["Red"].composite.foreground == check.GetID() and widgets["Red"].composite.background == node.GetID()
+    assert widgets["Yellow"].composite.foreground == spread.GetID() and widgets["Yellow"].composite.foreground_opacity == 0.5
 
 
 def test_cancel_and_failure_leave_the_scene_unchanged(qt_slicer, monkeypatch):

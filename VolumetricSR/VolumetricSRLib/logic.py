@@ -23,6 +23,9 @@ from .processtask import ProcessTask
 from .runner import BackgroundTask
 from .settings import RunSettings
 
+#: ``super_resolve`` arguments of every method: consistency and the maps (see :meth:`RunSettings.trust_options`).
+TRUST_OPTIONS = ("enforce_consistency", "consistency_map", "confidence_map")
+
 
 def import_core():
     """The ``volumetricsr`` package, or a clear error when a dependency of it is missing or broken."""
@@ -54,6 +57,8 @@ class Job:
     warnings: list = field(default_factory=list)    # fitness warnings to show before the run
     force: bool = False            # run even where the input does not suit the method
     in_process: bool = True        # instant (an interpolation): start() runs it in a thread here
+    trust: dict = field(default_factory=dict)     # enforce_consistency, consistency_map, confidence_map
+    results: dict = field(default_factory=dict)   # what the run reports: consistency, the maps, their nodes
 
 
 class SuperResolutionLogic:
@@ -107,13 +112,15 @@ class SuperResolutionLogic:
 
             options["model"] = find_model(options.get("model") or None, m.name).id
         force = bool(options.pop("force", False))
+        trust = {key: bool(options.pop(key)) for key in TRUST_OPTIONS if key in options}
         _, method_options = core.api.check_request(m.name, spacing, options)
         volume = scene.volume_from_node(input_node, copy=True)
         grid = plan_grid(volume, spacing, axis, force)   # fails early on a bad target
         notes = m.fitness(volume, grid, method_options, force)
         instant = not (m.needs_model or m.trains_per_volume or m.uses_device)
         return Job(input_node, volume, m.name, spacing, axis, device, options, output_node,
-                   scene.output_name(input_node, m.name), dtype, show, core.CancelToken(), notes, force, instant)
+                   scene.output_name(input_node, m.name), dtype, show, core.CancelToken(), notes, force, instant,
+                   trust)
 
     def prepare_from_settings(self, input_node, settings: RunSettings, output_node=None, interactive: bool = True) -> Job:
         core = self.core(interactive)
@@ -121,7 +128,7 @@ class SuperResolutionLogic:
         m = core.get_method(settings.method)
         return self.prepare(input_node, m.name, settings.target_spacing, device=settings.device,
                             axis=settings.target_axis, output_node=output_node, interactive=interactive,
-                            force=settings.force, **settings.method_options(m))
+                            force=settings.force, **settings.trust_options(), **settings.method_options(m))
 
     @staticmethod
     def compute(job: Job, progress: Optional[Callable] = None, cancel=None):
@@ -130,19 +137,24 @@ class SuperResolutionLogic:
 
         return super_resolve(job.volume, job.method, job.spacing, axis=job.axis, device=job.device,
                              dtype=job.dtype, force=job.force, progress=progress, cancel=cancel or job.cancel,
-                             **job.options)
+                             results=job.results, **job.trust, **job.options)
 
     @staticmethod
     def finish(job: Job, result):
-        """Make (or overwrite) the output node from the result, on the scene's thread; returns it."""
+        """Make (or overwrite) the output node from the result, and a node for each map beside it
+        (``job.results['map_nodes']``), on the scene's thread; returns the output node."""
         if job.output_node is None:
             node = scene.create_output_node(result, job.input_node, job.name)
         else:
             scene.replace_node_content(result, job.output_node, job.input_node)
             node = job.output_node
+        job.results["map_nodes"] = {key: scene.create_map_node(job.results[key], node, key)
+                                    for key in scene.MAP_STYLES if key in job.results}
         if job.show:
             scene.show(node)
-        logging.info(f"VolumetricSR: {node.GetName()}: {result.describe()}")
+        c = job.results.get("consistency")
+        logging.info(f"VolumetricSR: {node.GetName()}: {result.describe()}"
+                     + (f"; consistency RMS {c['rms']:.4g}" if c else ""))
         return node
 
     def start(self, job: Job, *, on_progress=None, on_done=None, on_cancelled=None, on_error=None):
@@ -162,14 +174,18 @@ class SuperResolutionLogic:
 
     def run(self, inputNode, method: str = "bspline", spacing: Optional[float] = None, device: str = "auto", *,
             outputNode=None, axis: Optional[str] = None, progress: Optional[Callable] = None, cancel=None,
-            show: bool = True, interactive: bool = False, **options):
+            show: bool = True, interactive: bool = False, results: Optional[dict] = None, **options):
         """Super-resolve ``inputNode`` and return the new (or given ``outputNode``) volume node. Blocking.
 
         ``spacing``: target through-plane spacing in mm (None: isotropic). ``options``: method options such
         as ``model``, ``backend``, ``precision``, ``window``, ``overlap``, ``batch_size``, ``dtype``,
-        ``force``. Missing Python packages are installed without asking unless ``interactive`` is True.
+        ``force``, and ``enforce_consistency``, ``consistency_map``, ``confidence_map`` (every method).
+        ``results``: a dict that receives ``consistency`` (RMS, max, worst slice) and ``map_nodes``.
+        Missing Python packages are installed without asking unless ``interactive`` is True.
         """
         dtype = options.pop("dtype", None)
         job = self.prepare(inputNode, method, spacing, device=device, axis=axis, output_node=outputNode,
                            dtype=dtype, show=show, interactive=interactive, **options)
+        if results is not None:
+            job.results = results
         return self.finish(job, self.compute(job, progress, cancel))

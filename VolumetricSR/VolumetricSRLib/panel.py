@@ -68,3 +68,11 @@ def geometry_summary(node, spacing: Optional[float] = None, axis: Optional[str] 
     except VolumetricSRError as exc:
         return f"{volume.describe()}\n{exc}"
     return f"{volume.describe()}\nThrough-plane {grid.describe()}"
+
+
+def consistency_text(summary: Optional[dict]) -> str:
+    """The run's agreement with the acquired slices, for the status line ('' when there is none)."""
+    if not summary:
+        return ""
+    return (f"Consistency with the acquired slices: RMS {summary['rms']:.3g}, max {summary['max']:.3g} "
+            f"(input units; worst slice {summary['worst_slice']}).")

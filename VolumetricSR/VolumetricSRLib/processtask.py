@@ -5,7 +5,8 @@ Slicer's process runs only in the gaps of the GUI's own Python; and the core wou
 process-wide things (allocator settings, a CUDA context) in Slicer itself. So network and
 per-volume runs go to a child, as the trainer does: the job's private copy of the voxels is
 written with its geometry to a temporary NRRD, ``volumetricsr infer`` runs on it through Slicer's
-launcher with JSON progress and a stop file, and the result is read back only when the child ends
+launcher with JSON progress and a stop file, and the result (and the maps asked for, and the
+consistency from the final record, into ``job.results``) is read back only when the child ends
 complete. Cancel writes the stop file; a child that has not ended a few seconds later is killed
 (the real child, not the launcher). The temporary folder is removed in every case.
 """
@@ -22,6 +23,10 @@ from typing import Callable, Optional
 
 from .childprocess import CLI_SNIPPET, ChildProcess, core_environment, popen_launcher, python_executable
 from .runner import EtaEstimator, poll_until_done
+
+
+#: The maps a child may write beside its output (``infer --consistency-map``, ``--confidence-map``).
+MAPS = ("consistency_map", "confidence_map")
 
 
 def infer_command(job, folder: Path, python: Optional[str] = None) -> tuple[list[str], dict]:
@@ -42,6 +47,12 @@ def infer_command(job, folder: Path, python: Optional[str] = None) -> tuple[list
         args += ["--dtype", "input"]
     if job.force:
         args.append("--force")
+    trust = getattr(job, "trust", {})
+    if trust.get("enforce_consistency"):
+        args.append("--enforce-consistency")
+    for key in MAPS:
+        if trust.get(key):
+            args += ["--" + key.replace("_", "-"), str(folder / f"{key}.nrrd")]
     return args, env
 
 
@@ -113,6 +124,8 @@ class ProcessTask:
             self.on_progress(fraction, record.get("message", ""), self.eta.remaining(fraction, self.clock()))
         elif record.get("event") == "error":
             self.error = record.get("message")
+        elif record.get("event") == "done" and record.get("consistency"):
+            self.job.results["consistency"] = record["consistency"]
 
     def _ended(self, code: int, stop: Optional[str]) -> None:
         self._finished = True
@@ -134,6 +147,9 @@ class ProcessTask:
 
         try:
             result = read_volume(self.folder / "output.nrrd")
+            for key in MAPS:
+                if (self.folder / f"{key}.nrrd").is_file():
+                    self.job.results[key] = read_volume(self.folder / f"{key}.nrrd")
             if self.on_done:
                 self.on_done(result)
         except Exception as exc:    # a failing handler (e.g. making the output node) is an error too

@@ -3,9 +3,11 @@
 Slicer calls made here (and faked by Testing/Python/slicer_standin): ``slicer.util.arrayFromVolume``,
 ``updateVolumeFromArray``, ``setSliceViewerLayers``, ``slicer.mrmlScene.AddNewNodeByClass/RemoveNode/
 GenerateUniqueName``, the subject hierarchy node, volume and display node getters/setters, and the
-layout manager for Compare.
+layout manager for Compare, the colour legend of a map (``slicer.modules.colors.logic()``).
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 import slicer
@@ -76,17 +78,23 @@ def output_name(input_node, method: str) -> str:
     return f"{input_node.GetName()} SR {method}"
 
 
-def create_output_node(volume, input_node, name: str):
-    """A new scalar volume node holding ``volume``, set up like ``input_node``; nothing is left on failure."""
+def new_volume_node(volume, name: str, setup):
+    """A new scalar volume node (``name`` made unique) holding ``volume``, with display nodes, then
+    ``setup(node)``; nothing is left on failure."""
     node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", slicer.mrmlScene.GenerateUniqueName(name))
     try:
         write_to_node(volume, node)
         node.CreateDefaultDisplayNodes()
-        match_input(node, input_node)
+        setup(node)
     except BaseException:
         slicer.mrmlScene.RemoveNode(node)
         raise
     return node
+
+
+def create_output_node(volume, input_node, name: str):
+    """A new scalar volume node holding ``volume``, set up like ``input_node``; nothing is left on failure."""
+    return new_volume_node(volume, name, lambda node: match_input(node, input_node))
 
 
 def replace_node_content(volume, node, input_node) -> None:
@@ -129,20 +137,59 @@ def place_beside(source, target) -> None:
     sh.SetItemParent(sh.GetItemByDataNode(target), parent)
 
 
+#: Each map a run can make: (name suffix, colour table, legend title, signed). Colour tables are
+#: Slicer's default file colour nodes.
+MAP_STYLES = {
+    "consistency_map": ("consistency", "vtkMRMLColorTableNodeFileDivergingBlueRed.txt",
+                        "acquired - re-thickened result", True),
+    "confidence_map": ("confidence", "vtkMRMLColorTableNodeFileInferno.txt", "spread of the predictions", False),
+}
+
+
+def create_map_node(volume, output_node, key: str):
+    """A node for the map ``key`` of ``output_node``'s run, in its folder: a colour table from 0
+    (or symmetric about 0 for a signed map) to the map's 99th percentile, and a colour legend."""
+    suffix, colors, title, signed = MAP_STYLES[key]
+    top = float(np.percentile(np.abs(volume.array), 99)) or 1.0
+
+    def setup(node) -> None:
+        node.SetAndObserveTransformNodeID(output_node.GetTransformNodeID())
+        place_beside(output_node, node)
+        display = node.GetDisplayNode()
+        display.SetAutoWindowLevel(False)
+        window, level = (2 * top, 0.0) if signed else (top, top / 2)
+        display.SetWindowLevel(window, level)
+        display.SetAndObserveColorNodeID(colors)
+        legend = slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(node)
+        if legend is not None:
+            legend.SetTitleText(title)
+
+    return new_volume_node(volume, f"{output_node.GetName()} {suffix}", setup)
+
+
 def show(node) -> None:
     slicer.util.setSliceViewerLayers(background=node, foreground=None, fit=True)
 
 
-def compare(input_node, output_node) -> None:
-    """Input left, output right, in linked slice views (scrolling one moves the other)."""
+#: Overlay opacity of a map over the image it belongs to.
+MAP_OPACITY = 0.5
+
+
+def compare(input_node, output_node, map_nodes: Optional[dict] = None) -> None:
+    """Input left, output right, in linked slice views (scrolling one moves the other); with
+    ``map_nodes`` (from a run), the consistency map in colour over the input (it lies on the
+    acquired grid) and the confidence map over the result."""
+    maps = map_nodes or {}
     layout = slicer.app.layoutManager()
     layout.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
     orientation = layout.sliceWidget("Red").mrmlSliceNode().GetOrientation()
-    for view, node in (("Red", input_node), ("Yellow", output_node)):
+    for view, node, overlay in (("Red", input_node, maps.get("consistency_map")),
+                                ("Yellow", output_node, maps.get("confidence_map"))):
         widget = layout.sliceWidget(view)
         widget.mrmlSliceNode().SetOrientation(orientation)
         composite = widget.mrmlSliceCompositeNode()
         composite.SetBackgroundVolumeID(node.GetID())
-        composite.SetForegroundVolumeID(None)
+        composite.SetForegroundVolumeID(overlay.GetID() if overlay is not None else None)
+        composite.SetForegroundOpacity(MAP_OPACITY if overlay is not None else 0.0)
         composite.SetLinkedControl(True)
         widget.sliceLogic().FitSliceToBackground()

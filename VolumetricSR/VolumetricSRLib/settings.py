@@ -44,6 +44,9 @@ class RunSettings:
     stride: int = -1                # CLADE patch stride; -1 = the budget's/modality's, 0 = whole planes
     planes: int = 0                 # CLADE low-resolution orientations (1 or 2); 0 = the budget's
     force: bool = False             # run a model on an input that does not suit it (e.g. a CT model on MR)
+    enforceConsistency: bool = False   # trust: re-thickening the result gives the input exactly
+    consistencyMap: bool = False       # trust: input minus the re-thickened result, a volume beside it
+    confidenceMap: bool = False        # trust: the spread of the method's predictions, a volume beside it
 
     @property
     def target_spacing(self) -> Optional[float]:
@@ -52,6 +55,11 @@ class RunSettings:
     @property
     def target_axis(self) -> Optional[str]:
         return None if self.axis in ("", "auto") else self.axis
+
+    def trust_options(self) -> dict:
+        """The ``super_resolve`` arguments for consistency and the maps (every method has them)."""
+        return {"enforce_consistency": bool(self.enforceConsistency), "consistency_map": bool(self.consistencyMap),
+                "confidence_map": bool(self.confidenceMap)}
 
     def method_options(self, method) -> dict:
         """Keyword options for ``volumetricsr.super_resolve`` with the core ``method`` object."""

@@ -45,11 +45,13 @@ def reformat(volume: Volume, axis: int, row_fraction: float = 0.5,
 def comparison_figure(panels: dict[str, Volume], path: "str | os.PathLike", axis: int, *,
                       window: Optional[tuple[float, float]] = None, row_fraction: float = 0.5,
                       crop: Optional[tuple[slice, slice]] = None, title: str = "",
-                      views: tuple[str, ...] = ("coronal",)) -> None:
+                      views: tuple[str, ...] = ("coronal",), heat: tuple[str, ...] = ()) -> None:
     """Save reformats side by side, one column per volume and one row per view (thick inputs drawn as
     blocks, as a viewer shows them).
 
     ``crop``: (vertical, horizontal) fractions as slices of [0, 1], e.g. to zoom into a region.
+    ``heat``: panels that are maps (errors, confidence), drawn in colour from 0 to their common 99th
+    percentile, with a colour bar.
     """
     plt = _matplotlib()
     fig, axes = plt.subplots(len(views), len(panels), figsize=(3.2 * len(panels), 3.6 * len(views)), squeeze=False)
@@ -62,8 +64,13 @@ def comparison_figure(panels: dict[str, Volume], path: "str | os.PathLike", axis
                                       for c, n in zip(crop, image.shape)]
                 image = image[r0:r1, c0:c1]
             extent = (0, image.shape[1] * pixel_w, image.shape[0] * pixel_h, 0)
-            lo, hi = window or np.percentile(image, [1, 99])
-            ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, extent=extent, interpolation="nearest", aspect="equal")
+            if name in heat:
+                top = max(float(np.percentile(reformat(panels[h], axis, row_fraction, view)[0], 99)) for h in heat)
+                shown = ax.imshow(image, cmap="magma", vmin=0, vmax=top or 1, extent=extent, interpolation="nearest")
+                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+            else:
+                lo, hi = window or np.percentile(image, [1, 99])
+                ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, extent=extent, interpolation="nearest", aspect="equal")
             ax.set_title(name if len(views) == 1 else f"{name}, {view}", fontsize=10)
             ax.set_axis_off()
     if title:

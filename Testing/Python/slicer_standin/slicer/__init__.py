@@ -269,13 +269,16 @@ class _SliceNode:
 class _SliceComposite:
     def __init__(self):
         self.background = self.foreground = None
-        self.linked = False
+        self.linked, self.foreground_opacity = False, 0.0
 
     def SetBackgroundVolumeID(self, node_id):
         self.background = node_id
 
     def SetForegroundVolumeID(self, node_id):
         self.foreground = node_id
+
+    def SetForegroundOpacity(self, opacity):
+        self.foreground_opacity = float(opacity)
 
     def SetLinkedControl(self, linked):
         self.linked = bool(linked)
@@ -323,11 +326,46 @@ class _PlotsLogic:
         self.shown.append(chart.GetID())
 
 
+class vtkMRMLColorLegendDisplayNode(vtkMRMLNode):
+    classes = ("vtkMRMLColorLegendDisplayNode", "vtkMRMLDisplayNode", "vtkMRMLNode")
+
+    def __init__(self, name=""):
+        super().__init__(name)
+        self.title, self.primary = "", None
+
+    def SetTitleText(self, text):
+        self.title = str(text)
+
+
+_CLASSES["vtkMRMLColorLegendDisplayNode"] = vtkMRMLColorLegendDisplayNode
+
+
+class _ColorsLogic:
+    def AddDefaultColorLegendDisplayNode(self, displayable):
+        """As vtkSlicerColorLogic: a legend for the node's first display node, or None without one."""
+        display = displayable.GetDisplayNode()
+        if display is None:
+            return None
+        legend = next((n for n in mrmlScene.GetNodesByClass("vtkMRMLColorLegendDisplayNode") if n.primary is display),
+                      None)
+        if legend is None:
+            legend = mrmlScene.AddNewNodeByClass("vtkMRMLColorLegendDisplayNode")
+            legend.primary = display
+        return legend
+
+
 class modules:
-    """``slicer.modules.plots.logic()`` only."""
+    """``slicer.modules.plots.logic()`` and ``slicer.modules.colors.logic()`` only."""
 
     class plots:
         _logic = _PlotsLogic()
+
+        @classmethod
+        def logic(cls):
+            return cls._logic
+
+    class colors:
+        _logic = _ColorsLogic()
 
         @classmethod
         def logic(cls):
