@@ -410,6 +410,8 @@ class VolumetricSRTest(ScriptedLoadableModuleTest):
         self.test_bspline_geometry_and_values()
         self.setUp()
         self.test_background_run_and_cancel()
+        self.setUp()
+        self.test_trust_maps()
         from volumetricsr.methods import TORCH_PROBLEM
 
         if TORCH_PROBLEM:      # a Slicer without (a working) PyTorch: the network test cannot run
@@ -452,6 +454,24 @@ class VolumetricSRTest(ScriptedLoadableModuleTest):
         error = np.abs(a_out - reference).mean()
         self.assertLess(error, 0.25 * reference.std())
         self.delayDisplay(f"B-spline: mean absolute error {error:.2f} against the thin original")
+
+    def test_trust_maps(self):
+        import numpy as np
+
+        thin, thick, factor = self._thick()
+        results = {}
+        out = VolumetricSRLogic().run(thick, method="sinc", spacing=thin.GetSpacing()[2], results=results,
+                                      enforce_consistency=True, consistency_map=True, confidence_map=True)
+        maps = results["map_nodes"]
+        self.assertLess(results["consistency"]["rms"], 1e-2 * slicer.util.arrayFromVolume(thick).std())
+        self.assertEqual(slicer.util.arrayFromVolume(maps["confidence_map"]).shape, slicer.util.arrayFromVolume(out).shape)
+        self.assertEqual(slicer.util.arrayFromVolume(maps["consistency_map"]).shape,
+                         slicer.util.arrayFromVolume(thick).shape)
+        self.assertGreater(float(np.max(slicer.util.arrayFromVolume(maps["confidence_map"]))), 0.0)
+        from VolumetricSRLib.scene import compare
+
+        compare(thick, out, maps)
+        self.delayDisplay(f"Consistency RMS after enforcing: {results['consistency']['rms']:.3g}; maps overlaid")
 
     def test_background_run_and_cancel(self):
         import time
