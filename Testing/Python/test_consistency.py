@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from volumetricsr import read_volume, super_resolve, write_volume
+from conftest import make_volume
 from volumetricsr.cli import main
 from volumetricsr.consistency import consistency, enforce_consistency, thickening_matrix
 from volumetricsr.phantom import make_phantom
@@ -79,3 +80,18 @@ def test_a_cohort_can_enforce_consistency_too(pair, tmp_path):
                  "--enforce-consistency", "--quiet"]) == 0
     out = read_volume(tmp_path / "out" / "a.nii.gz")
     assert consistency(out, thick).summary()["max"] < 1e-5 * np.abs(thick.array).max()
+
+
+def test_every_method_takes_the_slice_profile_for_consistency(tmp_path):
+    from volumetricsr import InputError
+
+    v = make_volume(size_ijk=(16, 14, 9), spacing=(1.0, 1.0, 4.0))
+    results = {}
+    out = super_resolve(v, "bspline", 1.0, thickness=6.0, profile="rect", enforce_consistency=True, results=results)
+    assert consistency(out, v, 6.0, "rect").summary()["rms"] < 1e-3 * v.array.std()
+    assert results["consistency"]["rms"] < 1e-3 * v.array.std()      # reported with the same profile
+    assert consistency(out, v).summary()["rms"] > 1e-2 * v.array.std()   # not with another
+    with pytest.raises(InputError, match="thickness"):
+        super_resolve(v, "linear", thickness=-1.0)
+    with pytest.raises(InputError, match="profile"):
+        super_resolve(v, "linear", profile="boxcar")

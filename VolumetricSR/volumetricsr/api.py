@@ -13,19 +13,27 @@ from .geometry import AxisLike
 from .errors import InputError, OutputError
 from .io import cast_array, check_writable, read_volume, write_volume
 from .methods import Method, get_method
-from .options import check_spacing
+from .options import Number, OneOf, check_options, check_spacing
+from .profiles import PROFILES
 from .progress import CancelToken, ProgressCallback
 from .volume import Volume
+
+
+#: How the acquired slices were made, which every method takes: consistency re-thickens with it, and
+#: a method that models it (selfsr) learns with it too. Thickness default: the slice spacing.
+SLICE_PROFILE = {"thickness": Number(0.0, 200.0, " mm"), "profile": OneOf(PROFILES)}
 
 
 def check_request(method: str, spacing: Optional[float] = None,
                   options: Optional[dict] = None) -> tuple[Method, dict]:
     """Every check that needs no volume (method, target spacing, option values; a network method's
-    card, not its weights): an :class:`~volumetricsr.errors.InputError` before any work. Returns the
-    method and the options' clean values."""
+    card, not its weights; the slice profile): an :class:`~volumetricsr.errors.InputError` before any
+    work. Returns the method and the options' clean values."""
     m = get_method(method)
     check_spacing(spacing)
-    return m, m.check_options(dict(options or {}))
+    options = dict(options or {})
+    acquired = {k: options.pop(k) for k in SLICE_PROFILE if k in options and k not in m.option_rules}
+    return m, {**m.check_options(options), **check_options("The slice profile", SLICE_PROFILE, acquired)}
 
 
 def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[float] = None, *,
@@ -39,11 +47,11 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     ``spacing``: target through-plane spacing in mm (default: the finest in-plane spacing).
     ``dtype``: None (float32), 'input' (the input's voxel type) or a numpy type name.
     ``options``: method settings, e.g. ``model``, ``backend`` ('torch'|'onnx'), ``precision``,
-    ``window``, ``overlap``, ``batch_size`` for network methods.
+    ``window``, ``overlap``, ``batch_size`` for network methods; for every method ``thickness`` (mm)
+    and ``profile`` ('gaussian'|'rect'|'triangle') of the acquired slices (:data:`SLICE_PROFILE`).
     ``results``: a dict that receives what the run reports besides the volume (selfsr: ``training``).
     ``enforce_consistency``: change the result as little as possible so that re-thickening it (with
-    the ``thickness``/``profile`` options where the method has them, else the slice spacing and a
-    Gaussian) reproduces the input exactly (:mod:`.consistency`).
+    ``thickness``/``profile``) reproduces the input exactly (:mod:`.consistency`).
     Every run that adds slices also reports its agreement with the input in ``results['consistency']`` (RMS, max,
     worst slice), with the same slice profile. ``consistency_map``: also the residual (input minus
     the re-thickened result, on the input's grid) as ``results['consistency_map']``;
@@ -54,7 +62,8 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     dev = resolve_device(device) if m.uses_device else "cpu"
     results = {} if results is None else results
     out = m.run(volume, spacing, axis=axis, device=dev, progress=progress, cancel=cancel, force=force,
-                results=results, confidence=confidence_map, **options)
+                results=results, confidence=confidence_map,
+                **{k: v for k, v in options.items() if k in m.option_rules})     # the profile: only if it models it
     profile = options.get("thickness"), options.get("profile") or "gaussian"
     if enforce_consistency:
         out = enforce(out, volume, *profile)

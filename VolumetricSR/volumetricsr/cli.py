@@ -79,6 +79,10 @@ def _add_method_arguments(p) -> None:
     p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"], help="through-plane axis (default: largest spacing)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--threads", type=int, help="CPU threads (default: the cores this process may use)")
+    p.add_argument("--thickness", type=float, help="the acquired slices' thickness in mm (default: the slice "
+                                                   "spacing), for consistency and for selfsr's training")
+    p.add_argument("--profile", choices=["gaussian", "rect", "triangle"],
+                   help="the acquired slices' profile (default gaussian)")
     net = p.add_argument_group("network methods (trained models)")
     net.add_argument("--backend", choices=["torch", "onnx"], help="inference backend (default torch)")
     net.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
@@ -94,8 +98,6 @@ def _add_method_arguments(p) -> None:
                      help="training budget (default: fast on CPU, quality on GPU)")
     own.add_argument("--iterations", type=int, help="training iterations (overrides the budget's)")
     own.add_argument("--seed", type=int, help="random seed, for repeatable results (default 0)")
-    own.add_argument("--thickness", type=float, help="slice thickness in mm (default: the slice spacing)")
-    own.add_argument("--profile", choices=["gaussian", "rect", "triangle"], help="slice profile (default gaussian)")
     own.add_argument("--save-model", help="save the per-volume network as a model (an id, or a .json path)")
     own.add_argument("--warm-start", help="start training from this saved model (same protocol)")
     gan = p.add_argument_group("CLADE (clade)")

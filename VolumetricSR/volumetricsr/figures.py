@@ -50,8 +50,8 @@ def comparison_figure(panels: dict[str, Volume], path: "str | os.PathLike", axis
     blocks, as a viewer shows them).
 
     ``crop``: (vertical, horizontal) fractions as slices of [0, 1], e.g. to zoom into a region.
-    ``heat``: panels that are maps (errors, confidence), drawn in colour from 0 to their common 99th
-    percentile, with a colour bar.
+    ``heat``: panels that are maps (errors, confidence), drawn in colour from 0 to each one's 99th
+    percentile, with a colour bar (their scales differ: compare where, and read how much).
     """
     plt = _matplotlib()
     fig, axes = plt.subplots(len(views), len(panels), figsize=(3.2 * len(panels), 3.6 * len(views)), squeeze=False)
@@ -65,8 +65,8 @@ def comparison_figure(panels: dict[str, Volume], path: "str | os.PathLike", axis
                 image = image[r0:r1, c0:c1]
             extent = (0, image.shape[1] * pixel_w, image.shape[0] * pixel_h, 0)
             if name in heat:
-                top = max(float(np.percentile(reformat(panels[h], axis, row_fraction, view)[0], 99)) for h in heat)
-                shown = ax.imshow(image, cmap="magma", vmin=0, vmax=top or 1, extent=extent, interpolation="nearest")
+                top = float(np.percentile(image, 99)) or 1.0
+                shown = ax.imshow(image, cmap="magma", vmin=0, vmax=top, extent=extent, interpolation="nearest")
                 fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
             else:
                 lo, hi = window or np.percentile(image, [1, 99])
