@@ -95,3 +95,12 @@ def test_every_method_takes_the_slice_profile_for_consistency(tmp_path):
         super_resolve(v, "linear", thickness=-1.0)
     with pytest.raises(InputError, match="profile"):
         super_resolve(v, "linear", profile="boxcar")
+
+
+def test_a_dicom_inputs_stated_thickness_is_the_default():
+    v = make_volume(size_ijk=(16, 14, 9), spacing=(1.0, 1.0, 4.0))
+    v = v.with_array(v.array, metadata={"dicom": {"0018|0050": "6.0 "}})   # 6 mm slices every 4 mm
+    results = {}
+    out = super_resolve(v, "sinc", 1.0, enforce_consistency=True, results=results)
+    assert consistency(out, v, 6.0).summary()["rms"] < 1e-3 * v.array.std()
+    assert results["consistency"]["rms"] < 1e-3 * v.array.std()

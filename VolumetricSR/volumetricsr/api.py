@@ -51,7 +51,8 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     and ``profile`` ('gaussian'|'rect'|'triangle') of the acquired slices (:data:`SLICE_PROFILE`).
     ``results``: a dict that receives what the run reports besides the volume (selfsr: ``training``).
     ``enforce_consistency``: change the result as little as possible so that re-thickening it (with
-    ``thickness``/``profile``) reproduces the input exactly (:mod:`.consistency`).
+    ``thickness``/``profile``; a DICOM input's stated thickness by default) reproduces the input
+    exactly (:mod:`.consistency`).
     Every run that adds slices also reports its agreement with the input in ``results['consistency']`` (RMS, max,
     worst slice), with the same slice profile. ``consistency_map``: also the residual (input minus
     the re-thickened result, on the input's grid) as ``results['consistency_map']``;
@@ -64,7 +65,7 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     out = m.run(volume, spacing, axis=axis, device=dev, progress=progress, cancel=cancel, force=force,
                 results=results, confidence=confidence_map,
                 **{k: v for k, v in options.items() if k in m.option_rules})     # the profile: only if it models it
-    profile = options.get("thickness"), options.get("profile") or "gaussian"
+    profile = options.get("thickness") or acquired_thickness(volume, out), options.get("profile") or "gaussian"
     if enforce_consistency:
         out = enforce(out, volume, *profile)
     if np.greater(out.size, volume.size).any():      # upsampled (not a forced resampling at the same spacing)
@@ -84,6 +85,18 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     if dtype is not None:
         out = out.with_array(cast_array(out.array, volume.array.dtype if dtype == "input" else dtype))
     return out
+
+
+def acquired_thickness(volume: Volume, out: Volume) -> Optional[float]:
+    """The slice thickness a DICOM input states (0018,0050), when its slices lie along the upsampled
+    axis K; else None (the slice spacing)."""
+    stated = str(volume.metadata.get("dicom", {}).get("0018|0050", "")).strip()
+    try:
+        thickness = float(stated)
+    except ValueError:
+        return None
+    upsampled = int(np.argmax(np.subtract(out.size, volume.size)))
+    return thickness if thickness > 0 and upsampled == 2 else None
 
 
 #: The maps a run can make, each a volume in ``results``.
