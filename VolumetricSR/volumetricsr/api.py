@@ -53,11 +53,12 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     ``enforce_consistency``: change the result as little as possible so that re-thickening it (with
     ``thickness``/``profile``; a DICOM input's stated thickness by default) reproduces the input
     exactly (:mod:`.consistency`).
-    Every run that adds slices also reports its agreement with the input in ``results['consistency']`` (RMS, max,
-    worst slice), with the same slice profile. ``consistency_map``: also the residual (input minus
-    the re-thickened result, on the input's grid) as ``results['consistency_map']``;
-    ``confidence_map``: the spread of the method's predictions (:mod:`.confidence`), on the result's
-    grid, as ``results['confidence_map']``. Both are float32 volumes in intensity units.
+    Every run that adds slices also reports its agreement with the input in
+    ``results['consistency']`` (RMS, max, worst slice), with the same slice profile.
+    ``consistency_map``: also the residual (input minus the re-thickened result, on the input's
+    grid) as ``results['consistency_map']``; ``confidence_map``: the spread of the method's
+    predictions (:mod:`.confidence`), on the result's grid, as ``results['confidence_map']``. Both
+    are float32 volumes in intensity units.
     """
     m, _ = check_request(method, spacing, options)
     dev = resolve_device(device) if m.uses_device else "cpu"
