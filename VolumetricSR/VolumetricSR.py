@@ -66,6 +66,8 @@ class VolumetricSRParameterNode:
     enforceConsistency: bool = False
     consistencyMap: bool = False
     confidenceMap: bool = False
+    sliceThickness: Annotated[float, WithinRange(0.0, 200.0)] = 0.0
+    sliceProfile: Annotated[str, Choice(list(S.PROFILES))] = "gaussian"
 
 
 class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):

@@ -76,3 +76,25 @@ def test_the_parameter_node_is_a_scene_singleton_that_keeps_its_values():
     assert (again.modelId, again.epochs) == ("mine", 7) and again.parameterNode is first.parameterNode
     slicer.mrmlScene.Clear(0)
     assert VolumetricSRTraining.VolumetricSRTrainingLogic().getParameterNode().modelId == ""
+
+
+def test_a_dicom_series_stated_thickness_reaches_the_run_and_the_panel_can_override_it():
+    from volumetricsr.consistency import consistency
+    from volumetricsr.profiles import PROFILES
+    from VolumetricSRLib import scene, settings
+
+    assert settings.PROFILES == PROFILES
+    node = add_node(make_volume(size_ijk=(16, 14, 6), spacing=(0.9, 0.9, 4.5)))
+    node.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4 1.2.5 1.2.6 1.2.7 1.2.8")   # as Slicer's DICOM plugin
+    slicer.dicomDatabase.instances["1.2.3"] = {"0018,0050": "7.0"}                  # 7 mm slices, 4.5 mm apart
+    logic = VolumetricSR.VolumetricSRLogic()
+    job = logic.prepare(node, "sinc", 1.5, enforce_consistency=True)
+    assert job.options["thickness"] == 7.0           # explicit, so that a child process (no tags) has it too
+    results = {}
+    out = logic.run(node, method="sinc", spacing=1.5, enforce_consistency=True, results=results, show=False)
+    thick = scene.volume_from_node(node)
+    assert consistency(scene.volume_from_node(out), thick, 7.0).summary()["rms"] < 1e-3 * thick.array.std()
+    picked = settings.RunSettings(method="sinc", sliceThickness=5.0, sliceProfile="rect")
+    job = logic.prepare_from_settings(node, picked, interactive=False)
+    assert job.options["thickness"] == 5.0 and job.options["profile"] == "rect"
+    slicer.dicomDatabase.instances.clear()

@@ -106,7 +106,7 @@ def fill_volumetricsr(w) -> None:
     from volumetricsr.geometry import plan_grid
     from VolumetricSRLib.devices import device_choices
     from VolumetricSRLib.panel import method_html, method_items
-    from VolumetricSRLib.settings import BACKEND_TITLES, PRECISIONS, AXES
+    from VolumetricSRLib.settings import BACKEND_TITLES, PRECISIONS, PROFILES, AXES
 
     data = REPO.parent / "shared" / "data" / "chest_ct_8mm_lungpetctdx.nii.gz"
     name = "Lung-PET-CT-Dx A0002 8 mm"
@@ -126,7 +126,7 @@ def fill_volumetricsr(w) -> None:
         child(w, n).setVisible(False)
     child(w, "isotropicCheckBox").setChecked(False)
     child(w, "spacingSpinBox").setValue(1.0)
-    for n, items in (("axisComboBox", AXES), ("precisionComboBox", PRECISIONS)):
+    for n, items in (("axisComboBox", AXES), ("precisionComboBox", PRECISIONS), ("sliceProfileComboBox", PROFILES)):
         child(w, n).addItems(list(items))
     child(w, "outputSelector").addItem("Create new volume")
     for value, label in device_choices():

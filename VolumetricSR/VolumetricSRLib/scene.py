@@ -59,13 +59,29 @@ def check_input_node(node) -> None:
 
 
 def volume_from_node(node, copy: bool = True):
-    """The node's voxels and geometry as a core ``Volume`` (LPS). ``copy=False`` shares the voxels."""
+    """The node's voxels and geometry as a core ``Volume`` (LPS), with the DICOM tags the core
+    reads (:func:`dicom_tags`). ``copy=False`` shares the voxels."""
     from volumetricsr import Volume
 
     check_input_node(node)
     array = slicer.util.arrayFromVolume(node)
     spacing, origin, direction = geometry_from_ijk_to_ras(ijk_to_ras_of(node))
-    return Volume(np.array(array) if copy else array, spacing, origin, direction, metadata={"name": node.GetName()})
+    metadata = {"name": node.GetName(), **({"dicom": dicom_tags(node)} if dicom_tags(node) else {})}
+    return Volume(np.array(array) if copy else array, spacing, origin, direction, metadata=metadata)
+
+
+#: DICOM tags of a loaded series the core uses: the slice thickness (consistency, selfsr).
+DICOM_TAGS = ("0018|0050",)
+
+
+def dicom_tags(node) -> dict:
+    """Those tags of a volume loaded from DICOM (its first instance, in Slicer's DICOM database)."""
+    uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    database = getattr(slicer, "dicomDatabase", None)
+    if not uids or database is None:
+        return {}
+    values = {tag: database.instanceValue(uids[0], tag.replace("|", ",")) for tag in DICOM_TAGS}
+    return {tag: value for tag, value in values.items() if value}
 
 
 def write_to_node(volume, node) -> None:

@@ -16,6 +16,7 @@ BACKENDS = ("torch", "onnx")
 BACKEND_TITLES = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AXES = ("auto", "I", "J", "K")
+PROFILES = ("gaussian", "rect", "triangle")    # as volumetricsr.profiles.PROFILES
 BUDGETS = ("auto", "fast", "balanced", "quality")   # self-supervised training; auto: fast on CPU, quality on GPU
 #: Overlap value meaning "the method's own default" (the spin box shows it as special text).
 METHOD_DEFAULT = -0.05
@@ -47,6 +48,8 @@ class RunSettings:
     enforceConsistency: bool = False   # trust: re-thickening the result gives the input exactly
     consistencyMap: bool = False       # trust: input minus the re-thickened result, a volume beside it
     confidenceMap: bool = False        # trust: the spread of the method's predictions, a volume beside it
+    sliceThickness: float = 0.0        # the acquired slices' thickness in mm; 0 = stated in DICOM, else the spacing
+    sliceProfile: str = "gaussian"     # the acquired slices' profile
 
     @property
     def target_spacing(self) -> Optional[float]:
@@ -57,9 +60,12 @@ class RunSettings:
         return None if self.axis in ("", "auto") else self.axis
 
     def trust_options(self) -> dict:
-        """The ``super_resolve`` arguments for consistency and the maps (every method has them)."""
+        """The ``super_resolve`` arguments every method has: the acquired slices' profile,
+        consistency and the maps."""
+        profile = {**({"profile": self.sliceProfile} if self.sliceProfile != "gaussian" else {}),   # else defaults
+                   **({"thickness": float(self.sliceThickness)} if self.sliceThickness > 0 else {})}
         return {"enforce_consistency": bool(self.enforceConsistency), "consistency_map": bool(self.consistencyMap),
-                "confidence_map": bool(self.confidenceMap)}
+                "confidence_map": bool(self.confidenceMap), **profile}
 
     def method_options(self, method) -> dict:
         """Keyword options for ``volumetricsr.super_resolve`` with the core ``method`` object."""

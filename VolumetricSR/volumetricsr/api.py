@@ -9,7 +9,7 @@ import numpy as np
 from . import __version__
 from .consistency import consistency, enforce_consistency as enforce
 from .device import resolve_device
-from .geometry import AxisLike
+from .geometry import AxisLike, through_plane_axis
 from .errors import InputError, OutputError
 from .io import cast_array, check_writable, read_volume, write_volume
 from .methods import Method, get_method
@@ -48,11 +48,11 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     ``dtype``: None (float32), 'input' (the input's voxel type) or a numpy type name.
     ``options``: method settings, e.g. ``model``, ``backend`` ('torch'|'onnx'), ``precision``,
     ``window``, ``overlap``, ``batch_size`` for network methods; for every method ``thickness`` (mm)
-    and ``profile`` ('gaussian'|'rect'|'triangle') of the acquired slices (:data:`SLICE_PROFILE`).
+    and ``profile`` ('gaussian'|'rect'|'triangle') of the acquired slices (:data:`SLICE_PROFILE`;
+    thickness default: what a DICOM input states, else the slice spacing).
     ``results``: a dict that receives what the run reports besides the volume (selfsr: ``training``).
     ``enforce_consistency``: change the result as little as possible so that re-thickening it (with
-    ``thickness``/``profile``; a DICOM input's stated thickness by default) reproduces the input
-    exactly (:mod:`.consistency`).
+    ``thickness``/``profile``) reproduces the input exactly (:mod:`.consistency`).
     Every run that adds slices also reports its agreement with the input in
     ``results['consistency']`` (RMS, max, worst slice), with the same slice profile.
     ``consistency_map``: also the residual (input minus the re-thickened result, on the input's
@@ -60,13 +60,15 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     predictions (:mod:`.confidence`), on the result's grid, as ``results['confidence_map']``. Both
     are float32 volumes in intensity units.
     """
+    if options.get("thickness") is None and stated_thickness(volume, axis):
+        options["thickness"] = stated_thickness(volume, axis)
     m, _ = check_request(method, spacing, options)
     dev = resolve_device(device) if m.uses_device else "cpu"
     results = {} if results is None else results
     out = m.run(volume, spacing, axis=axis, device=dev, progress=progress, cancel=cancel, force=force,
                 results=results, confidence=confidence_map,
                 **{k: v for k, v in options.items() if k in m.option_rules})     # the profile: only if it models it
-    profile = options.get("thickness") or acquired_thickness(volume, out), options.get("profile") or "gaussian"
+    profile = options.get("thickness"), options.get("profile") or "gaussian"
     if enforce_consistency:
         out = enforce(out, volume, *profile)
     if np.greater(out.size, volume.size).any():      # upsampled (not a forced resampling at the same spacing)
@@ -88,16 +90,15 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     return out
 
 
-def acquired_thickness(volume: Volume, out: Volume) -> Optional[float]:
-    """The slice thickness a DICOM input states (0018,0050), when its slices lie along the upsampled
-    axis K; else None (the slice spacing)."""
-    stated = str(volume.metadata.get("dicom", {}).get("0018|0050", "")).strip()
+def stated_thickness(volume: Volume, axis: AxisLike = None) -> Optional[float]:
+    """The slice thickness a DICOM input states (0018,0050), when its slices are the through-plane
+    axis (K); else None."""
     try:
-        thickness = float(stated)
+        thickness = float(str(volume.metadata.get("dicom", {}).get("0018|0050", "")).strip())
     except ValueError:
         return None
-    upsampled = int(np.argmax(np.subtract(out.size, volume.size)))
-    return thickness if thickness > 0 and upsampled == 2 else None
+    return thickness if 0 < thickness <= SLICE_PROFILE["thickness"].high and \
+        through_plane_axis(volume, axis) == 2 else None
 
 
 #: The maps a run can make, each a volume in ``results``.

@@ -25,9 +25,17 @@ class vtkMRMLNode:
 
     def __init__(self, name=""):
         self._name, self._id = name, f"{self.classes[0]}{next(self._ids)}"
+        self._attributes = {}
 
     def GetName(self):
         return self._name
+
+    def GetAttribute(self, name):
+        """As VTK/MRML: the value, or None where the attribute is not set."""
+        return self._attributes.get(name)
+
+    def SetAttribute(self, name, value):
+        self._attributes[name] = str(value)
 
     def SetName(self, name):
         self._name = name
@@ -173,6 +181,19 @@ _CLASSES = {c.__name__: c for c in (vtkMRMLScalarVolumeNode, vtkMRMLLabelMapVolu
                                          vtkMRMLDiffusionTensorVolumeNode,
                                     vtkMRMLScalarVolumeDisplayNode, vtkMRMLTableNode, vtkMRMLPlotSeriesNode,
                                     vtkMRMLPlotChartNode)}
+
+
+class _DICOMDatabase:
+    """``slicer.dicomDatabase.instanceValue(uid, "gggg,eeee")``: a tag of one stored instance, '' if absent."""
+
+    def __init__(self):
+        self.instances = {}       # uid -> {"gggg,eeee": value}; tests fill it as DICOM import would
+
+    def instanceValue(self, uid, tag):
+        return self.instances.get(uid, {}).get(tag, "")
+
+
+dicomDatabase = _DICOMDatabase()
 
 
 class vtkMRMLScene:
