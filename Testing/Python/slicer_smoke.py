@@ -5,7 +5,8 @@
 (or, with a window, paste ``exec(open(r"PATH/Testing/Python/slicer_smoke.py").read())`` into the
 Python console). It loads SampleData's MRHead, makes it 4x thick, runs every method through the
 panel's code path (``prepare`` + ``start``, polled as the panel's timer does, with the Qt event loop
-running) and through the console API (the blocking ``run``), times one against the other, cancels a
+running) and through the console API (the blocking ``run``), with enforced consistency and both
+maps, times one against the other, cancels a
 background run, and starts and stops a short training run. Paste its output into a bug report.
 """
 from __future__ import annotations
@@ -43,22 +44,29 @@ def _poll(slicer, task, timeout: float) -> None:
 
 def check_method(slicer, logic, node, name: str, spacing: float, report) -> None:
     options = dict(QUICK.get(name, {}), force=True)      # MRHead is an MR volume: CT models run anyway
+    options.update(enforce_consistency=True, consistency_map=True, confidence_map=True)   # and both maps
     try:
         start = time.perf_counter()
         outcome = []
-        task = logic.start(logic.prepare(node, name, spacing, **options), on_done=outcome.append,
-                           on_error=lambda e, tb: outcome.append(e))
+        job = logic.prepare(node, name, spacing, **options)
+        task = logic.start(job, on_done=outcome.append, on_error=lambda e, tb: outcome.append(e))
         _poll(slicer, task, 900)
         panel = time.perf_counter() - start
         if not outcome or isinstance(outcome[0], Exception):
             raise RuntimeError(outcome[0] if outcome else "no outcome")
         start = time.perf_counter()
-        blocking = logic.run(node, name, spacing, show=False, **options)
+        results = {}
+        blocking = logic.run(node, name, spacing, show=False, results=results, **options)
         console = time.perf_counter() - start
         same = slicer.util.arrayFromVolume(outcome[0]).shape == slicer.util.arrayFromVolume(blocking).shape
+        maps = set(job.results.get("map_nodes", {})) == set(results.get("map_nodes", {})) == \
+            {"consistency_map", "confidence_map"}
         where = "thread" if getattr(task, "child", None) is None else "child process"
-        report(same, f"{name}: panel path ({where}) {panel:.1f} s, blocking call {console:.1f} s, "
-                     f"ratio {panel / max(console, 1e-3):.2f}" + ("" if same else "; the two results differ in shape"))
+        report(same and maps, f"{name}: panel path ({where}) {panel:.1f} s, blocking call {console:.1f} s, ratio "
+                              f"{panel / max(console, 1e-3):.2f}, consistency RMS after enforcing "
+                              f"{job.results.get('consistency', {}).get('rms', float('nan')):.3g}"
+                              + ("" if same else "; the two results differ in shape")
+                              + ("" if maps else "; the maps are missing"))
     except Exception as exc:
         report(False, f"{name}: {type(exc).__name__}: {exc}")
 
