@@ -2,7 +2,7 @@
 confidence map point at the errors?
 
     nice -n 10 .venv/bin/python benchmarks/trust.py [--cases ct ct-rect ct-triangle mr] [--methods bspline selfsr ...]
-        [--out /work/runs/trust] [--figure Resources/Screenshots/trust_ct.png]
+        [--out benchmarks/results/trust] [--figure Resources/Screenshots/trust_ct.png]
 
 Cases (../shared/data, each held out from every model's training): ``ct``: the thin chest CT
 ``chest_ct_1p25mm_ricord_b`` (tvsrn's held-out volume), central 256x256 and 121 slices, made x5
@@ -129,7 +129,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--methods", nargs="+", help="default: every method for the case's modality")
-    ap.add_argument("--out", default="/work/runs/trust2")
+    ap.add_argument("--out", default="benchmarks/results/trust")
     ap.add_argument("--figure", help="PNG: the ct case's selfsr result, error and confidence map")
     args = ap.parse_args()
     out = Path(args.out)

@@ -126,7 +126,8 @@ class NetworkMethod(Method):
             pad, a = [(min(s, size - 1), 0) for s, size in zip(shift, x.shape)], ctx.mirror_axis
             variants = [(lambda: x, lambda y: y),           # (the input, the output back in the plain frame)
                         (lambda: np.flip(x, a).copy(), lambda y: np.flip(y, a)),
-                        (lambda: np.pad(x, pad, mode="reflect"), lambda y: y[pad[0][0] * factor:, pad[1][0]:, pad[2][0]:])]
+                        (lambda: np.pad(x, pad, mode="reflect"),
+                         lambda y: y[pad[0][0] * factor:, pad[1][0]:, pad[2][0]:])]
             for n, (given, back) in enumerate(variants):
                 span = (0.95 * n / 3, 0.95 * (n + 1) / 3) if ctx.spread is not None else (0.0, 0.95)
                 y = self.run_network(card, torch.from_numpy(given())[None], window, ctx, backend, precision, span,
@@ -149,9 +150,9 @@ class NetworkMethod(Method):
 
     def run_network(self, card: ModelCard, x: torch.Tensor, window, ctx: RunContext, backend: str, precision: str,
                     span: tuple[float, float] = (0.0, 0.95), **engine) -> torch.Tensor:
-        """The engine over ``x`` on ``ctx.device`` (progress over ``span``). Out of device memory even one window at a time (the
-        engine halves its batches first), it runs again with half the in-plane window (down to
-        ``MIN_WINDOW``), then on the CPU, saying so."""
+        """The engine over ``x`` on ``ctx.device`` (progress over ``span``). Out of device memory even
+        one window at a time (the engine halves its batches first), it runs again with half the
+        in-plane window (down to ``MIN_WINDOW``), then on the CPU, saying so."""
         device = ctx.device
         while True:
             predictor = self.predictor(card, window, device, backend, precision)
