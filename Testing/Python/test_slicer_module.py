@@ -87,6 +87,9 @@ def test_a_dicom_series_stated_thickness_reaches_the_run_and_the_panel_can_overr
     node = add_node(make_volume(size_ijk=(16, 14, 6), spacing=(0.9, 0.9, 4.5)))
     node.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4 1.2.5 1.2.6 1.2.7 1.2.8")   # as Slicer's DICOM plugin
     slicer.dicomDatabase.instances["1.2.3"] = {"0018,0050": "7.0"}                  # 7 mm slices, 4.5 mm apart
+    from VolumetricSRLib.panel import geometry_summary
+
+    assert geometry_summary(node).endswith("; slices 7 mm thick (DICOM)")
     logic = VolumetricSR.VolumetricSRLogic()
     job = logic.prepare(node, "sinc", 1.5, enforce_consistency=True)
     assert job.options["thickness"] == 7.0           # explicit, so that a child process (no tags) has it too

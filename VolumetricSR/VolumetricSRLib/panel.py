@@ -67,7 +67,11 @@ def geometry_summary(node, spacing: Optional[float] = None, axis: Optional[str] 
         grid = plan_grid(volume, spacing, axis, force=True)
     except VolumetricSRError as exc:
         return f"{volume.describe()}\n{exc}"
-    return f"{volume.describe()}\nThrough-plane {grid.describe()}"
+    from volumetricsr.api import stated_thickness
+
+    stated = stated_thickness(volume, axis)
+    note = f"; slices {stated:g} mm thick (DICOM)" if stated else ""
+    return f"{volume.describe()}\nThrough-plane {grid.describe()}{note}"
 
 
 def consistency_text(summary: Optional[dict]) -> str:

@@ -66,7 +66,8 @@ def volume_from_node(node, copy: bool = True):
     check_input_node(node)
     array = slicer.util.arrayFromVolume(node)
     spacing, origin, direction = geometry_from_ijk_to_ras(ijk_to_ras_of(node))
-    metadata = {"name": node.GetName(), **({"dicom": dicom_tags(node)} if dicom_tags(node) else {})}
+    tags = dicom_tags(node)
+    metadata = {"name": node.GetName(), **({"dicom": tags} if tags else {})}
     return Volume(np.array(array) if copy else array, spacing, origin, direction, metadata=metadata)
 
 
