@@ -115,8 +115,9 @@ class SuperResolutionLogic:
         trust = {key: bool(options.pop(key)) for key in TRUST_OPTIONS if key in options}
         _, method_options = core.api.check_request(m.name, spacing, options)
         volume = scene.volume_from_node(input_node, copy=True)
-        if options.get("thickness") is None and core.api.stated_thickness(volume, axis):
-            options["thickness"] = core.api.stated_thickness(volume, axis)   # explicit: a child reads no tags
+        stated = core.api.stated_thickness(volume, axis)
+        if options.get("thickness") is None and stated:
+            options["thickness"] = stated             # explicit: a child process reads no DICOM tags
             _, method_options = core.api.check_request(m.name, spacing, options)
         grid = plan_grid(volume, spacing, axis, force)   # fails early on a bad target
         notes = m.fitness(volume, grid, method_options, force)

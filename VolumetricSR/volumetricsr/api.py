@@ -60,7 +60,7 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     predictions (:mod:`.confidence`), on the result's grid, as ``results['confidence_map']``. Both
     are float32 volumes in intensity units.
     """
-    if options.get("thickness") is None and stated_thickness(volume, axis):
+    if options.get("thickness") is None:
         options["thickness"] = stated_thickness(volume, axis)
     m, _ = check_request(method, spacing, options)
     dev = resolve_device(device) if m.uses_device else "cpu"
