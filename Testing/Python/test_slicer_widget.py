@@ -157,6 +157,12 @@ def test_the_trust_checkboxes_make_maps_beside_the_result_and_compare_overlays_t
     widgets = slicer.app.layoutManager().widgets
     assert widgets["Red"].composite.foreground == check.GetID() and widgets["Red"].composite.background == node.GetID()
     assert widgets["Yellow"].composite.foreground == spread.GetID() and widgets["Yellow"].composite.foreground_opacity == 0.5
+    from VolumetricSRLib.scene import compare
+
+    compare(node, out, {"consistency_map": check})        # the only map: over the result
+    assert widgets["Yellow"].composite.foreground == check.GetID() and widgets["Red"].composite.foreground is None
+    compare(node, out)                                     # no maps: no overlays
+    assert widgets["Yellow"].composite.foreground is None and widgets["Yellow"].composite.foreground_opacity == 0
 
 
 def test_cancel_and_failure_leave_the_scene_unchanged(qt_slicer, monkeypatch):

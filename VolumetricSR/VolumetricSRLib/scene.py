@@ -194,14 +194,16 @@ MAP_OPACITY = 0.5
 
 def compare(input_node, output_node, map_nodes: Optional[dict] = None) -> None:
     """Input left, output right, in linked slice views (scrolling one moves the other); with
-    ``map_nodes`` (from a run), the consistency map in colour over the input (it lies on the
-    acquired grid) and the confidence map over the result."""
+    ``map_nodes`` (from a run), a map in colour over the result: the confidence map, or the
+    consistency map when it is the only one; with both, the consistency map goes over the input
+    (it lies on the acquired grid)."""
     maps = map_nodes or {}
+    over_result = maps.get("confidence_map") or maps.get("consistency_map")
+    over_input = maps.get("consistency_map") if over_result is not maps.get("consistency_map") else None
     layout = slicer.app.layoutManager()
     layout.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
     orientation = layout.sliceWidget("Red").mrmlSliceNode().GetOrientation()
-    for view, node, overlay in (("Red", input_node, maps.get("consistency_map")),
-                                ("Yellow", output_node, maps.get("confidence_map"))):
+    for view, node, overlay in (("Red", input_node, over_input), ("Yellow", output_node, over_result)):
         widget = layout.sliceWidget(view)
         widget.mrmlSliceNode().SetOrientation(orientation)
         composite = widget.mrmlSliceCompositeNode()
