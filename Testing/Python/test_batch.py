@@ -152,3 +152,21 @@ def test_ray_retries_a_study_whose_worker_died(cohort, tmp_path, monkeypatch):
     rows = run_batch(studies, tmp_path / "out", "linear", ray="local", workers=2)
     assert [r["status"] for r in rows] == ["done"] * 3
     assert len(list((tmp_path / "out").glob(".tried-*"))) == 3           # every study's first worker died
+
+
+def test_maps_are_written_beside_each_output_before_it(cohort, tmp_path, capsys):
+    from volumetricsr.batch import map_output
+
+    out = tmp_path / "out"
+    assert map_output("a.nii.gz", "confidence") == "a_confidence.nii.gz" and map_output("s", "consistency") == \
+        "s_consistency"
+    assert main(["infer-batch", str(cohort), str(out), "--method", "sinc", "--quiet", "--maps", "consistency",
+                 "confidence"]) == 1                       # the broken study fails; the others are done
+    report = _report(out / "report.csv")
+    assert float(report["a.nii.gz"]["consistency_rms"]) > 0
+    for stem in ("a", "b"):
+        result, source = read_volume(out / f"{stem}.nii.gz"), read_volume(next(cohort.glob(f"{stem}.*")))
+        assert read_volume(out / f"{stem}_confidence.nii.gz").same_grid(result)
+        assert read_volume(out / f"{stem}_consistency.nii.gz").same_grid(source)
+    assert read_volume(out / "series_confidence.nii.gz").same_grid(read_volume(out / "series.nii.gz"))
+    assert not (out / "broken_confidence.nii.gz").exists()

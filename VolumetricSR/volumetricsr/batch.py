@@ -104,9 +104,21 @@ def _describe(volume) -> tuple[str, str]:
     return "x".join(str(n) for n in volume.size), "x".join(f"{s:.4g}" for s in volume.spacing)
 
 
+#: The maps ``--maps`` writes beside each output (:func:`map_output`), by the name given on the command line.
+MAPS = {"consistency": "consistency_map", "confidence": "confidence_map"}
+
+
+def map_output(output: str, name: str) -> str:
+    """Where a study's map goes: ``case.nii.gz`` -> ``case_confidence.nii.gz`` (a DICOM folder likewise)."""
+    stem = volume_name(output)
+    return f"{stem}_{name}{output[len(stem):]}"
+
+
 def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], options: dict,
-              device: str, axis: Optional[str] = None, force: bool = False, enforce_consistency: bool = False) -> dict:
-    """One study: read, super-resolve, write; a report row (failures are rows too, never raised)."""
+              device: str, axis: Optional[str] = None, force: bool = False, enforce_consistency: bool = False,
+              maps: tuple = ()) -> dict:
+    """One study: read, super-resolve, write (its ``maps`` first, the output last, so that an output
+    that exists means a complete study); a report row (failures are rows too, never raised)."""
     from .api import super_resolve
     from .io import check_writable, read_volume, write_volume
 
@@ -114,13 +126,17 @@ def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], 
     start = time.perf_counter()
     try:
         target = os.path.join(outdir, study.output)
-        check_writable(target)
+        targets = {MAPS[name]: os.path.join(outdir, map_output(study.output, name)) for name in maps}
+        for path in (target, *targets.values()):
+            check_writable(path)
         volume = read_volume(study.input)
         row["input_size"], row["input_spacing"] = _describe(volume)
         results = {}
         out = super_resolve(volume, method, spacing, axis=axis, device=device, force=force,
                             enforce_consistency=enforce_consistency, results=results,
-                            **{**options, **study.options})
+                            **{key: True for key in targets}, **{**options, **study.options})
+        for key, path in targets.items():
+            write_volume(results[key], path)
         write_volume(out, target)
         row["output_size"], row["output_spacing"] = _describe(out)
         row["consistency_rms"] = round(results["consistency"]["rms"], 4) if "consistency" in results else ""
@@ -161,13 +177,13 @@ def _write_report(path: Path, rows: list[dict]) -> None:
 
 def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "bspline",
               spacing: Optional[float] = None, options: Optional[dict] = None, *, axis: Optional[str] = None,
-              force: bool = False, enforce_consistency: bool = False, workers: Optional[int] = None,
-              device: str = "auto",
+              force: bool = False, enforce_consistency: bool = False, maps: tuple = (),
+              workers: Optional[int] = None, device: str = "auto",
               shard: Optional[tuple[int, int]] = None, ray: Optional[str] = None, progress=None) -> list[dict]:
     """Every study of ``studies`` (or of its ``shard``) not yet written under ``outdir``; returns the
     report rows (also in :func:`report_path`), one per study, ``skipped`` for outputs already there.
     ``workers``: studies at once (default: one per GPU here, else 1; on Ray, one per GPU of the cluster,
-    else one per node)."""
+    else one per node). ``maps``: names in :data:`MAPS`, written beside each output."""
     from .api import check_request
     from .device import resolve_device
     from .threads import usable_cores
@@ -194,7 +210,7 @@ def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "
             progress(len(rows) / max(1, len(studies)), f"{len(rows)}/{len(studies)} studies")
 
     _write_report(path, list(rows.values()))
-    job = (str(outdir), method, spacing, options, device, axis, force, enforce_consistency)
+    job = (str(outdir), method, spacing, options, device, axis, force, enforce_consistency, tuple(maps))
     if ray is not None:
         _run_on_ray(todo, job, workers, ray, m.uses_device, record)
         return [rows[s.input] for s in studies]

@@ -194,6 +194,8 @@ def _add_infer_batch(sub) -> None:
     p.add_argument("--shard", help="i/n: only every n-th study from the i-th (0-based), for job arrays")
     p.add_argument("--enforce-consistency", action="store_true",
                    help="change each result as little as possible so that re-thickening it gives its input exactly")
+    p.add_argument("--maps", nargs="+", choices=["consistency", "confidence"], default=[],
+                   help="also write these maps beside each output (NAME_consistency.nii.gz, NAME_confidence.nii.gz)")
 
 
 def _cmd_infer_batch(args) -> int:
@@ -207,7 +209,8 @@ def _cmd_infer_batch(args) -> int:
     bar = TqdmProgress(f"{len(studies)} studies", enabled=not args.quiet)
     try:
         rows = run_batch(studies, args.outdir, args.method, args.spacing, options, axis=args.axis,
-                         force=args.force, enforce_consistency=args.enforce_consistency, workers=workers,
+                         force=args.force, enforce_consistency=args.enforce_consistency, maps=tuple(args.maps),
+                         workers=workers,
                          device=args.device, shard=shard, ray=args.ray,
                          progress=bar)
     finally:
