@@ -104,3 +104,15 @@ def test_a_dicom_inputs_stated_thickness_is_the_default():
     out = super_resolve(v, "sinc", 1.0, enforce_consistency=True, results=results)
     assert consistency(out, v, 6.0).summary()["rms"] < 1e-3 * v.array.std()
     assert results["consistency"]["rms"] < 1e-3 * v.array.std()
+
+
+def test_a_consistency_map_without_new_slices_is_refused_before_any_work():
+    from volumetricsr import InputError
+
+    iso = make_volume(size_ijk=(10, 10, 10), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(InputError, match="No consistency map"):
+        super_resolve(iso, "bspline", force=True, consistency_map=True,
+                      progress=lambda f, m: pytest.fail("work started"))
+    results = {}
+    super_resolve(iso, "bspline", force=True, results=results)     # the same spacing: nothing to check
+    assert "consistency" not in results

@@ -9,7 +9,7 @@ import numpy as np
 from . import __version__
 from .consistency import consistency, enforce_consistency as enforce
 from .device import resolve_device
-from .geometry import AxisLike, through_plane_axis
+from .geometry import AxisLike, plan_grid, through_plane_axis
 from .errors import InputError, OutputError
 from .io import cast_array, check_writable, read_volume, write_volume
 from .methods import Method, get_method
@@ -63,6 +63,11 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     if options.get("thickness") is None:
         options["thickness"] = stated_thickness(volume, axis)
     m, _ = check_request(method, spacing, options)
+    if consistency_map:
+        grid = plan_grid(volume, spacing, axis, force)          # cheap, and before any work
+        if grid.n_out <= grid.n_in:
+            raise InputError("No consistency map: the result would have no more slices than the input to "
+                             "re-thicken; leave the map out, or ask for a finer spacing.")
     dev = resolve_device(device) if m.uses_device else "cpu"
     results = {} if results is None else results
     out = m.run(volume, spacing, axis=axis, device=dev, progress=progress, cancel=cancel, force=force,
@@ -76,8 +81,6 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
         results["consistency"] = check.summary()
         if consistency_map:
             results["consistency_map"] = check.residual
-    elif consistency_map:
-        raise InputError("No consistency map: the result has no more slices than the input to re-thicken.")
     metadata = {**volume.metadata, "derivation": derivation(m, volume, out, results)}
     out = out.with_array(out.array, metadata=metadata)
     for key, what in MAPS.items():
