@@ -56,7 +56,7 @@ class VolumetricSRParameterNode:
     windowSize: Annotated[int, WithinRange(0, 1024)] = 0
     overlapSlices: Annotated[float, WithinRange(S.METHOD_DEFAULT, 0.95)] = S.METHOD_DEFAULT
     overlapInPlane: Annotated[float, WithinRange(S.METHOD_DEFAULT, 0.95)] = S.METHOD_DEFAULT
-    batchSize: Annotated[int, WithinRange(1, 64)] = 1
+    batchSize: Annotated[int, WithinRange(0, 64)] = 0
     budget: Annotated[str, Choice(list(S.BUDGETS))] = "auto"
     iterations: Annotated[int, WithinRange(0, 1000000)] = 0
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0

@@ -38,7 +38,7 @@ class RunSettings:
     windowSize: int = 0             # in-plane window edge; 0 = the model's default
     overlapSlices: float = METHOD_DEFAULT   # fraction of a window; negative = the method's default
     overlapInPlane: float = METHOD_DEFAULT
-    batchSize: int = 1
+    batchSize: int = 0              # windows (or planes) per network call; 0 = the method's default
     budget: str = "auto"            # methods that train on the volume (selfsr)
     iterations: int = 0             # 0 = the budget's
     seed: int = 0
@@ -71,8 +71,9 @@ class RunSettings:
         """Keyword options for ``volumetricsr.super_resolve`` with the core ``method`` object."""
         options = {}
         if method.needs_model:
-            options.update(model=self.model or None, backend=self.backend, precision=self.precision,
-                           batch_size=int(self.batchSize))
+            options.update(model=self.model or None, backend=self.backend, precision=self.precision)
+            if self.batchSize > 0:
+                options["batch_size"] = int(self.batchSize)
             if self.overlapSlices >= 0 or self.overlapInPlane >= 0:
                 d, h, w = tuple(getattr(method, "overlap", (0.5, 0.25, 0.25)))
                 options["overlap"] = (float(self.overlapSlices) if self.overlapSlices >= 0 else d,
