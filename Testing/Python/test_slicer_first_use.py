@@ -112,3 +112,23 @@ def test_importing_the_core_into_slicers_process_changes_none_of_its_settings():
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "THP_MEM_ALLOC_ENABLE")}
     done = subprocess.run([sys.executable, "-c", EMBEDDED], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0 and done.stdout.strip() == "OK", done.stdout + done.stderr[-3000:]
+
+
+HEADLESS = textwrap.dedent('''
+    import os, sys, types
+    slicer = types.ModuleType("slicer")             # Slicer --no-main-window --python-script: the script's process
+    options = types.SimpleNamespace(noMainWindow=True)
+    slicer.app = types.SimpleNamespace(commandOptions=lambda: options)
+    sys.modules["slicer"] = slicer
+    import volumetricsr
+    from volumetricsr import cpu_memory, threads
+    assert not threads.EMBEDDED and os.environ["OMP_WAIT_POLICY"] == "PASSIVE", os.environ.get("OMP_WAIT_POLICY")
+    assert cpu_memory._LIBC is not None or not sys.platform.startswith("linux")
+    print("OK")
+''')
+
+
+def test_a_headless_slicer_script_gets_the_settings_plain_python_gets():
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "THP_MEM_ALLOC_ENABLE")}
+    done = subprocess.run([sys.executable, "-c", HEADLESS], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "OK", done.stdout + done.stderr[-3000:]

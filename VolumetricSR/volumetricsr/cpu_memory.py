@@ -13,7 +13,7 @@ thread (the Slicer panel's) gets a glibc arena of its own, whose heaps cannot ho
 than 64 MiB; for those, importing this module also asks PyTorch to back its large CPU tensors with
 transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``, unless already set; PyTorch reads it at its first
 large allocation), which cuts their page faults 512-fold: 2.11 -> 1.40 s per window in a thread (README, TVSRN).
-Elsewhere (macOS, Windows, musl), and inside Slicer's own process (``threads.EMBEDDED``), all this is a no-op.
+Elsewhere (macOS, Windows, musl), and inside the process of a Slicer with its window (``threads.EMBEDDED``), all this is a no-op.
 """
 from __future__ import annotations
 

@@ -21,10 +21,25 @@ from pathlib import Path
 from typing import Optional
 
 _TORCH_BEFORE_US, _USER_POLICY = "torch" in sys.modules, os.environ.get("OMP_WAIT_POLICY", "")
-#: Imported into Slicer's own process (its ``slicer`` module is loaded): then the core changes none of
-#: the process's settings (this wait policy, cpu_memory's allocator settings); the panel runs
-#: networks in a child process, where they apply.
-EMBEDDED = "slicer" in sys.modules
+
+
+def _embedded() -> bool:
+    """Imported into the process of a Slicer that shows its window (its ``slicer`` module is loaded,
+    and it was not started with ``--no-main-window``)."""
+    slicer = sys.modules.get("slicer")
+    if slicer is None:
+        return False
+    try:
+        return not slicer.app.commandOptions().noMainWindow
+    except Exception:          # no application object to ask: treat it as Slicer's GUI
+        return True
+
+
+#: Inside a Slicer with its window, the core changes none of the process's settings (this wait
+#: policy, cpu_memory's allocator settings): the panel runs networks in a child process, where they
+#: apply. A headless Slicer (``Slicer --no-main-window --python-script train.py``) is the script's
+#: own process, and gets them as plain Python does.
+EMBEDDED = _embedded()
 if not EMBEDDED:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
