@@ -25,10 +25,6 @@ from .childprocess import CLI_SNIPPET, ChildProcess, core_environment, popen_lau
 from .runner import EtaEstimator, poll_until_done
 
 
-#: The maps a child may write beside its output (``infer --consistency-map``, ``--confidence-map``).
-MAPS = ("consistency_map", "confidence_map")
-
-
 def infer_command(job, folder: Path, python: Optional[str] = None) -> tuple[list[str], dict]:
     """The child's command line and extra environment for ``job``, with files in ``folder``."""
     args = [python or python_executable(), "-c", CLI_SNIPPET, "infer", str(folder / "input.nrrd"),
@@ -47,6 +43,8 @@ def infer_command(job, folder: Path, python: Optional[str] = None) -> tuple[list
         args += ["--dtype", "input"]
     if job.force:
         args.append("--force")
+    from volumetricsr.api import MAPS     # the maps a child may write beside its output
+
     trust = getattr(job, "trust", {})
     if trust.get("enforce_consistency"):
         args.append("--enforce-consistency")
@@ -144,6 +142,7 @@ class ProcessTask:
 
     def _deliver(self) -> None:
         from volumetricsr import read_volume
+        from volumetricsr.api import MAPS
 
         try:
             result = read_volume(self.folder / "output.nrrd")

@@ -199,7 +199,7 @@ def compare(input_node, output_node, map_nodes: Optional[dict] = None) -> None:
     (it lies on the acquired grid)."""
     maps = map_nodes or {}
     over_result = maps.get("confidence_map") or maps.get("consistency_map")
-    over_input = maps.get("consistency_map") if over_result is not maps.get("consistency_map") else None
+    over_input = maps.get("consistency_map") if "confidence_map" in maps else None
     layout = slicer.app.layoutManager()
     layout.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
     orientation = layout.sliceWidget("Red").mrmlSliceNode().GetOrientation()

@@ -104,10 +104,6 @@ def _describe(volume) -> tuple[str, str]:
     return "x".join(str(n) for n in volume.size), "x".join(f"{s:.4g}" for s in volume.spacing)
 
 
-#: The maps ``--maps`` writes beside each output (:func:`map_output`), by the name given on the command line.
-MAPS = {"consistency": "consistency_map", "confidence": "confidence_map"}
-
-
 def map_output(output: str, name: str) -> str:
     """Where a study's map goes: ``case.nii.gz`` -> ``case_confidence.nii.gz`` (a DICOM folder likewise)."""
     stem = volume_name(output)
@@ -126,7 +122,7 @@ def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], 
     start = time.perf_counter()
     try:
         target = os.path.join(outdir, study.output)
-        targets = {MAPS[name]: os.path.join(outdir, map_output(study.output, name)) for name in maps}
+        targets = {f"{name}_map": os.path.join(outdir, map_output(study.output, name)) for name in maps}
         for path in (target, *targets.values()):
             check_writable(path)
         volume = read_volume(study.input)
@@ -183,7 +179,8 @@ def run_batch(studies: list[Study], outdir: "str | os.PathLike", method: str = "
     """Every study of ``studies`` (or of its ``shard``) not yet written under ``outdir``; returns the
     report rows (also in :func:`report_path`), one per study, ``skipped`` for outputs already there.
     ``workers``: studies at once (default: one per GPU here, else 1; on Ray, one per GPU of the cluster,
-    else one per node). ``maps``: names in :data:`MAPS`, written beside each output."""
+    else one per node). ``maps``: 'consistency', 'confidence' (the keys of :data:`.api.MAPS`
+    without ``_map``), written beside each output."""
     from .api import check_request
     from .device import resolve_device
     from .threads import usable_cores
