@@ -9,11 +9,12 @@ x4 to 5 mm) and ``mr4p`` (thin brain T1 mne, x4 to 4 mm), where a reference give
 Methods: ``lr`` (the paper's "low-resolution": cubic-spline interpolation = our ``bspline``),
 ``selfsr``, ``cyclegan`` (instance norm, no gradient-mapping loss), ``clade-nogmap``, ``clade``; the
 per-volume methods at one budget; ``clade-model`` (asked for by name) is the shipped model
-``clade-ct-5mm`` without training. Metrics (volumetricsr.quality, on the planes that contain the
-through-plane axis, both orientations, intensities windowed as the thick input is): PIQE, edge
-sharpness at the borders of the Otsu mask of the ``lr`` result (the same borders for every method),
-SNR (bright structures over air outside the body);
-training and total seconds. Then the stitching cost: the generator's own patches/s on batches of
+``clade-ct-5mm`` without training; ``reference`` (pseudo-thick volumes) is the thin truth resampled
+onto the result's grid: the scores a perfect super-resolution would get. Metrics (volumetricsr.quality,
+on the planes that contain the through-plane axis, both orientations, intensities windowed as the
+thick input is): PIQE, edge sharpness at the borders of the Otsu mask of the ``lr`` result (the same
+borders for every method), SNR (bright structures over air outside the body); training and total
+seconds. Then the stitching cost: the generator's own patches/s on batches of
 32x32 patches against the engine's patches/s over 16 planes of the 8 mm CT's isotropic grid at strides
 6, 12 and 20 (whole-volume times extrapolated from those), and whole planes (stride 0).
 Results: one JSON line per run in OUT/results.jsonl (reruns skip what is there), tables on stdout.
@@ -30,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VolumetricSR"))
 
-from volumetricsr import read_volume, super_resolve  # noqa: E402
+from volumetricsr import read_volume, super_resolve, write_volume  # noqa: E402
 from volumetricsr.metrics import evaluate  # noqa: E402
 from volumetricsr.quality import NOISE_FLOOR, no_reference, otsu, window_of  # noqa: E402
 from volumetricsr.simulate import simulate_thick  # noqa: E402
@@ -45,8 +46,10 @@ VOLUMES = {
 }
 METHODS = {"lr": ("bspline", {}), "selfsr": ("selfsr", {}), "cyclegan": ("clade", {"norm": "instance", "gmap": False}),
            "clade-nogmap": ("clade", {"gmap": False}), "clade": ("clade", {}),
-           "clade-model": ("clade", {"model": "clade-ct-5mm"})}      # the shipped model (CT): --methods clade-model
-DEFAULT_METHODS = ["lr", "selfsr", "cyclegan", "clade-nogmap", "clade"]
+           "clade-plain": ("clade", {"residual": False}),          # the paper's generator (not residual)
+           "clade-model": ("clade", {"model": "clade-ct-5mm"}),      # the shipped model (CT): --methods clade-model
+           "reference": (None, {})}      # pseudo-thick volumes: the thin truth on the result's grid (what PIQE a perfect SR gets)
+DEFAULT_METHODS = ["lr", "selfsr", "cyclegan", "clade-nogmap", "clade", "clade-plain", "reference"]
 
 
 def load(name: str):
@@ -62,21 +65,31 @@ def load(name: str):
     return simulate_thick(volume, pseudo["factor"], axis=2), volume
 
 
+def on_grid_of(volume, like):
+    """``volume`` resampled (cubic B-spline) onto the grid of ``like``."""
+    import SimpleITK as sitk
+
+    from volumetricsr.io import image_from_volume, volume_from_image
+
+    image = sitk.Resample(image_from_volume(volume), image_from_volume(like), sitk.Transform(), sitk.sitkBSpline)
+    return volume_from_image(image, "reference")
+
+
 def run(name: str, method: str, budget: str) -> dict:
     thick, ref = load(name)
     target, options = METHODS[method]
-    if target != "bspline" and "model" not in options:
+    if target not in ("bspline", None) and "model" not in options:
         options = dict(options, budget=budget)
     results: dict = {}
+    lr = super_resolve(thick, "bspline", None)
     start = time.perf_counter()
-    out = super_resolve(thick, target, None, results=results, **options)
+    out = on_grid_of(ref, lr) if target is None else super_resolve(thick, target, None, results=results, **options)
     seconds = time.perf_counter() - start
-    lr = out if method == "lr" else super_resolve(thick, "bspline", None)
     edges = lr.array > otsu(lr.array[lr.array > lr.array.min()])
-    row = {"volume": name, "method": method, "budget": budget if target != "bspline" else None,
-           "seconds": round(seconds, 1), "training_seconds": round(results.get("training", {}).get("seconds", 0.0), 1),
+    row = {"volume": name, "method": method, "budget": budget if target not in ("bspline", None) else None,
+           "seconds": round(seconds, 1) if target else None, "training_seconds": round(results.get("training", {}).get("seconds", 0.0), 1),
            "quality": no_reference(out, "K", window_of(thick.array), edges=edges)}
-    if ref is not None:
+    if ref is not None and target is not None:
         protocol = "rplhr" if name.startswith("ct") else "plain"
         row["reference"] = {k: v for k, v in evaluate(out, ref, protocol, "K").items() if k in ("psnr", "ssim")}
     return row, out
@@ -170,13 +183,20 @@ def table(rows: list[dict], markdown: bool = False) -> None:
                     print(f"whole planes: one orientation of the volume {v['volume_seconds_one_orientation']:.0f} s")
 
 
-def figure(outputs: dict, name: str, path: Path) -> None:
+FIGURE = {"lr": "B-spline", "selfsr": "selfsr", "clade": "CLADE", "clade-plain": "CLADE, plain generator"}
+
+
+def figure(folder: Path, name: str, path: Path) -> bool:
+    """Thick input and the FIGURE methods' results (saved in ``folder``) side by side, when all are there."""
     from volumetricsr.figures import comparison_figure
 
+    files = {label: folder / f"{name}_{method}.nii.gz" for method, label in FIGURE.items()}
+    if not all(f.exists() for f in files.values()):
+        return False
     thick, _ = load(name)
-    panels = {"thick (as acquired)": thick, **{k: v for k, v in outputs.items() if k in ("lr", "selfsr", "clade")}}
-    panels = {("B-spline" if k == "lr" else k): v for k, v in panels.items()}
+    panels = {"thick (as acquired)": thick, **{label: read_volume(f) for label, f in files.items()}}
     comparison_figure(panels, path, 2, title=f"{VOLUMES[name][0]}", views=("coronal", "sagittal"))
+    return True
 
 
 def main() -> int:
@@ -186,7 +206,8 @@ def main() -> int:
     ap.add_argument("--budget", default="fast", choices=["fast", "balanced", "quality"])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "clade"))
     ap.add_argument("--figures", nargs="*", default=["ct8", "mr65"],
-                    help="volumes to draw (thick, B-spline, selfsr, CLADE), when all three run in this call")
+                    help="volumes to draw (thick, B-spline, selfsr, CLADE, CLADE plain); their results are kept "
+                         "in OUT/volumes")
     ap.add_argument("--no-stitching", action="store_true")
     ap.add_argument("--markdown", action="store_true", help="print the recorded results as Markdown and stop")
     args = ap.parse_args()
@@ -198,21 +219,22 @@ def main() -> int:
     if args.markdown:
         table(rows, markdown=True)
         return 0
+    kept = out / "volumes"
     for name in args.volumes:
-        outputs = {}
         for method in args.methods:
-            key = (name, method, None if method == "lr" else args.budget)
-            if key in done:
+            key = (name, method, None if method in ("lr", "reference") else args.budget)
+            if key in done or (method == "reference" and VOLUMES[name][1] is None):
                 continue
             row, volume = run(name, method, args.budget)
-            if method in ("lr", "selfsr", "clade"):
-                outputs[method] = volume
+            if name in args.figures and method in FIGURE:
+                kept.mkdir(exist_ok=True)
+                write_volume(volume, kept / f"{name}_{method}.nii.gz")
             rows.append(row)
             with open(log, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
-        if name in args.figures and {"lr", "selfsr", "clade"} <= set(outputs):
-            figure(outputs, name, out / f"clade_{name}.png")
+        if name in args.figures:
+            figure(kept, name, out / f"clade_{name}.png")
     if not args.no_stitching and not any("stitching" in r for r in rows):
         row = {"stitching": stitching(args.budget), "budget": args.budget}
         rows.append(row)

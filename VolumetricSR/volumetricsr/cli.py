@@ -107,6 +107,8 @@ def _add_method_arguments(p) -> None:
     gan.add_argument("--norm", choices=["demod", "instance"], help="instance: the conventional CycleGAN (ablation)")
     gan.add_argument("--no-gmap", dest="gmap", action="store_const", const=False,
                      help="without the gradient-mapping loss (ablation)")
+    gan.add_argument("--plain-generator", dest="residual", action="store_const", const=False,
+                     help="the paper's generator mapping, not a residual on its input (see the README)")
     p.add_argument("--force", action="store_true", help="resample even when the volume is already at the target spacing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -114,7 +116,7 @@ def _add_method_arguments(p) -> None:
 #: ``infer`` flags that are method options, passed on only when given (each method checks its own).
 METHOD_OPTIONS = ("model", "backend", "precision", "batch_size", "window", "overlap", "blend", "budget",
                   "iterations", "seed", "thickness", "profile", "save_model", "warm_start", "stride", "planes",
-                  "norm", "gmap")
+                  "norm", "gmap", "residual")
 
 
 def _method_request(args, extra: Optional[dict] = None):

@@ -23,7 +23,8 @@ Decisions the paper leaves open: the high-resolution domain holds only the acqui
 interpolated ones between them are blends); the decoder upsamples by nearest neighbour and a
 convolution (transposed convolutions checkerboard on 32x32 patches); the gradient-mapping loss is
 the L1 distance of the Sobel gradients (x and y) of each cycled patch to its original's; the
-generator is residual (:class:`~volumetricsr.networks.clade.Generator`).
+generator is residual (:class:`~volumetricsr.networks.clade.Generator`; ``residual=False``, or
+``--plain-generator``, is the paper's plain mapping).
 """
 from __future__ import annotations
 
@@ -409,13 +410,13 @@ class Clade(Method):
     min_slices = 3
     option_rules = {"budget": OneOf(tuple(BUDGETS)), "iterations": Count(1, 1_000_000), "seed": Count(0, 2**32 - 1),
                     "stride": Count(0, PATCH), "norm": OneOf(NORMS), "gmap": OneOf((True, False)),
-                    "planes": Count(1, 2), "batch_size": BATCH, "model": text}
+                    "planes": Count(1, 2), "residual": OneOf((True, False)), "batch_size": BATCH, "model": text}
     saved_model_options = ("model",)
 
     def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, budget: Optional[str] = None,
                  iterations: Optional[int] = None, seed: int = 0, stride: Optional[int] = None, norm: str = "demod",
-                 gmap: bool = True, planes: Optional[int] = None, batch_size: Optional[int] = None,
-                 model: Optional[str] = None) -> np.ndarray:
+                 gmap: bool = True, planes: Optional[int] = None, residual: bool = True,
+                 batch_size: Optional[int] = None, model: Optional[str] = None) -> np.ndarray:
         b = BUDGETS[budget or ("fast" if ctx.device == "cpu" else "quality")]
         n, rows, cols = stack.shape
         if model:
@@ -431,18 +432,19 @@ class Clade(Method):
         data = prepare(stack, grid, for_modality(modality))
         ctx.report(0.0, f"CLADE: {modality}, {n} slices -> {len(data.iso)} isotropic; patches of {PATCH}x{PATCH}")
         if not model:
-            net = self._train(data, modality, b, budget, iterations, seed, norm, gmap, planes, batch_size, ctx)
+            net = self._train(data, modality, b, budget, ctx, iterations=iterations, seed=seed, batch_size=batch_size,
+                              planes=planes, norm=norm, gmap=gmap, residual=residual)
         half = (data.hi - data.lo) / 2          # from [-1, 1] back to intensities
         parts = plane_parts(net.eval(), data.iso, ctx, planes, stride, start=0.7 if not model else 0.02)
         return combine(parts, lambda y: plane_output(y, half, data.lo + half, data.source, (data.lo, data.hi), grid,
                                                      (rows, cols), ctx), ctx.spread, fuse=planes > 1)
 
     @staticmethod
-    def _train(data: Prepared, modality: str, b: "Budget", budget, iterations, seed, norm, gmap, planes, batch_size,
-               ctx: RunContext) -> torch.nn.Module:
+    def _train(data: Prepared, modality: str, b: "Budget", budget, ctx: RunContext, *, iterations, seed, batch_size,
+               planes, norm, gmap, residual) -> torch.nn.Module:
         """The per-volume CycleGAN on this volume's own patches; the low-to-high generator."""
-        config = {"features": b.features, "blocks": 6, "norm": norm, "lr": 2e-4, "batch_size": batch_size or b.batch_size,
-                  "weights": loss_weights(modality, gmap), "seed": seed}
+        config = {"features": b.features, "blocks": 6, "norm": norm, "residual": residual, "lr": 2e-4,
+                  "batch_size": batch_size or b.batch_size, "weights": loss_weights(modality, gmap), "seed": seed}
         iterations = b.iterations if iterations is None else iterations
         task = CladeTask(config, PlanePatches([data.slices], [data.iso], planes), ctx.device)
         start = time.perf_counter()
