@@ -48,7 +48,7 @@ METHODS = {"lr": ("bspline", {}), "selfsr": ("selfsr", {}), "cyclegan": ("clade"
            "clade-nogmap": ("clade", {"gmap": False}), "clade": ("clade", {}),
            "clade-plain": ("clade", {"residual": False}),          # the paper's generator (not residual)
            "clade-model": ("clade", {"model": "clade-ct-5mm"}),      # the shipped model (CT): --methods clade-model
-           "reference": (None, {})}      # pseudo-thick volumes: the thin truth on the result's grid (what PIQE a perfect SR gets)
+           "reference": (None, {})}            # pseudo-thick volumes: the thin truth on the result's grid
 DEFAULT_METHODS = ["lr", "selfsr", "cyclegan", "clade-nogmap", "clade", "clade-plain", "reference"]
 
 
@@ -81,13 +81,15 @@ def run(name: str, method: str, budget: str) -> dict:
     if target not in ("bspline", None) and "model" not in options:
         options = dict(options, budget=budget)
     results: dict = {}
-    lr = super_resolve(thick, "bspline", None)
+    lr = None if method == "lr" else super_resolve(thick, "bspline", None)
     start = time.perf_counter()
     out = on_grid_of(ref, lr) if target is None else super_resolve(thick, target, None, results=results, **options)
     seconds = time.perf_counter() - start
+    lr = out if lr is None else lr
     edges = lr.array > otsu(lr.array[lr.array > lr.array.min()])
     row = {"volume": name, "method": method, "budget": budget if target not in ("bspline", None) else None,
-           "seconds": round(seconds, 1) if target else None, "training_seconds": round(results.get("training", {}).get("seconds", 0.0), 1),
+           "seconds": round(seconds, 1) if target else None,
+           "training_seconds": round(results.get("training", {}).get("seconds", 0.0), 1),
            "quality": no_reference(out, "K", window_of(thick.array), edges=edges)}
     if ref is not None and target is not None:
         protocol = "rplhr" if name.startswith("ct") else "plain"
@@ -186,17 +188,15 @@ def table(rows: list[dict], markdown: bool = False) -> None:
 FIGURE = {"lr": "B-spline", "selfsr": "selfsr", "clade": "CLADE", "clade-plain": "CLADE, plain generator"}
 
 
-def figure(folder: Path, name: str, path: Path) -> bool:
+def figure(folder: Path, name: str, path: Path) -> None:
     """Thick input and the FIGURE methods' results (saved in ``folder``) side by side, when all are there."""
     from volumetricsr.figures import comparison_figure
 
     files = {label: folder / f"{name}_{method}.nii.gz" for method, label in FIGURE.items()}
-    if not all(f.exists() for f in files.values()):
-        return False
-    thick, _ = load(name)
-    panels = {"thick (as acquired)": thick, **{label: read_volume(f) for label, f in files.items()}}
-    comparison_figure(panels, path, 2, title=f"{VOLUMES[name][0]}", views=("coronal", "sagittal"))
-    return True
+    if all(f.exists() for f in files.values()):
+        thick, _ = load(name)
+        panels = {"thick (as acquired)": thick, **{label: read_volume(f) for label, f in files.items()}}
+        comparison_figure(panels, path, 2, title=f"{VOLUMES[name][0]}", views=("coronal", "sagittal"))
 
 
 def main() -> int:
