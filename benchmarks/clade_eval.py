@@ -28,11 +28,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VolumetricSR"))
 
 from volumetricsr import read_volume, super_resolve, write_volume  # noqa: E402
-from volumetricsr.metrics import evaluate  # noqa: E402
+from volumetricsr.metrics import evaluate, on_grid  # noqa: E402
 from volumetricsr.quality import NOISE_FLOOR, no_reference, otsu, window_of  # noqa: E402
 from volumetricsr.simulate import simulate_thick  # noqa: E402
 
@@ -65,29 +66,27 @@ def load(name: str):
     return simulate_thick(volume, pseudo["factor"], axis=2), volume
 
 
-def on_grid_of(volume, like):
-    """``volume`` resampled (cubic B-spline) onto the grid of ``like``."""
-    import SimpleITK as sitk
-
-    from volumetricsr.io import image_from_volume, volume_from_image
-
-    image = sitk.Resample(image_from_volume(volume), image_from_volume(like), sitk.Transform(), sitk.sitkBSpline)
-    return volume_from_image(image, "reference")
+def budgeted(method: str) -> bool:
+    """Whether the method's runs depend on the training budget (all but ``lr`` and ``reference``)."""
+    return METHODS[method][0] not in ("bspline", None)
 
 
 def run(name: str, method: str, budget: str) -> dict:
     thick, ref = load(name)
     target, options = METHODS[method]
-    if target not in ("bspline", None) and "model" not in options:
+    if budgeted(method) and "model" not in options:
         options = dict(options, budget=budget)
     results: dict = {}
     lr = None if method == "lr" else super_resolve(thick, "bspline", None)
     start = time.perf_counter()
-    out = on_grid_of(ref, lr) if target is None else super_resolve(thick, target, None, results=results, **options)
+    if target is None:           # the thin truth, cubic B-spline onto the result's grid
+        out = lr.with_array(on_grid(ref, lr, sitk.sitkBSpline, 0.0))
+    else:
+        out = super_resolve(thick, target, None, results=results, **options)
     seconds = time.perf_counter() - start
     lr = out if lr is None else lr
     edges = lr.array > otsu(lr.array[lr.array > lr.array.min()])
-    row = {"volume": name, "method": method, "budget": budget if target not in ("bspline", None) else None,
+    row = {"volume": name, "method": method, "budget": budget if budgeted(method) else None,
            "seconds": round(seconds, 1) if target else None,
            "training_seconds": round(results.get("training", {}).get("seconds", 0.0), 1),
            "quality": no_reference(out, "K", window_of(thick.array), edges=edges)}
@@ -222,7 +221,7 @@ def main() -> int:
     kept = out / "volumes"
     for name in args.volumes:
         for method in args.methods:
-            key = (name, method, None if method in ("lr", "reference") else args.budget)
+            key = (name, method, args.budget if budgeted(method) else None)
             if key in done or (method == "reference" and VOLUMES[name][1] is None):
                 continue
             row, volume = run(name, method, args.budget)

@@ -30,12 +30,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from volumetricsr import read_volume, write_volume
 from volumetricsr.geometry import to_stack
-from volumetricsr.io import image_from_volume
-from volumetricsr.metrics import RPLHR_WINDOW, psnr, ssim_per_slice
+from volumetricsr.metrics import RPLHR_WINDOW, on_grid, psnr, ssim_per_slice
 from volumetricsr.simulate import simulate_thick
 
 CASES = {  # name: (file, factor, central in-plane crop in voxels, intensity window or None)
@@ -67,10 +65,7 @@ def timed(cmd: list[str], log: Path) -> float:
 
 def on_reference_grid(path: Path, ref) -> np.ndarray:
     """The prediction resampled (linear) onto the reference grid; NaN outside it."""
-    pred = read_volume(path)
-    image = sitk.Resample(image_from_volume(pred.with_array(pred.array.astype(np.float32))),
-                          image_from_volume(ref), sitk.Transform(), sitk.sitkLinear, math.nan, sitk.sitkFloat32)
-    return to_stack(sitk.GetArrayFromImage(image), 2)
+    return to_stack(on_grid(read_volume(path), ref), 2)
 
 
 def score(preds: dict[str, np.ndarray], ref, window) -> dict[str, dict]:

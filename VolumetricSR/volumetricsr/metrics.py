@@ -57,6 +57,13 @@ def ssim_per_slice(pred: np.ndarray, ref: np.ndarray, peak: float = 1.0, batch: 
     return np.concatenate(out)
 
 
+def on_grid(volume: Volume, like: Volume, interpolator: int = sitk.sitkLinear, outside: float = math.nan) -> np.ndarray:
+    """``volume``'s intensities (float32) at the voxels of ``like``'s grid; ``outside`` where it has none."""
+    image = sitk.Resample(image_from_volume(volume.with_array(volume.array.astype(np.float32))),
+                          image_from_volume(like), sitk.Transform(), interpolator, outside, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(image)
+
+
 def align(pred: Volume, ref: Volume, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """``pred`` and ``ref`` as stacks over the slices both cover, compared at the same physical points.
 
@@ -65,9 +72,7 @@ def align(pred: Volume, ref: Volume, axis: int) -> tuple[np.ndarray, np.ndarray]
     """
     if pred.same_grid(ref):
         return to_stack(pred.array, axis), to_stack(ref.array, axis)
-    resampled = sitk.Resample(image_from_volume(pred.with_array(pred.array.astype(np.float32))),
-                              image_from_volume(ref), sitk.Transform(), sitk.sitkLinear, math.nan, sitk.sitkFloat32)
-    p = to_stack(sitk.GetArrayFromImage(resampled), axis)
+    p = to_stack(on_grid(pred, ref), axis)
     inside = np.isfinite(p).reshape(p.shape[0], -1).all(axis=1)
     if not inside.any():
         raise InputError("The prediction and the reference do not overlap in space; nothing to compare.")
