@@ -9,11 +9,12 @@ import numpy as np
 from . import __version__
 from .consistency import consistency, enforce_consistency as enforce
 from .device import resolve_device
-from .geometry import AxisLike, plan_grid, through_plane_axis
+from .geometry import AxisLike, plan_grid, through_plane_axis, to_stack
 from .errors import InputError, OutputError
 from .io import cast_array, check_writable, read_volume, write_volume
 from .methods import Method, get_method
 from .options import Number, OneOf, check_options, check_spacing
+from .profile_estimation import LAGS, estimate_profile
 from .profiles import PROFILES
 from .progress import CancelToken, ProgressCallback
 from .volume import Volume
@@ -63,13 +64,15 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     if options.get("thickness") is None:
         options["thickness"] = stated_thickness(volume, axis)
     m, _ = check_request(method, spacing, options)
+    results = {} if results is None else results
+    if "profile" in m.option_rules or enforce_consistency or consistency_map:     # they use the profile
+        options.update(acquired_profile(volume, axis, options.get("thickness"), options.get("profile"), results))
     if consistency_map:
         grid = plan_grid(volume, spacing, axis, force)          # cheap, and before any work
         if grid.n_out <= grid.n_in:
             raise InputError("No consistency map: the result would have no more slices than the input to "
                              "re-thicken; leave the map out, or ask for a finer spacing.")
     dev = resolve_device(device) if m.uses_device else "cpu"
-    results = {} if results is None else results
     out = m.run(volume, spacing, axis=axis, device=dev, progress=progress, cancel=cancel, force=force,
                 results=results, confidence=confidence_map,
                 **{k: v for k, v in options.items() if k in m.option_rules})     # the profile: only if it models it
@@ -91,6 +94,39 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     if dtype is not None:
         out = out.with_array(cast_array(out.array, volume.array.dtype if dtype == "input" else dtype))
     return out
+
+
+def acquired_profile(volume: Volume, axis: AxisLike, thickness: Optional[float], profile: Optional[str],
+                     results: dict) -> dict:
+    """The acquired slices' ``thickness`` and ``profile``: what is stated wins, the rest is estimated
+    from the volume (:mod:`.profile_estimation`); a volume with too few slices to estimate from
+    keeps the defaults (Gaussian, thickness = the slice spacing). Reported in
+    ``results['slice_profile']`` (with ``source``: stated, estimated or default)."""
+    if thickness is not None and profile is not None:
+        results["slice_profile"] = {"profile": profile, "thickness": thickness, "source": "stated"}
+        return {"thickness": thickness, "profile": profile}
+    a = through_plane_axis(volume, axis)
+    spacing = volume.spacing[a]
+    if volume.size[a] < LAGS + 2:
+        found = {"profile": profile or "gaussian", "thickness": thickness or spacing, "source": "default"}
+    else:
+        in_plane = tuple(volume.spacing[i] for i in range(3) if i != a)[::-1]       # (rows, cols) of a stack slice
+        estimate = estimate_profile(to_stack(volume.array, a), in_plane, spacing,
+                                    shapes=(profile,) if profile else PROFILES, thickness=thickness)
+        found = {**estimate.summary(), "source": "estimated" if thickness is None and profile is None else
+                 "stated " + ("thickness" if thickness is not None else "profile") + ", the rest estimated"}
+    results["slice_profile"] = found
+    return {"thickness": found["thickness"], "profile": found["profile"]}
+
+
+def describe_profile(found: dict) -> str:
+    """One line for ``results['slice_profile']``: what was used and where it came from."""
+    used = f"{found['profile']}, FWHM {found['thickness']:.3g} mm"
+    if "confidence" not in found:
+        return f"slice profile {used} ({found['source']})"
+    lo, hi = found["fwhm_range_mm"]
+    return (f"slice profile {used} ({found['source']} from the volume, {found['confidence']} confidence: "
+            f"{lo:.3g}-{hi:.3g} mm fit as well; state --profile/--thickness to override)")
 
 
 def stated_thickness(volume: Volume, axis: AxisLike = None) -> Optional[float]:

@@ -11,6 +11,7 @@ from typing import Optional
 
 from . import __version__
 from .errors import Cancelled, InputError, VolumetricSRError
+from .profiles import PROFILES
 
 _default_show_warning = warnings.showwarning
 
@@ -79,10 +80,11 @@ def _add_method_arguments(p) -> None:
     p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"], help="through-plane axis (default: largest spacing)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--threads", type=int, help="CPU threads (default: the cores this process may use)")
-    p.add_argument("--thickness", type=float, help="the acquired slices' thickness in mm (default: the slice "
-                                                   "spacing), for consistency and for selfsr's training")
-    p.add_argument("--profile", choices=["gaussian", "rect", "triangle"],
-                   help="the acquired slices' profile (default gaussian)")
+    p.add_argument("--thickness", type=float, help="the acquired slices' thickness (FWHM) in mm (default: what a "
+                                                   "DICOM input states, else estimated from the volume), for "
+                                                   "consistency and for selfsr's training")
+    p.add_argument("--profile", choices=PROFILES,
+                   help="the acquired slices' profile (default: estimated from the volume)")
     net = p.add_argument_group("network methods (trained models)")
     net.add_argument("--backend", choices=["torch", "onnx"], help="inference backend (default torch)")
     net.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
@@ -168,12 +170,16 @@ def _cmd_infer(args) -> int:
     for key, path in maps.items():
         write_volume(results[key], path)
     c = results.get("consistency")
+    if "slice_profile" in results and not args.progress_json:
+        from .api import describe_profile
+
+        print(describe_profile(results["slice_profile"]), file=sys.stderr)
     said = "".join([f"consistency with the acquired slices: RMS {c['rms']:.4g}, max {c['max']:.4g} (slice "
                     f"{c['worst_slice']})" if c else ""] + [f"; {key.replace('_', ' ')} written to {path}"
                                                              for key, path in maps.items()]).lstrip("; ")
     if args.progress_json:
         emit_json("done", output=str(args.output), describe=out.describe(), seconds=round(seconds, 2),
-                  consistency=c, maps={key: str(path) for key, path in maps.items()})
+                  consistency=c, slice_profile=results.get("slice_profile"), maps={key: str(path) for key, path in maps.items()})
     else:
         print(f"wrote {args.output}: {out.describe()} in {seconds:.1f} s")
         if said:
@@ -260,7 +266,6 @@ def _cmd_models(args) -> int:
 
 
 def _add_simulate(sub) -> None:
-    from .profiles import PROFILES
 
     p = sub.add_parser("simulate-thick", help="make a pseudo-thick volume from a thin one (slice-profile averaging)")
     p.add_argument("thin")
