@@ -67,7 +67,7 @@ class VolumetricSRParameterNode:
     consistencyMap: bool = False
     confidenceMap: bool = False
     sliceThickness: Annotated[float, WithinRange(0.0, 200.0)] = 0.0
-    sliceProfile: Annotated[str, Choice(list(S.PROFILES))] = "gaussian"
+    sliceProfile: Annotated[str, Choice(list(S.PROFILES))] = "auto"
 
 
 class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -336,12 +336,13 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
         self.ui.statusLabel.text = f"{message or 'Working'}{left}"
 
     def _onDone(self, node) -> None:
-        from VolumetricSRLib.panel import consistency_text
+        from VolumetricSRLib.panel import consistency_text, profile_text
 
         results = self._runJob.results
         self._lastResult = (self._runInput, node, results.get("map_nodes"))
         self.ui.compareButton.enabled = True
-        self.ui.statusLabel.text = f"Done: {node.GetName()}. {consistency_text(results.get('consistency'))}".strip()
+        self.ui.statusLabel.text = (f"Done: {node.GetName()}. {consistency_text(results.get('consistency'))} "
+                                 f"{profile_text(results.get('slice_profile'))}").strip()
 
     def _onCancelled(self) -> None:
         self.ui.statusLabel.text = "Cancelled; the scene is unchanged."

@@ -80,3 +80,10 @@ def consistency_text(summary: Optional[dict]) -> str:
         return ""
     return (f"Consistency with the acquired slices: RMS {summary['rms']:.3g}, max {summary['max']:.3g} "
             f"(input units; worst slice {summary['worst_slice']}).")
+
+
+def profile_text(found: Optional[dict]) -> str:
+    """The slice profile the run used and where it came from ('' when it used none)."""
+    from volumetricsr.api import describe_profile
+
+    return describe_profile(found).capitalize() + "." if found else ""

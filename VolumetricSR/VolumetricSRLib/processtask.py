@@ -122,8 +122,8 @@ class ProcessTask:
             self.on_progress(fraction, record.get("message", ""), self.eta.remaining(fraction, self.clock()))
         elif record.get("event") == "error":
             self.error = record.get("message")
-        elif record.get("event") == "done" and record.get("consistency"):
-            self.job.results["consistency"] = record["consistency"]
+        elif record.get("event") == "done":
+            self.job.results.update({k: record[k] for k in ("consistency", "slice_profile") if record.get(k)})
 
     def _ended(self, code: int, stop: Optional[str]) -> None:
         self._finished = True

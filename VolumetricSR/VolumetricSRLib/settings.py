@@ -16,8 +16,9 @@ BACKENDS = ("torch", "onnx")
 BACKEND_TITLES = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AXES = ("auto", "I", "J", "K")
-PROFILES = ("gaussian", "rect", "triangle")    # as volumetricsr.profiles.PROFILES
-BUDGETS = ("auto", "fast", "balanced", "quality")   # self-supervised training; auto: fast on CPU, quality on GPU
+PROFILES = ("auto", "gaussian", "rect", "triangle")    # auto (estimated from the volume), then volumetricsr.profiles.PROFILES
+#: Self-supervised training; auto: fast on CPU, quality on GPU; prior: the shipped prior alone (seconds).
+BUDGETS = ("auto", "fast", "balanced", "quality", "prior")
 #: Overlap value meaning "the method's own default" (the spin box shows it as special text).
 METHOD_DEFAULT = -0.05
 
@@ -48,8 +49,8 @@ class RunSettings:
     enforceConsistency: bool = False   # trust: re-thickening the result gives the input exactly
     consistencyMap: bool = False       # trust: input minus the re-thickened result, a volume beside it
     confidenceMap: bool = False        # trust: the spread of the method's predictions, a volume beside it
-    sliceThickness: float = 0.0        # the acquired slices' thickness in mm; 0 = stated in DICOM, else the spacing
-    sliceProfile: str = "gaussian"     # the acquired slices' profile
+    sliceThickness: float = 0.0        # the acquired slices' thickness in mm; 0 = stated in DICOM, else estimated
+    sliceProfile: str = "auto"         # the acquired slices' profile; auto = estimated from the volume
 
     @property
     def target_spacing(self) -> Optional[float]:
@@ -62,7 +63,7 @@ class RunSettings:
     def trust_options(self) -> dict:
         """The ``super_resolve`` arguments every method has: the acquired slices' profile,
         consistency and the maps."""
-        profile = {**({"profile": self.sliceProfile} if self.sliceProfile != "gaussian" else {}),   # else defaults
+        profile = {**({"profile": self.sliceProfile} if self.sliceProfile != "auto" else {}),   # else estimated
                    **({"thickness": float(self.sliceThickness)} if self.sliceThickness > 0 else {})}
         return {"enforce_consistency": bool(self.enforceConsistency), "consistency_map": bool(self.consistencyMap),
                 "confidence_map": bool(self.confidenceMap), **profile}

@@ -98,23 +98,21 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
 
 def acquired_profile(volume: Volume, axis: AxisLike, thickness: Optional[float], profile: Optional[str],
                      results: dict) -> dict:
-    """The acquired slices' ``thickness`` and ``profile``: what is stated wins, the rest is estimated
-    from the volume (:mod:`.profile_estimation`); a volume with too few slices to estimate from
-    keeps the defaults (Gaussian, thickness = the slice spacing). Reported in
-    ``results['slice_profile']`` (with ``source``: stated, estimated or default)."""
-    if thickness is not None and profile is not None:
-        results["slice_profile"] = {"profile": profile, "thickness": thickness, "source": "stated"}
-        return {"thickness": thickness, "profile": profile}
+    """The acquired slices' ``thickness`` and ``profile``. A stated thickness (the user's or DICOM's)
+    is used with the stated profile, else Gaussian; otherwise the thickness, and the profile unless
+    stated, are estimated from the volume (:mod:`.profile_estimation`). A volume with too few slices
+    to estimate from gets the defaults (Gaussian, thickness = the slice spacing). Reported in
+    ``results['slice_profile']`` with its ``source``."""
     a = through_plane_axis(volume, axis)
-    spacing = volume.spacing[a]
-    if volume.size[a] < LAGS + 2:
-        found = {"profile": profile or "gaussian", "thickness": thickness or spacing, "source": "default"}
+    if thickness is not None:
+        found = {"profile": profile or "gaussian", "thickness": thickness, "source": "stated"}
+    elif volume.size[a] < LAGS + 2:
+        found = {"profile": profile or "gaussian", "thickness": volume.spacing[a], "source": "default"}
     else:
         in_plane = tuple(volume.spacing[i] for i in range(3) if i != a)[::-1]       # (rows, cols) of a stack slice
-        estimate = estimate_profile(to_stack(volume.array, a), in_plane, spacing,
-                                    shapes=(profile,) if profile else PROFILES, thickness=thickness)
-        found = {**estimate.summary(), "source": "estimated" if thickness is None and profile is None else
-                 "stated " + ("thickness" if thickness is not None else "profile") + ", the rest estimated"}
+        estimate = estimate_profile(to_stack(volume.array, a), in_plane, volume.spacing[a],
+                                    shapes=(profile,) if profile else PROFILES)
+        found = {**estimate.summary(), "source": "stated profile, thickness estimated" if profile else "estimated"}
     results["slice_profile"] = found
     return {"thickness": found["thickness"], "profile": found["profile"]}
 

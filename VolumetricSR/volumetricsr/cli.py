@@ -96,12 +96,15 @@ def _add_method_arguments(p) -> None:
                      help="fraction of a window shared with its neighbour along each axis")
     net.add_argument("--blend", choices=["gaussian", "uniform"], help="how overlapping windows are combined")
     own = p.add_argument_group("methods that train on the volume (selfsr, clade)")
-    own.add_argument("--budget", choices=["fast", "balanced", "quality"],
-                     help="training budget (default: fast on CPU, quality on GPU)")
+    own.add_argument("--budget", choices=["fast", "balanced", "quality", "prior"],
+                     help="training budget (default: fast on CPU, quality on GPU; selfsr's prior: the shipped prior "
+                          "for the volume's modality and factor, no training, seconds)")
     own.add_argument("--iterations", type=int, help="training iterations (overrides the budget's)")
     own.add_argument("--seed", type=int, help="random seed, for repeatable results (default 0)")
     own.add_argument("--save-model", help="save the per-volume network as a model (an id, or a .json path)")
     own.add_argument("--warm-start", help="start training from this saved model (same protocol)")
+    own.add_argument("--prior", help="selfsr: start the fast budget from this prior (default auto: the shipped one "
+                                     "for the volume's modality and factor; none: from scratch)")
     gan = p.add_argument_group("CLADE (clade)")
     gan.add_argument("--stride", type=int, help="patch stride in voxels (paper: 6 CT, 12 MR; 0: whole planes, "
                                                 "the CPU default)")
@@ -117,7 +120,7 @@ def _add_method_arguments(p) -> None:
 
 #: ``infer`` flags that are method options, passed on only when given (each method checks its own).
 METHOD_OPTIONS = ("model", "backend", "precision", "batch_size", "window", "overlap", "blend", "budget",
-                  "iterations", "seed", "thickness", "profile", "save_model", "warm_start", "stride", "planes",
+                  "iterations", "seed", "thickness", "profile", "save_model", "warm_start", "prior", "stride", "planes",
                   "norm", "gmap", "residual")
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -51,3 +52,26 @@ class Normalization:
 def for_modality(modality: str) -> Normalization:
     """CT: the HU window; anything else: the volume's robust percentiles."""
     return Normalization("window", *CT_WINDOW) if modality == "CT" else Normalization("percentile", *ROBUST_PERCENTILES)
+
+
+#: Percentiles of a CT volume in HU: air (or the scanner's padding) at the low end, bone below 4000.
+HU_LOW_PERCENTILE, HU_AIR_AT_MOST, HU_HIGH_PERCENTILE, HU_TOP_AT_MOST = 1.0, -500.0, 99.5, 4000.0
+
+
+def looks_like_hu(array: np.ndarray) -> bool:
+    """True when ``array`` has the intensity profile of a CT in Hounsfield units (air near -1000)."""
+    sample = array.ravel()[::max(1, array.size // 1_000_000)]
+    low, high = np.percentile(sample, [HU_LOW_PERCENTILE, HU_HIGH_PERCENTILE])
+    return bool(low <= HU_AIR_AT_MOST and high <= HU_TOP_AT_MOST)
+
+
+def guess_modality(array: np.ndarray, metadata: Optional[dict] = None) -> Optional[str]:
+    """'CT', 'MR' or None (unknown): the DICOM modality (0008,0060) when stated, else CT for
+    Hounsfield units, MR for non-negative intensities."""
+    stated = str((metadata or {}).get("dicom", {}).get("0008|0060", "")).strip().upper()
+    if stated in ("CT", "MR"):
+        return stated
+    if looks_like_hu(array):
+        return "CT"
+    sample = array.ravel()[::max(1, array.size // 1_000_000)]
+    return "MR" if np.percentile(sample, 0.1) >= 0 else None

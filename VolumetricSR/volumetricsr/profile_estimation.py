@@ -15,7 +15,8 @@ matched (a common scale is left free): real anatomy is not equally busy along ev
 What is estimated is the blur of the through-plane axis relative to the in-plane axes, which is
 what a self-supervised method must undo: on a volume resliced from thinner slices it includes the
 thin slices' own profile. The confidence says how tightly the data pin the FWHM down:
-``fwhm_range_mm`` holds every candidate whose misfit is within :data:`TOLERANCE` of the best;
+``fwhm_range_mm`` spans every candidate (of any shape) whose misfit is within :data:`TOLERANCE` of
+the best;
 ``high`` when that range lies within 15 % of the estimate, ``medium`` within 35 %, else ``low``.
 """
 from __future__ import annotations
@@ -146,8 +147,8 @@ def estimate_profile(stack: np.ndarray, in_plane_spacing: tuple[float, float], s
     best_shape = min(misfit, key=lambda s: misfit[s].min())
     i = int(np.argmin(misfit[best_shape]))
     best, fwhm = float(misfit[best_shape][i]), float(ratios[i] * spacing)
-    near = misfit[best_shape] <= 1.5 * best + TOLERANCE
-    lo, hi = float(ratios[near].min() * spacing), float(ratios[near].max() * spacing)
+    near = np.concatenate([ratios[m <= 1.5 * best + TOLERANCE] for m in misfit.values()])
+    lo, hi = float(near.min() * spacing), float(near.max() * spacing)
     spread = max(fwhm - lo, hi - fwhm) / fwhm
     confidence = "high" if spread <= 0.15 else "medium" if spread <= 0.35 else "low"
     return ProfileEstimate(best_shape, round(fwhm, 3), float(spacing), confidence, (round(lo, 3), round(hi, 3)),

@@ -29,7 +29,7 @@ from scipy import ndimage
 from scipy.signal import savgol_filter
 
 from .geometry import AxisLike, through_plane_axis
-from .normalization import for_modality
+from .normalization import for_modality, looks_like_hu
 from .volume import Volume
 
 BLOCK = 16
@@ -182,7 +182,6 @@ def snr(array: np.ndarray, signal: np.ndarray, noise: np.ndarray) -> dict:
 def window_of(array: np.ndarray) -> tuple[float, float]:
     """The intensity window mapped to [0, 1], as the networks scale: the CT window for HU data, else
     the robust percentiles (:func:`~volumetricsr.normalization.for_modality`)."""
-    from .methods.network import looks_like_hu
 
     return for_modality("CT" if looks_like_hu(array) else "MR").range_of(array)
 

@@ -20,7 +20,7 @@ def load_torch_methods() -> str:
     global HAS_TORCH, TORCH_PROBLEM
     try:
         import torch  # noqa: F401
-        from . import clade, ctguided, selfsr, tvsrn  # noqa: F401  (each registers its method)
+        from . import clade, ctguided, selfsr, selfsr_priors, tvsrn  # noqa: F401  (each registers its method or task)
     except Exception as exc:   # not only ImportError: a torch whose libraries fail to load raises OSError
         HAS_TORCH, TORCH_PROBLEM = False, f"{type(exc).__name__}: {exc}".strip()
     else:

@@ -11,6 +11,7 @@ import numpy as np
 from ..confidence import Spread, mirror_axis
 from ..errors import InputError, Notice
 from ..options import Rule, check_options
+from ..normalization import guess_modality
 from ..geometry import AxisLike, ThroughPlaneGrid, output_volume, plan_grid, to_stack
 from ..progress import CancelToken, ProgressCallback, report
 from ..volume import Volume, check_scalar_volume
@@ -26,6 +27,7 @@ class RunContext:
     results: dict = field(default_factory=dict)     # what this run reports back (e.g. selfsr's training)
     spread: Optional[Spread] = None     # when a confidence map is asked for: the predictions' spread
     mirror_axis: int = 2                # the stack axis closest to patient left-right
+    modality: Optional[str] = None      # 'CT', 'MR' or None (unknown): see normalization.guess_modality
 
     def warn(self, message: str) -> None:
         """A warning for the user: shown at once (``warnings``) and kept in ``results['warnings']``."""
@@ -105,7 +107,8 @@ class Method(ABC):
             raise InputError(f"{self.title or self.name} needs at least {self.min_slices} slices along the "
                              f"through-plane axis {grid.axis_name}; the volume has {grid.n_in}.")
         ctx = RunContext(device, progress, cancel or CancelToken(), {} if results is None else results,
-                         Spread() if confidence else None, mirror_axis(volume.direction, grid.axis))
+                         Spread() if confidence else None, mirror_axis(volume.direction, grid.axis),
+                         guess_modality(volume.array, volume.metadata))
         for message in self.fitness(volume, grid, options, force):
             ctx.warn(message)
         ctx.check()

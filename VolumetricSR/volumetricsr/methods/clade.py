@@ -44,7 +44,7 @@ from ..errors import InputError, ModelError
 from ..geometry import ThroughPlaneGrid, samples_over, through_plane_axis
 from ..models import find_model
 from ..networks.clade import NORMS, Generator, PatchDiscriminator
-from ..normalization import Normalization, for_modality
+from ..normalization import Normalization, for_modality, looks_like_hu
 from ..options import BATCH, Count, Number, OneOf, text
 from ..predictors import PlanePredictor, TorchPredictor
 from ..progress import scaled
@@ -53,7 +53,7 @@ from ..training.data import plane_patch
 from ..training.loop import Loop, optimize
 from ..training.tasks import Task, register_task
 from .base import Method, RunContext, register
-from .network import looks_like_hu, plane_output
+from .network import plane_output
 
 PATCH = 32
 #: (cycle, identity, gradient map) loss weights by modality (the paper's).

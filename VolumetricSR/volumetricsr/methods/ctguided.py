@@ -56,7 +56,7 @@ from ..confidence import combine
 from ..errors import InputError, ModelError
 from ..geometry import ThroughPlaneGrid, samples_over
 from ..models import find_model
-from ..normalization import Normalization, for_modality
+from ..normalization import Normalization, for_modality, looks_like_hu
 from ..options import BATCH, Count, Number, text
 from ..profiles import slice_profile_weights
 from ..progress import scaled
@@ -66,7 +66,7 @@ from ..training.loop import optimize
 from ..training.tasks import Task, register_task
 from ..training.unpaired import LowResMR, UnpairedData, read_hr_ct, read_lr_mri
 from .base import Method, RunContext, register
-from .network import looks_like_hu, plane_output
+from .network import plane_output
 from .selfsr import PatchSampler, plane_predictions
 
 STAGES = ("ct", "mri", "joint")

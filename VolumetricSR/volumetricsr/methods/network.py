@@ -13,7 +13,7 @@ from ..engine import BLENDS, free_device_memory, is_out_of_memory, sliding_windo
 from ..errors import InputError, ModelError
 from ..geometry import ThroughPlaneGrid
 from ..models import ModelCard, find_model
-from ..normalization import Normalization
+from ..normalization import Normalization, looks_like_hu
 from ..options import BATCH, FRACTION, Count, OneOf, Triple, label, text
 from ..predictors import PRECISIONS, OnnxPredictor, TorchPredictor, export_onnx
 from ..progress import scaled
@@ -23,16 +23,6 @@ from .base import Method, RunContext
 BACKENDS = ("torch", "onnx")
 #: Smallest in-plane window an out-of-memory retry goes down to before the CPU takes over.
 MIN_WINDOW = 64
-#: Percentiles of a CT volume in HU: air (or the scanner's padding) at the low end, bone below 4000.
-HU_LOW_PERCENTILE, HU_AIR_AT_MOST, HU_HIGH_PERCENTILE, HU_TOP_AT_MOST = 1.0, -500.0, 99.5, 4000.0
-
-
-def looks_like_hu(array: np.ndarray) -> bool:
-    """True when ``array`` has the intensity profile of a CT in Hounsfield units (air near -1000)."""
-    sample = array.ravel()[::max(1, array.size // 1_000_000)]
-    low, high = np.percentile(sample, [HU_LOW_PERCENTILE, HU_HIGH_PERCENTILE])
-    return bool(low <= HU_AIR_AT_MOST and high <= HU_TOP_AT_MOST)
-
 
 class NetworkMethod(Method):
     """A method whose network maps ``d`` thick slices to ``(d-1)*f+1`` thin ones (``f``: native factor).

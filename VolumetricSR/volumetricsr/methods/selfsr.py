@@ -28,7 +28,7 @@ from ..confidence import combine
 from ..engine import sliding_window_inference
 from ..errors import InputError, ModelError
 from ..geometry import ThroughPlaneGrid, samples_over
-from ..models import ModelCard, find_model, user_models_dir
+from ..models import ModelCard, find_model, list_models, user_models_dir
 from ..networks.row_upsampler import RowUpsampler
 from ..normalization import Normalization
 from ..options import BATCH, Count, Number, OneOf, label, text
@@ -63,7 +63,10 @@ BUDGETS = {
     "fast": Budget(iterations=1200, batch_size=16, features=16, blocks=4, expansion=2),        # CPU default
     "balanced": Budget(iterations=4000, batch_size=16, features=24, blocks=6, expansion=3),
     "quality": Budget(iterations=20000, batch_size=32, features=32, blocks=8, expansion=4, patch=64),  # GPU default
+    "prior": Budget(iterations=0, batch_size=16, features=16, blocks=4, expansion=2),   # the prior alone: seconds
 }
+#: The budgets whose network is the priors' (:mod:`.selfsr_priors`): they start from one when it fits.
+PRIOR_BUDGETS = ("fast", "prior")
 
 
 # ----------------------------------------------------------------------------- data
@@ -199,6 +202,14 @@ def plane_predictions(net, work: np.ndarray, ctx: RunContext, batch_size: Option
 
 # ----------------------------------------------------------------------------- the method
 
+def find_prior(modality: Optional[str], factor: int) -> Optional[ModelCard]:
+    """The prior (:mod:`.selfsr_priors`) for ``modality`` ('CT', 'MR'; None: unknown, so none) at ``factor``."""
+    if modality is None:
+        return None
+    return next((card for card in list_models("selfsr") if card.extra.get("prior") and card.modality == modality
+                 and int(card.native_factor) == factor), None)
+
+
 class SelfSupervised(Method):
     name = "selfsr"
     title = "Self-supervised (per volume)"
@@ -211,7 +222,7 @@ class SelfSupervised(Method):
     min_slices = 3
     option_rules = {"budget": OneOf(tuple(BUDGETS)), "iterations": Count(1, 1_000_000), "seed": Count(0, 2**32 - 1),
                     "thickness": Number(0.0, 200.0, " mm"), "profile": OneOf(PROFILES), "model": text,
-                    "warm_start": text, "save_model": text, "batch_size": BATCH}
+                    "warm_start": text, "save_model": text, "batch_size": BATCH, "prior": text}
     saved_model_options = ("model", "warm_start")
     #: A slice thicker than this many slice spacings is taken for a typing error.
     max_thickness_ratio = 10.0
@@ -219,7 +230,8 @@ class SelfSupervised(Method):
     def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, budget: Optional[str] = None,
                  iterations: Optional[int] = None, seed: int = 0, thickness: Optional[float] = None,
                  profile: str = "gaussian", model: Optional[str] = None, warm_start: Optional[str] = None,
-                 save_model: Optional[str] = None, batch_size: Optional[int] = None) -> np.ndarray:
+                 save_model: Optional[str] = None, batch_size: Optional[int] = None,
+                 prior: str = "auto") -> np.ndarray:
         budget_name = budget or ("fast" if ctx.device == "cpu" else "quality")
         if thickness is not None and thickness > self.max_thickness_ratio * grid.spacing_in:
             raise InputError(f"{label('thickness')} {thickness:g} mm is more than {self.max_thickness_ratio:g} times "
@@ -243,10 +255,12 @@ class SelfSupervised(Method):
         window = lo - HEADROOM * (hi - lo), hi + HEADROOM * (hi - lo)     # what the network learns and returns
         source, work = work, ((np.clip(work, *window) - lo) / (hi - lo)).astype(np.float32)
 
+        if model is None and warm_start is None and budget_name in PRIOR_BUDGETS:
+            warm_start = self._prior(prior, ctx, factor, budget_name)
         with torch.random.fork_rng(devices=[]):       # the run's seed, not the process's random state
             torch.manual_seed(seed)
             net = self._network(model, warm_start, factor, b)
-        trained = model is None
+        trained = model is None and iterations > 0
         if trained:
             ctx.report(0.0, f"preparing x{factor} training pairs from {n} in-plane slices")
             fine_rows, fine_cols = (samples_over(m, fine, lr_spacing) for m in (iso_rows, iso_cols))
@@ -268,6 +282,19 @@ class SelfSupervised(Method):
             return plane_output(y, hi - lo, lo, source, window, grid, (rows, cols), ctx)
 
         return combine(plane_predictions(net, work, ctx, batch_size, progress), finish, ctx.spread, fuse=True)
+
+    @staticmethod
+    def _prior(prior: str, ctx: RunContext, factor: int, budget_name: str) -> Optional[str]:
+        """The prior to start from (a card path), reported in ``results['prior']``; ``prior``: auto (the
+        one for the volume's modality and factor, if any), none, or a saved model."""
+        card = None if prior == "none" else find_prior(ctx.modality, factor) if prior == "auto" else \
+            find_model(prior, "selfsr")
+        ctx.results["prior"] = card.id if card else None
+        if card is None and budget_name == "prior":
+            why = "it was turned off (prior none)" if prior == "none" else \
+                f"none fits this volume ({ctx.modality or 'unknown modality'}, x{factor})"
+            raise InputError(f"Budget prior needs a prior, and {why}; use budget fast.")
+        return str(card.path) if card else None
 
     @staticmethod
     def _network(model, warm_start, factor: int, b: Budget) -> RowUpsampler:

@@ -1,0 +1,83 @@
+"""The slice profile estimated from the volume: known profiles recovered, stated values win, used by selfsr."""
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from volumetricsr import Volume, super_resolve
+from volumetricsr.api import acquired_profile, describe_profile
+from volumetricsr.methods.selfsr import SelfSupervised
+from volumetricsr.profile_estimation import estimate_profile
+from volumetricsr.simulate import simulate_thick
+
+
+@pytest.fixture(scope="module")
+def isotropic():
+    """Blobs with soft texture, statistically the same along every axis (1 mm voxels)."""
+    rng = np.random.default_rng(0)
+    blobs = gaussian_filter(rng.standard_normal((160, 128, 128)), 2.0) > 0.02
+    texture = gaussian_filter(rng.standard_normal((160, 128, 128)), 1.0)
+    return Volume((100 * blobs + 20 * texture).astype(np.float32), (1.0, 1.0, 1.0))
+
+
+def estimate(volume):
+    return estimate_profile(volume.array, volume.spacing[1::-1], volume.spacing[2])
+
+
+@pytest.mark.parametrize("shape,factor,ratio", [("gaussian", 4, 1.0), ("rect", 4, 1.0), ("gaussian", 4, 0.5),
+                                                ("rect", 4, 0.5), ("rect", 3, 1.0), ("gaussian", 5, 1.25)])
+def test_known_profiles_are_recovered(isotropic, shape, factor, ratio):
+    """FWHM within 10 %, gaps seen as gaps and overlaps as overlaps; a box is told from a smooth profile
+    (Gaussian and triangle are close cousins: either counts for the other)."""
+    fwhm = ratio * factor
+    e = estimate(simulate_thick(isotropic, factor, fwhm, shape))
+    assert e.thickness == pytest.approx(fwhm, rel=0.10)
+    assert e.fwhm_range_mm[0] <= fwhm <= e.fwhm_range_mm[1]
+    assert (e.thickness < factor) == (ratio < 1) or ratio == 1
+    assert (e.profile == "rect") == (shape == "rect")
+
+
+def test_a_stated_value_is_kept_and_the_rest_estimated(isotropic):
+    """A stated thickness (the user's or DICOM's) keeps today's Gaussian unless a profile is stated too;
+    a stated profile alone gets its FWHM estimated."""
+    thick = simulate_thick(isotropic, 4, 2.0, "rect")
+    for stated, expect in [({"thickness": 3.0, "profile": "triangle"}, {"thickness": 3.0, "profile": "triangle"}),
+                           ({"thickness": 5.0}, {"thickness": 5.0, "profile": "gaussian"})]:
+        results = {}
+        assert acquired_profile(thick, None, stated.get("thickness"), stated.get("profile"), results) == expect
+        assert results["slice_profile"]["source"] == "stated"
+        assert describe_profile(results["slice_profile"]).startswith("slice profile ")
+    results = {}
+    used = acquired_profile(thick, None, None, "rect", results)
+    assert used["profile"] == "rect" and used["thickness"] == pytest.approx(2.0, rel=0.10)
+    assert results["slice_profile"]["source"] == "stated profile, thickness estimated"
+    results = {}
+    assert acquired_profile(thick, None, None, None, results)["thickness"] == pytest.approx(2.0, rel=0.10)
+    assert results["slice_profile"]["source"] == "estimated" and "confidence" in results["slice_profile"]
+    assert "estimated from the volume" in describe_profile(results["slice_profile"])
+
+
+def test_too_few_slices_keep_the_default():
+    vol = Volume(np.random.default_rng(0).random((4, 32, 32)).astype(np.float32), (1.0, 1.0, 5.0))
+    results = {}
+    assert acquired_profile(vol, None, None, None, results) == {"thickness": 5.0, "profile": "gaussian"}
+    assert results["slice_profile"]["source"] == "default"
+
+
+def test_selfsr_and_enforcement_get_the_estimate_unless_stated(isotropic, monkeypatch):
+    thick = simulate_thick(isotropic, 4, 2.0, "rect")
+    seen = []
+    monkeypatch.setattr(SelfSupervised, "upsample", lambda self, stack, grid, ctx, **kw: seen.append(kw) or
+                        np.repeat(stack, 4, axis=0)[:grid.n_out])
+    results = {}
+    super_resolve(thick, "selfsr", results=results, enforce_consistency=True)
+    est = results["slice_profile"]
+    assert seen[-1]["thickness"] == est["thickness"] < 3.0 and seen[-1]["profile"] == est["profile"]
+    super_resolve(thick, "selfsr", results=results, thickness=4.0, profile="gaussian")
+    assert (seen[-1]["thickness"], seen[-1]["profile"]) == (4.0, "gaussian")
+    assert results["slice_profile"]["source"] == "stated"
+
+
+def test_an_interpolation_does_not_estimate(isotropic):
+    results = {}
+    super_resolve(simulate_thick(isotropic, 4), "linear", results=results)
+    assert "slice_profile" not in results and "consistency" in results
