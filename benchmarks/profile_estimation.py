@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,9 @@ import numpy as np
 from volumetricsr import read_volume
 from volumetricsr.api import super_resolve
 from volumetricsr.consistency import enforce_consistency
+from volumetricsr.methods.selfsr import find_prior
 from volumetricsr.metrics import RPLHR_SKIP, RPLHR_WINDOW, psnr, ssim_per_slice
+from volumetricsr.normalization import guess_modality
 from volumetricsr.profile_estimation import estimate_profile
 from volumetricsr.simulate import simulate_thick
 
@@ -86,29 +89,38 @@ def score(pred, thin, modality: str) -> dict:
 
 
 def selfsr_case(data: Path, out: Path, name: str, index: int) -> dict:
+    """B-spline and the selfsr runs of one case; runs already in ``OUT/<case>.json`` are kept."""
     shape, factor, ratio = PROFILES[index]
     record = out / f"{name}-{shape}-x{factor}-{ratio:g}.json"
-    if record.exists():
-        return json.loads(record.read_text())
+    row = json.loads(record.read_text()) if record.exists() else {}
     file, modality, _, size = VOLUMES[name][:4]
     thin = crop(read_volume(data / file), size)
     thick, fwhm = thicken(thin, shape, factor, ratio)
     spacing = thin.spacing[2]
-    told = {"default": {"profile": "gaussian", "thickness": thick.spacing[2]}, "estimated": {},
-            "told": {"profile": shape, "thickness": fwhm}}
-    row = {"volume": name, "true": f"{shape} {fwhm:.2f} mm every {thick.spacing[2]:.2f} mm",
-           "bspline": score(super_resolve(thick, "bspline", spacing), thin, modality)}
-    for label, profile in told.items():
+    runs = {"default": {"profile": "gaussian", "thickness": thick.spacing[2]}, "estimated": {},
+            "told": {"profile": shape, "thickness": fwhm}, "prior alone": {"budget": "prior"},
+            "prior + fast": {"prior": "auto"}}
+    row.update(volume=name, true=f"{shape} {fwhm:.2f} mm every {thick.spacing[2]:.2f} mm")
+    if "bspline" not in row:
+        row["bspline"] = score(super_resolve(thick, "bspline", spacing), thin, modality)
+    prior = find_prior(guess_modality(thick.array), max(2, math.ceil(thick.spacing[2] / min(thick.spacing[:2]) - 1e-6)))
+    for label, options in runs.items():
+        if label in row:
+            continue
+        if label.startswith("prior") and prior is None:
+            row[label] = {"skipped": "no prior for this modality and factor"}
+            continue
         results = {}
         start = time.perf_counter()
-        sr = super_resolve(thick, "selfsr", spacing, device="cpu", seed=0, results=results, **profile)
+        sr = super_resolve(thick, "selfsr", spacing, device="cpu", seed=0, results=results, **options)
         seconds = time.perf_counter() - start
-        used = results["slice_profile"]
-        row[label] = {**score(sr, thin, modality), "seconds": seconds, "profile": used,
-                      "enforced": score(enforce_consistency(sr, thick, used["thickness"], used["profile"]),
-                                        thin, modality)}
+        used = results.get("slice_profile", {})
+        row[label] = {**score(sr, thin, modality), "seconds": seconds, "profile": used, "prior": results.get("prior")}
+        if used:
+            row[label]["enforced"] = score(enforce_consistency(sr, thick, used["thickness"], used["profile"]),
+                                           thin, modality)
         print(f"  {name} {row['true']}: {label} {row[label]['psnr']:.2f} dB ({seconds:.0f} s)", flush=True)
-    record.write_text(json.dumps(row, indent=1))
+        record.write_text(json.dumps(row, indent=1))
     return row
 
 
@@ -135,15 +147,20 @@ def main(argv=None) -> int:
                   f"{e['fwhm_range_mm'][1]:.2f} | {e['confidence']} | {r['seconds']:.1f} |")
     if args.selfsr or args.only_selfsr:
         rows = [selfsr_case(args.data, args.out, name, i) for name, i in SELFSR_CASES]
-        print("\n| volume | made with | B-spline | selfsr default | estimated | told the truth | "
-              "est. - told | default / estimated / told, enforced |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("\n| volume | made with | B-spline | selfsr default | estimated | told the truth | est. - told | "
+              "default / estimated / told, enforced | prior alone (s) | prior + fast |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             b = r["bspline"]["psnr"]
-            gain = {k: r[k]["psnr"] - b for k in ("default", "estimated", "told")}
+            gain = {k: r[k]["psnr"] - b for k in ("default", "estimated", "told", "prior alone", "prior + fast")
+                    if "psnr" in r.get(k, {})}
             enf = " / ".join(f"{r[k]['enforced']['psnr'] - b:+.2f}" for k in ("default", "estimated", "told"))
-            print(f"| {r['volume']} | {r['true']} | {b:.2f} dB | {gain['default']:+.2f} | {gain['estimated']:+.2f} | "
-                  f"{gain['told']:+.2f} | {gain['estimated'] - gain['told']:+.2f} | {enf} |")
+            prior = (f"{gain['prior alone']:+.2f} ({r['prior alone']['seconds']:.0f})" if "prior alone" in gain
+                     else "no prior")
+            warm = f"{gain['prior + fast']:+.2f}" if "prior + fast" in gain else "no prior"
+            print(f"| {r['volume']} | {r['true']} | {b:.2f} dB | {gain['default']:+.2f} ({r['default']['seconds']:.0f} s) | "
+                  f"{gain['estimated']:+.2f} | {gain['told']:+.2f} | {gain['estimated'] - gain['told']:+.2f} | {enf} | "
+                  f"{prior} | {warm} |")
     return 0
 
 

@@ -142,7 +142,7 @@ def test_shipped_models_load_verify_and_run():
             if card.method == "clade":                     # a 2-D generator: planes in, planes out
                 out = net(torch.rand(1, 1, 24, 24) * 2 - 1)
                 assert out.shape == (1, 1, 24, 24)
-            elif card.method == "ctguided":                # a 2-D plane network: K rows per thick row
+            elif card.method in ("ctguided", "selfsr"):    # a 2-D plane network: K rows per thick row
                 out = net(torch.rand(1, 1, 6, 24) * 2 - 1)
                 assert out.shape == (1, 1, 5 * card.native_factor + 1, 24)
             else:

@@ -81,3 +81,26 @@ def test_an_interpolation_does_not_estimate(isotropic):
     results = {}
     super_resolve(simulate_thick(isotropic, 4), "linear", results=results)
     assert "slice_profile" not in results and "consistency" in results
+
+
+def test_every_simulation_takes_the_same_profile_description(tmp_path):
+    """(shape, FWHM) means the same in simulate-thick, TVSRN's pseudo-pairs, the CT-guided degradation
+    and consistency: the thick slices of one are the thick slices of the others."""
+    from volumetricsr.consistency import thickening_matrix
+    from volumetricsr.io import write_volume
+    from volumetricsr.methods.ctguided import mr_kernel
+    from volumetricsr.normalization import Normalization
+    from volumetricsr.profiles import slice_profile_weights
+    from volumetricsr.simulate import thick_weights
+    from volumetricsr.training.data import Case, load_pair
+
+    rng = np.random.default_rng(0)
+    thin = Volume((rng.random((21, 12, 10)) * 100).astype(np.float32), (1.0, 1.0, 1.0))
+    write_volume(thin, tmp_path / "thin.nii.gz")
+    norm = Normalization("window", 0.0, 100.0)
+    pair = load_pair(Case("c", tmp_path / "thin.nii.gz"), 4, norm, profile=("rect", 0.5))
+    made = simulate_thick(thin, 4, 2.0, "rect")
+    np.testing.assert_allclose(pair.thick, norm.forward(made.array, 0.0, 100.0), atol=1e-6)
+    np.testing.assert_allclose(mr_kernel("rect", 4.0, 4, 0.5), slice_profile_weights("rect", 2.0, 1.0))
+    assert np.allclose(thickening_matrix(6, 21, 4.0, 2.0, "rect"), thick_weights(21, 4, slice_profile_weights("rect", 2.0, 1.0)),
+                       atol=2e-4)

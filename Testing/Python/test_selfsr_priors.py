@@ -54,13 +54,18 @@ def test_the_prior_of_the_volumes_modality_and_factor_and_no_other(priors):
     assert find_prior("MR", 3) is None and find_prior("CT", 4) is None and find_prior(None, 4) is None
     for kind, expect in [("MR", "test-mr-x4"), ("CT", "test-ct-x3"), ("unknown", None)]:
         results = {}
-        super_resolve(volume(kind), "selfsr", iterations=2, thickness=4.0, results=results)
+        super_resolve(volume(kind), "selfsr", iterations=2, thickness=4.0, prior="auto", results=results)
         assert results["prior"] == expect
-    mr_as_ct = volume("MR")
-    mr_as_ct = mr_as_ct.with_array(mr_as_ct.array, spacing=(1.0, 1.0, 3.0))    # MR at x3: only a CT prior exists
+    mr_at_x3 = volume("MR")
+    mr_at_x3 = mr_at_x3.with_array(mr_at_x3.array, spacing=(1.0, 1.0, 3.0))    # only a CT prior exists at x3
     results = {}
-    super_resolve(mr_as_ct, "selfsr", iterations=2, thickness=3.0, results=results)
+    super_resolve(mr_at_x3, "selfsr", iterations=2, thickness=3.0, prior="auto", results=results)
     assert results["prior"] is None
+    results = {}
+    super_resolve(volume("MR"), "selfsr", iterations=2, thickness=4.0, results=results)
+    assert "prior" not in results          # budget fast starts from scratch unless asked
+    with pytest.raises(InputError, match="budget balanced trains its own"):
+        super_resolve(volume("MR"), "selfsr", budget="balanced", prior="auto", thickness=4.0)
 
 
 def test_budget_prior_runs_the_prior_alone_and_refuses_without_one(priors):
@@ -71,12 +76,13 @@ def test_budget_prior_runs_the_prior_alone_and_refuses_without_one(priors):
     np.testing.assert_array_equal(alone.array, again.array)
     for options in ({"prior": "none"}, {}):
         with pytest.raises(InputError, match="Budget prior needs a prior"):
-            super_resolve(volume("unknown"), "selfsr", budget="prior", thickness=4.0, **options)
+            super_resolve(volume("unknown" if not options else "MR"), "selfsr", budget="prior", thickness=4.0,
+                          **options)
     scratch, warm = ({}, {})
-    a = super_resolve(volume("MR"), "selfsr", iterations=3, seed=1, thickness=4.0, prior="none", results=scratch)
-    b = super_resolve(volume("MR"), "selfsr", iterations=3, seed=1, thickness=4.0, results=warm)
-    c = super_resolve(volume("MR"), "selfsr", iterations=3, seed=1, thickness=4.0)
-    assert scratch["prior"] is None and warm["prior"] == "test-mr-x4"
+    a = super_resolve(volume("MR"), "selfsr", iterations=3, seed=1, thickness=4.0, results=scratch)
+    b = super_resolve(volume("MR"), "selfsr", iterations=3, seed=1, thickness=4.0, prior="auto", results=warm)
+    c = super_resolve(volume("MR"), "selfsr", iterations=3, seed=1, thickness=4.0, prior="test-mr-x4")
+    assert "prior" not in scratch and warm["prior"] == "test-mr-x4"
     assert not np.allclose(a.array, b.array) and np.array_equal(b.array, c.array)    # reproducible with a seed
 
 

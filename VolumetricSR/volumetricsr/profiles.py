@@ -9,8 +9,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from .options import Number
+
 PROFILES = ("gaussian", "rect", "triangle")
 _SUBSAMPLES = 64
+#: The profile every simulation assumes unless told: (shape, FWHM / slice spacing) = Gaussian, contiguous.
+DEFAULT_PROFILE = ("gaussian", 1.0)
+#: The rule for a thickness ratio (FWHM / slice spacing), as the API's thickness limit (10 spacings).
+THICKNESS_RATIO = Number(0.0, 10.0)
+
+
+def add_profile_arguments(parser) -> None:
+    """``--profile`` and ``--thickness-ratio`` of a training command that simulates thick slices."""
+    parser.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE[0],
+                        help="slice profile of the simulated thick slices (as simulate-thick and infer --profile)")
+    parser.add_argument("--thickness-ratio", type=float, default=DEFAULT_PROFILE[1], metavar="R",
+                        help="their FWHM as a multiple of the slice spacing (< 1: gaps, > 1: overlap)")
+
+
+def thickness_of(profile: tuple, spacing: float) -> float:
+    """The FWHM in mm of ``profile`` ``(shape, FWHM / spacing)`` for slices ``spacing`` mm apart."""
+    return float(profile[1]) * spacing
 
 
 def profile_density(profile: str, t: np.ndarray, thickness: float) -> np.ndarray:

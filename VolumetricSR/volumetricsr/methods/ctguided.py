@@ -58,12 +58,12 @@ from ..geometry import ThroughPlaneGrid, samples_over
 from ..models import find_model
 from ..normalization import Normalization, for_modality, looks_like_hu
 from ..options import BATCH, Count, Number, text
-from ..profiles import slice_profile_weights
+from ..profiles import THICKNESS_RATIO, add_profile_arguments, slice_profile_weights, thickness_of
 from ..progress import scaled
 from ..resampling import fine_in_plane
 from ..training.data import plane_patch
 from ..training.loop import optimize
-from ..training.tasks import Task, register_task
+from ..training.tasks import Task, register_task, simulated_profile
 from ..training.unpaired import LowResMR, UnpairedData, read_hr_ct, read_lr_mri
 from .base import Method, RunContext, register
 from .network import plane_output
@@ -81,7 +81,7 @@ CTGUIDED_DEFAULTS = {
     "stage_iterations": 100, "batch_size": 4, "patch": 64, "sr_lr": 1e-3, "lr": 1e-4,
     "weights": {"adv": 1.0, "recon": 10.0, "latent": 1.0, "percep": 1.0}, "consistency": 0.0,
     "translated_pairs": 0.0, "fixed_targets": False,
-    "profile": "gaussian", "hr_spacing": None, "perceptual_weights": None, "perceptual_sha256": None,
+    "profile": "gaussian", "thickness_ratio": 1.0, "hr_spacing": None, "perceptual_weights": None, "perceptual_sha256": None,
     "val_patches": 64,
 }
 
@@ -165,18 +165,19 @@ class ThickPlanePatches:
         return torch.from_numpy(np.stack(out))[:, None]
 
 
-def mr_kernel(profile: str, spacing: float, factor: int) -> np.ndarray:
-    """The slice profile of an MR slice ``spacing`` mm thick, sampled at ``spacing / factor``."""
-    return slice_profile_weights(profile, spacing, spacing / factor)
+def mr_kernel(shape: str, spacing: float, factor: int, ratio: float = 1.0) -> np.ndarray:
+    """The slice profile ``shape`` with FWHM ``ratio`` x ``spacing`` of MR slices ``spacing`` mm apart,
+    sampled at ``spacing / factor``."""
+    return slice_profile_weights(shape, thickness_of((shape, ratio), spacing), spacing / factor)
 
 
-def in_plane_pairs(mr: LowResMR, factor: int, profile: str, patch: int, count: int,
+def in_plane_pairs(mr: LowResMR, factor: int, profile: tuple, patch: int, count: int,
                    rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` fixed low/high-resolution pairs from the MR's own in-plane slices, degraded by D
     along one in-plane axis at the network's output spacing (the validation set)."""
     hr = mr.spacing / factor
     rows, cols = (samples_over(m, mr.fine, hr) for m in mr.stack.shape[1:])
-    sampler = PatchSampler(mr.stack, factor, mr_kernel(profile, mr.spacing, factor), rows, cols, patch)
+    sampler = PatchSampler(mr.stack, factor, mr_kernel(profile[0], mr.spacing, factor, profile[1]), rows, cols, patch)
     return sampler.batch(count, rng)
 
 
@@ -206,7 +207,7 @@ class CTGuidedTask(Task):
     option_rules = {"factor": Count(2, 8), "stage_iterations": Count(1, 10**7), "batch_size": BATCH,
                     "patch": Count(32, 512), "lr": Number(0.0, 1.0), "sr_lr": Number(0.0, 1.0),
                     "consistency": Number(0.0, 1000.0, fraction=True),
-                    "translated_pairs": Number(0.0, 1000.0, fraction=True),
+                    "translated_pairs": Number(0.0, 1000.0, fraction=True), "thickness_ratio": THICKNESS_RATIO,
                     "perceptual_weight": Number(0.0, 1000.0, fraction=True), "hr_spacing": Number(0.0, 100.0, " mm"),
                     "perceptual_weights": text, "perceptual_sha256": text}
 
@@ -233,13 +234,14 @@ class CTGuidedTask(Task):
         self.opt_dis = torch.optim.Adam([*self.d_x.parameters(), *self.d_y.parameters()], **gan)
         spacings = [m.spacing for m in mris]
         self.hr_spacing = hr_spacing(config, mris)
-        self.kernel = torch.from_numpy(mr_kernel(config["profile"], spacings[0], self.factor).astype(np.float32))
+        shape, ratio = simulated_profile(config)
+        self.kernel = torch.from_numpy(mr_kernel(shape, spacings[0], self.factor, ratio).astype(np.float32))
         patch = config["patch"]
         self.ct = CTPatches(cts, self.factor, self.kernel.numpy(), patch)
         self.mr = ThickPlanePatches([m.stack for m in mris], self.ct.samplers[0].lr_rows, patch)
         self.spacings, self.mri_names = spacings, [m.name for m in mris]
         val_rng = np.random.default_rng(config.get("seed", 0) + 1)
-        self.val = [in_plane_pairs(m, self.factor, config["profile"], patch, -(-config["val_patches"] // len(mris)),
+        self.val = [in_plane_pairs(m, self.factor, simulated_profile(config), patch, -(-config["val_patches"] // len(mris)),
                                    val_rng) for m in mris]
         first = mris[0].stack
         self.sample_plane = np.ascontiguousarray(first[:, first.shape[1] // 2, :])
@@ -267,6 +269,7 @@ class CTGuidedTask(Task):
                             "slice spacing / K)")
         p.add_argument("--batch-size", type=int, default=d["batch_size"])
         p.add_argument("--patch", type=int, default=d["patch"], help="high-resolution patch side")
+        add_profile_arguments(p)
         p.add_argument("--lr", type=float, default=d["lr"], help="Adam rate of the joint stage (all networks)")
         p.add_argument("--sr-lr", type=float, default=d["sr_lr"], help="SRNet rate of stages 1 and 2 (cosine decay)")
         p.add_argument("--consistency", type=float, default=d["consistency"],
@@ -292,7 +295,7 @@ class CTGuidedTask(Task):
                       perceptual_weights=args.perceptual_weights, perceptual_sha256=args.perceptual_sha256,
                       hr_spacing=args.hr_spacing, batch_size=args.batch_size, patch=args.patch, lr=args.lr,
                       sr_lr=args.sr_lr, consistency=args.consistency, translated_pairs=args.translated_pairs,
-                      fixed_targets=args.fixed_targets)
+                      fixed_targets=args.fixed_targets, profile=args.profile, thickness_ratio=args.thickness_ratio)
         config["weights"]["percep"] = args.perceptual_weight
         if config["perceptual_weights"]:         # refused before any data is read
             from ..perceptual import load_vgg16
@@ -431,7 +434,8 @@ class CTGuidedTask(Task):
                   "normalization": asdict(for_modality("MR")),
                   "training_data": {**(self.data.describe() if self.data else {"mri": self.mri_names}),
                                     "hr_spacing_mm": round(self.hr_spacing, 4),
-                                    "degradation": f"{c['profile']} slice profile, FWHM = the MR slice spacing, "
+                                    "degradation": f"{simulated_profile(c)[0]} slice profile, FWHM = "
+                                                   f"{simulated_profile(c)[1]:g} x the MR slice spacing, "
                                                    f"every {self.factor}th row"},
                   "slice_spacing_mm": [round(min(self.spacings), 4), round(max(self.spacings), 4)],
                   "perceptual": self.perceptual if c["weights"]["percep"] else {"kind": "none (lambda3 = 0)"},

@@ -65,7 +65,8 @@ BUDGETS = {
     "quality": Budget(iterations=20000, batch_size=32, features=32, blocks=8, expansion=4, patch=64),  # GPU default
     "prior": Budget(iterations=0, batch_size=16, features=16, blocks=4, expansion=2),   # the prior alone: seconds
 }
-#: The budgets whose network is the priors' (:mod:`.selfsr_priors`): they start from one when it fits.
+#: The budgets whose network is the priors' (:mod:`.selfsr_priors`): budget prior applies one alone,
+#: budget fast can start from one (``prior``).
 PRIOR_BUDGETS = ("fast", "prior")
 
 
@@ -231,7 +232,7 @@ class SelfSupervised(Method):
                  iterations: Optional[int] = None, seed: int = 0, thickness: Optional[float] = None,
                  profile: str = "gaussian", model: Optional[str] = None, warm_start: Optional[str] = None,
                  save_model: Optional[str] = None, batch_size: Optional[int] = None,
-                 prior: str = "auto") -> np.ndarray:
+                 prior: Optional[str] = None) -> np.ndarray:
         budget_name = budget or ("fast" if ctx.device == "cpu" else "quality")
         if thickness is not None and thickness > self.max_thickness_ratio * grid.spacing_in:
             raise InputError(f"{label('thickness')} {thickness:g} mm is more than {self.max_thickness_ratio:g} times "
@@ -255,8 +256,11 @@ class SelfSupervised(Method):
         window = lo - HEADROOM * (hi - lo), hi + HEADROOM * (hi - lo)     # what the network learns and returns
         source, work = work, ((np.clip(work, *window) - lo) / (hi - lo)).astype(np.float32)
 
-        if model is None and warm_start is None and budget_name in PRIOR_BUDGETS:
-            warm_start = self._prior(prior, ctx, factor, budget_name)
+        if model is None and warm_start is None and (budget_name == "prior" or prior not in (None, "none")):
+            if budget_name not in PRIOR_BUDGETS:
+                raise InputError(f"A prior has the network of budget fast; budget {budget_name} trains its own "
+                                 "(leave out prior, or use budget fast or prior).")
+            warm_start = self._prior(prior or "auto", ctx, factor, budget_name)
         with torch.random.fork_rng(devices=[]):       # the run's seed, not the process's random state
             torch.manual_seed(seed)
             net = self._network(model, warm_start, factor, b)
@@ -286,7 +290,9 @@ class SelfSupervised(Method):
     @staticmethod
     def _prior(prior: str, ctx: RunContext, factor: int, budget_name: str) -> Optional[str]:
         """The prior to start from (a card path), reported in ``results['prior']``; ``prior``: auto (the
-        one for the volume's modality and factor, if any), none, or a saved model."""
+        one for the volume's modality and factor, if any), or a saved model. Budget prior uses one by
+        default; budget fast only when asked (measured: fine-tuning from today's priors ends below
+        training from scratch, see docs/selfsr-slice-profile-and-priors.md)."""
         card = None if prior == "none" else find_prior(ctx.modality, factor) if prior == "auto" else \
             find_model(prior, "selfsr")
         ctx.results["prior"] = card.id if card else None

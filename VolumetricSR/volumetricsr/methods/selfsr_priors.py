@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..normalization import Normalization, guess_modality
-from ..options import BATCH, Count, OneOf
+from ..options import BATCH, Count
 from ..profiles import slice_profile_weights
 from ..resampling import fine_in_plane
 from ..training.loop import optimize
@@ -71,8 +71,7 @@ class SelfSRPriorTask(OneNetworkTask):
     method = "selfsr"
     best_metric = None
     defaults = {"factor": 4, "modality": "auto", "lr": 1e-3, "batch_size": 16, "slice_step": 4}
-    option_rules = {"factor": Count(2, 16), "batch_size": BATCH, "slice_step": Count(1, 64),
-                    "modality": OneOf(("auto", "CT", "MR"))}
+    option_rules = {"factor": Count(2, 16), "batch_size": BATCH, "slice_step": Count(1, 64)}
 
     @classmethod
     def add_arguments(cls, p) -> None:

@@ -33,6 +33,7 @@ from ..errors import InputError
 from ..geometry import through_plane_axis, to_stack
 from ..io import is_volume_file, read_volume, volume_name
 from ..normalization import Normalization
+from ..profiles import DEFAULT_PROFILE, thickness_of
 from ..simulate import simulate_thick
 from ..volume import Volume
 
@@ -186,12 +187,14 @@ def _thin_index_of_thick(thin: Volume, thick: Volume, axis: int, factor: int) ->
     return int(round(offset))
 
 
-def load_pair(case: Case, factor: int, norm: Normalization, axis=None) -> Pair:
-    """Read (or simulate) one case's aligned thick and thin stacks, normalised to [0, 1]."""
+def load_pair(case: Case, factor: int, norm: Normalization, axis=None, profile: tuple = DEFAULT_PROFILE) -> Pair:
+    """Read (or simulate, with ``profile`` ``(shape, FWHM / thick spacing)``) one case's aligned thick and
+    thin stacks, normalised to [0, 1]."""
     thin_vol = read_volume(case.thin)
     if case.pseudo:
         a = through_plane_axis(thin_vol, axis)
-        thick_vol, offset = simulate_thick(thin_vol, factor, axis=a), 0
+        thickness = thickness_of(profile, factor * thin_vol.spacing[a])
+        thick_vol, offset = simulate_thick(thin_vol, factor, thickness, profile[0], axis=a), 0
     else:
         thick_vol = read_volume(case.thick)
         a = through_plane_axis(thick_vol, axis)
@@ -227,20 +230,22 @@ class CachedPair:
         return np.load(self.folder / "thin.npy", mmap_mode="r")
 
 
-def _cache_key(case: Case, factor: int, norm: Normalization) -> str:
+def _cache_key(case: Case, factor: int, norm: Normalization, profile: tuple = DEFAULT_PROFILE) -> str:
     files = [(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in (case.thin, case.thick) if p is not None]
-    spec = json.dumps([files, case.slab, factor, [norm.kind, norm.low, norm.high], CACHE_VERSION])
+    made = [] if tuple(profile) == DEFAULT_PROFILE or not case.pseudo else [list(profile)]
+    spec = json.dumps([files, case.slab, factor, [norm.kind, norm.low, norm.high], CACHE_VERSION, *made])
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 
-def open_pair(case: Case, factor: int, norm: Normalization, cache: Optional[Path] = None) -> "Pair | CachedPair":
+def open_pair(case: Case, factor: int, norm: Normalization, cache: Optional[Path] = None,
+              profile: tuple = DEFAULT_PROFILE) -> "Pair | CachedPair":
     """:func:`load_pair`, kept in RAM (``cache=None``) or prepared once into the ``cache`` folder
     (keyed by the files' size and time, the slab, factor and normalisation) and memory-mapped."""
     if cache is None:
-        return load_pair(case, factor, norm)
-    folder = Path(cache) / f"{case.name}-{_cache_key(case, factor, norm)}"
+        return load_pair(case, factor, norm, profile=profile)
+    folder = Path(cache) / f"{case.name}-{_cache_key(case, factor, norm, profile)}"
     if not (folder / "thin.npy").is_file():
-        pair = load_pair(case, factor, norm)
+        pair = load_pair(case, factor, norm, profile=profile)
         folder.mkdir(parents=True, exist_ok=True)
         for name in ("thick", "thin"):   # thin last: its presence marks a complete entry
             _save_npy(folder / f"{name}.npy", getattr(pair, name))

@@ -28,6 +28,7 @@ from ..metrics import evaluate
 from ..normalization import Normalization
 from ..options import BATCH, FRACTION, Count, Number
 from ..predictors import native_bf16
+from ..profiles import DEFAULT_PROFILE, THICKNESS_RATIO, add_profile_arguments
 from ..progress import CancelToken
 from ..volume import Volume
 from . import data as tdata
@@ -145,6 +146,12 @@ class Task:
                 v.load_state_dict(state.get(g, {})[k])
 
 
+def simulated_profile(config: dict) -> tuple:
+    """``(shape, FWHM / slice spacing)`` with which a task simulates thick slices (``--profile``,
+    ``--thickness-ratio``); older configs lack them and meant the default."""
+    return config.get("profile", DEFAULT_PROFILE[0]), float(config.get("thickness_ratio", DEFAULT_PROFILE[1]))
+
+
 class OneNetworkTask(Task):
     """A task with one network ``net``, one optimizer ``opt`` and one scheduler ``sched``."""
 
@@ -204,7 +211,7 @@ class TVSRNTask(OneNetworkTask):
     defaults = TVSRN_DEFAULTS
     option_rules = {"val_fraction": FRACTION, "val_crop": Count(0, 4096), "batch_size": BATCH, "crop": Count(8, 4096),
                     "foreground": FRACTION, "lr": Number(0.0, 1.0), "weight_decay": FRACTION,
-                    "warmup": Count(0, 10**7), "factor": Count(2, 16)}
+                    "warmup": Count(0, 10**7), "factor": Count(2, 16), "thickness_ratio": THICKNESS_RATIO}
 
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
@@ -235,6 +242,7 @@ class TVSRNTask(OneNetworkTask):
         p.add_argument("--arch", default="{}", help="JSON of network arguments, e.g. "
                        "'{\"base\": \"bspline\", \"init\": \"balanced\", \"final_norm\": true}'")
         p.add_argument("--amp", action="store_true", help="bf16 autocast in training steps (faster on recent GPUs)")
+        add_profile_arguments(p)
 
     @classmethod
     def config_from_args(cls, args: argparse.Namespace) -> dict:
@@ -253,7 +261,8 @@ class TVSRNTask(OneNetworkTask):
                       crop=args.crop, flip=not args.no_flip, foreground=args.foreground,
                       fit_base=config["arch"]["base"] is not None if args.fit_base is None else args.fit_base,
                       val_crop=args.val_crop, data=str(args.data), val_fraction=args.val_fraction,
-                      val_split=args.val_split, amp=args.amp, loss_slices=args.loss_slices)
+                      val_split=args.val_split, amp=args.amp, loss_slices=args.loss_slices,
+                      profile=args.profile, thickness_ratio=args.thickness_ratio)
         return config
 
     @staticmethod
@@ -290,9 +299,9 @@ class TVSRNTask(OneNetworkTask):
         self.train_pairs: list = []
         self.val_pairs: list = []
         if dataset is not None:
-            factor = config["arch"]["factor"]
-            self.train_pairs = [tdata.open_pair(c, factor, self.norm, cache) for c in dataset.train]
-            self.val_pairs = [tdata.centre_crop(tdata.open_pair(c, factor, self.norm, cache), config["val_crop"])
+            factor, made = config["arch"]["factor"], simulated_profile(config)
+            self.train_pairs = [tdata.open_pair(c, factor, self.norm, cache, made) for c in dataset.train]
+            self.val_pairs = [tdata.centre_crop(tdata.open_pair(c, factor, self.norm, cache, made), config["val_crop"])
                               for c in dataset.val]
 
         if config.get("fit_base") and self.train_pairs:
@@ -375,9 +384,10 @@ class TVSRNTask(OneNetworkTask):
         depth = arch["depth"]
         info = self.dataset.describe() if self.dataset is not None else {}
         if info.get("pairs") in ("pseudo", "mixed"):
+            shape, ratio = simulated_profile(self.config)
             info["note"] = ("pseudo-pairs: thick slices simulated from thin volumes by slice-profile averaging "
-                            "(volumetricsr.simulate.simulate_thick, Gaussian profile, thickness = new spacing), "
-                            "not real thick acquisitions")
+                            f"(volumetricsr.simulate.simulate_thick, {shape} profile, FWHM = {ratio:g} x the new "
+                            "spacing), not real thick acquisitions")
         fields = {
             "method": "tvsrn", "architecture": {"name": "tvsrn", "args": arch},
             "native_factor": arch["factor"], "modality": "CT", "normalization": dict(self.config["normalization"]),

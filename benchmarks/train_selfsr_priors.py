@@ -1,0 +1,50 @@
+"""Train the shipped selfsr priors (models/selfsr-prior-<modality>-x<factor>): one per modality and factor.
+
+Thin volumes of ../shared/data, the held-out ones left out (MR: brain_mri_t1_1mm_mne; CT:
+chest_ct_1p25mm_ricord_b). Each prior is one ``volumetricsr train --method selfsr`` run (resumable:
+run the same command again after a stop).
+
+    python benchmarks/train_selfsr_priors.py [--only mr-x4 ct-x9] [--steps 4000]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = {"MR": ["brain_mri_t1_0p88mm_chris.nii.gz", "brain_mri_t1_0p9mm_sag.nii.gz"],
+         "CT": ["chest_ct_1p25mm_ricord_a.nii.gz", "chest_ct_1mm_lidc0314.nii.gz", "head_ct_1p25mm_cptac.nii.gz"]}
+FACTORS = {"MR": (3, 4, 5, 6), "CT": (4, 5, 7, 9)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--only", nargs="*", help="e.g. mr-x4 ct-x9")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "selfsr-priors")
+    args = p.parse_args(argv)
+    for modality, factors in FACTORS.items():
+        listing = args.workdir / f"{modality.lower()}.txt"
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text("".join(f"{args.data / name}\n" for name in TRAIN[modality]))
+        for factor in factors:
+            model_id = f"selfsr-prior-{modality.lower()}-x{factor}"
+            if args.only and model_id.removeprefix("selfsr-prior-") not in args.only:
+                continue
+            run = args.workdir / model_id
+            resume = ["--resume"] if (run / "checkpoints" / "last.pt").exists() else \
+                ["--method", "selfsr", "--data", str(listing), "--factor", str(factor), "--modality", modality,
+                 "--max-steps", str(args.steps), "--steps-per-epoch", "200"]
+            cmd = [sys.executable, "-m", "volumetricsr", "train", *resume, "--out", model_id,
+                   "--models-dir", str(ROOT / "models"), "--workdir", str(run)]
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
