@@ -142,8 +142,9 @@ def main(argv=None) -> int:
         print("|---|---|---|---|---|---|---|")
         for r in rows:
             e = r["estimate"]
+            capped = f" (est. {e['capped_from_mm']:.2f}, capped)" if e.get("capped_from_mm") else ""
             print(f"| {r['volume']}{'' if r['held_out'] else ' (dev)'} | {r['true']} | {e['profile']} "
-                  f"{e['thickness']:.2f} mm | {r['fwhm_ratio']:.2f} | {e['fwhm_range_mm'][0]:.2f}-"
+                  f"{e['thickness']:.2f} mm{capped} | {r['fwhm_ratio']:.2f} | {e['fwhm_range_mm'][0]:.2f}-"
                   f"{e['fwhm_range_mm'][1]:.2f} | {e['confidence']} | {r['seconds']:.1f} |")
     if args.selfsr or args.only_selfsr:
         rows = [selfsr_case(args.data, args.out, name, i) for name, i in SELFSR_CASES]

@@ -18,6 +18,13 @@ thin slices' own profile. The confidence says how tightly the data pin the FWHM 
 ``fwhm_range_mm`` spans every candidate (of any shape) whose misfit is within :data:`TOLERANCE` of
 the best;
 ``high`` when that range lies within 15 % of the estimate, ``medium`` within 35 %, else ``low``.
+
+Erring wide costs far more than erring narrow (measured, docs/selfsr-slice-profile-and-priors.md:
+slices assumed twice as thick as they are put selfsr 1-1.6 dB below B-spline, half as thick costs
+it little), and structures that run along the slice axis (a body outline, a spine, vessels) make
+the through-plane axis look smoother than the slices alone make it. So an estimate wider than the
+slice spacing is used only with high confidence; otherwise its FWHM is the spacing
+(``capped_from_mm`` keeps what was estimated).
 """
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ LAGS = 3
 RATIOS = np.exp(np.linspace(np.log(0.25), np.log(3.0), 126))
 #: Candidates within this of the best misfit (plus half of it) count as fitting as well.
 TOLERANCE = 0.003
+#: (A, B) stack axes: blur along A and look along A, against blur along B and look through-plane.
+PAIRS = ((2, 1), (1, 2))
 #: Voxels each variogram is computed over (evenly thinned beyond that): about a second in all.
 VOXELS = 1_000_000
 
@@ -49,13 +58,15 @@ class ProfileEstimate:
     fwhm_range_mm: tuple[float, float]
     misfit: float                    # RMS log-variogram mismatch of the best candidate
     shape_misfits: dict              # the best misfit of every shape considered
+    capped_from_mm: Optional[float] = None   # the estimated FWHM when it was capped at the spacing
 
     def describe(self) -> str:
         lo, hi = self.fwhm_range_mm
         kind = "gap" if self.thickness < 0.95 * self.spacing else \
             "overlap" if self.thickness > 1.05 * self.spacing else "contiguous"
+        capped = f"; {self.capped_from_mm:.2f} mm estimated, capped" if self.capped_from_mm else ""
         return (f"{self.profile} FWHM {self.thickness:.2f} mm every {self.spacing:.3g} mm ({kind}; "
-                f"{lo:.2f}-{hi:.2f} mm fit as well; {self.confidence} confidence)")
+                f"{lo:.2f}-{hi:.2f} mm fit as well; {self.confidence} confidence{capped})")
 
     def summary(self) -> dict:
         return {**asdict(self), "fwhm_range_mm": list(self.fwhm_range_mm)}
@@ -121,7 +132,7 @@ def estimate_profile(stack: np.ndarray, in_plane_spacing: tuple[float, float], s
     x = robust_clip(stack)
     ratios = RATIOS if thickness is None else np.array([thickness / spacing])
     misfit = {s: np.zeros(len(ratios)) for s in shapes}
-    for along, across in ((2, 1), (1, 2)):      # blur along A and look along A | blur along B, look through
+    for along, across in PAIRS:      # blur along A and look along A | blur along B, look through
         da, db = in_plane_spacing[along - 1], in_plane_spacing[across - 1]
         widest = max(len(slice_profile_weights(s, ratios.max() * spacing, min(da, db))) for s in shapes)
         reach_b = widest + 1
@@ -151,5 +162,7 @@ def estimate_profile(stack: np.ndarray, in_plane_spacing: tuple[float, float], s
     lo, hi = float(near.min() * spacing), float(near.max() * spacing)
     spread = max(fwhm - lo, hi - fwhm) / fwhm
     confidence = "high" if spread <= 0.15 else "medium" if spread <= 0.35 else "low"
-    return ProfileEstimate(best_shape, round(fwhm, 3), float(spacing), confidence, (round(lo, 3), round(hi, 3)),
-                           round(best, 4), {s: round(float(m.min()), 4) for s, m in misfit.items()})
+    capped = round(fwhm, 3) if fwhm > spacing and confidence != "high" and thickness is None else None
+    return ProfileEstimate(best_shape, round(min(fwhm, spacing) if capped else fwhm, 3), float(spacing), confidence,
+                           (round(lo, 3), round(hi, 3)), round(best, 4),
+                           {s: round(float(m.min()), 4) for s, m in misfit.items()}, capped)
