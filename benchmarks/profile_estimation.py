@@ -16,6 +16,7 @@ was developed on ``brain_mri_t1_0p88mm_chris`` and ``chest_ct_1mm_lidc0314``, ro
 
     python benchmarks/profile_estimation.py                      # estimation table
     python benchmarks/profile_estimation.py --selfsr --out benchmarks/results/profile
+    python benchmarks/profile_estimation.py --only-selfsr --eclare ../eclare-venv/bin/run-eclare   # + ECLARE
 
 Finished selfsr runs are kept in ``OUT/<case>.json`` and not repeated (delete one to measure again).
 """
@@ -24,17 +25,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-from volumetricsr import read_volume
+from volumetricsr import read_volume, write_volume
 from volumetricsr.api import super_resolve
 from volumetricsr.consistency import enforce_consistency
 from volumetricsr.methods.selfsr import find_prior
-from volumetricsr.metrics import RPLHR_SKIP, RPLHR_WINDOW, psnr, ssim_per_slice
+from volumetricsr.metrics import RPLHR_SKIP, RPLHR_WINDOW, on_grid, psnr, ssim_per_slice
 from volumetricsr.normalization import guess_modality
 from volumetricsr.profile_estimation import estimate_profile
 from volumetricsr.simulate import simulate_thick
@@ -48,6 +51,8 @@ VOLUMES = {  # name: (file, modality, held out, central in-plane crop for the se
 #: (shape, factor, FWHM / new spacing): contiguous, gaps (< 1) and overlaps (> 1).
 PROFILES = [("gaussian", 4, 1.0), ("rect", 4, 1.0), ("triangle", 4, 1.0), ("gaussian", 4, 0.5), ("rect", 4, 0.5),
             ("rect", 3, 1.0), ("gaussian", 5, 1.18), ("rect", 5, 1.18), ("triangle", 6, 1.0), ("rect", 6, 0.75)]
+#: The cases ECLARE also runs on (``--eclare``; 15-30 minutes each on 2 CPU cores): contiguous, box, gap.
+ECLARE_CASES = (("mr", 0), ("mr", 1), ("mr", 3))
 #: The cases selfsr is run on (volume, profile index).
 SELFSR_CASES = [("mr", 0), ("mr", 1), ("mr", 3), ("mr", 4), ("ct", 1), ("ct", 6), ("mr", 8)]
 
@@ -78,17 +83,38 @@ def estimation_rows(data: Path) -> list[dict]:
     return rows
 
 
-def score(pred, thin, modality: str) -> dict:
-    n = min(pred.array.shape[0], thin.array.shape[0])
-    idx = np.arange(RPLHR_SKIP, n - RPLHR_SKIP)
+def score(pred, thin, modality: str, rows=None) -> dict:
+    """PSNR/SSIM on the thin slices ``rows`` (default: all the prediction covers but 5 at each end);
+    a prediction on another grid (ECLARE's) is resampled onto the thin one first."""
+    array = pred.array if pred.array.shape[1:] == thin.array.shape[1:] and pred.spacing == thin.spacing else \
+        on_grid(pred, thin)
+    n = min(array.shape[0], thin.array.shape[0])
+    idx = np.arange(RPLHR_SKIP, n - RPLHR_SKIP) if rows is None else np.asarray(rows)
     ref = thin.array[idx].astype(np.float32)
     lo, hi = RPLHR_WINDOW if modality == "CT" else (float(ref.min()), float(ref.max()))
     scale = lambda a: np.clip((a - lo) / (hi - lo), 0, 1)  # noqa: E731
-    p, r = scale(pred.array[idx].astype(np.float32)), scale(ref)
+    p, r = scale(array[idx].astype(np.float32)), scale(ref)
     return {"psnr": psnr(p, r), "ssim": float(ssim_per_slice(p, r).mean())}
 
 
-def selfsr_case(data: Path, out: Path, name: str, index: int) -> dict:
+def eclare_run(eclare: str, thick, thin, modality: str, folder: Path, bspline) -> dict:
+    """ECLARE from its own environment (GPL-3.0, never imported), estimating the profile itself (no
+    --relative-slice-thickness); scored on the thin slices it covers, B-spline on the same ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_volume(thick, folder / "thick.nii.gz")
+    start = time.perf_counter()
+    with open(folder / "eclare.log", "w") as log:
+        subprocess.run([eclare, "--in-fpath", str(folder / "thick.nii.gz"), "--out-dir", str(folder / "out"),
+                        "--gpu-id", "-1"], stdout=log, stderr=subprocess.STDOUT, check=True)
+    seconds = time.perf_counter() - start
+    out = read_volume(next((folder / "out").glob("*_eclare.nii*")))
+    grid = on_grid(out, thin)
+    covered = np.nonzero(np.isfinite(grid).reshape(grid.shape[0], -1).all(axis=1))[0][RPLHR_SKIP:-RPLHR_SKIP]
+    return {**score(out, thin, modality, covered), "seconds": seconds, "rows": [int(covered[0]), int(covered[-1])],
+            "bspline_same_rows": score(bspline, thin, modality, covered)}
+
+
+def selfsr_case(data: Path, out: Path, name: str, index: int, eclare: Optional[str] = None) -> dict:
     """B-spline and the selfsr runs of one case; runs already in ``OUT/<case>.json`` are kept."""
     shape, factor, ratio = PROFILES[index]
     record = out / f"{name}-{shape}-x{factor}-{ratio:g}.json"
@@ -97,12 +123,18 @@ def selfsr_case(data: Path, out: Path, name: str, index: int) -> dict:
     thin = crop(read_volume(data / file), size)
     thick, fwhm = thicken(thin, shape, factor, ratio)
     spacing = thin.spacing[2]
-    runs = {"default": {"profile": "gaussian", "thickness": thick.spacing[2]}, "estimated": {},
-            "told": {"profile": shape, "thickness": fwhm}, "prior alone": {"budget": "prior"},
-            "prior + fast": {"prior": "auto"}}
+    runs = {"default": {"profile": "gaussian", "thickness": thick.spacing[2], "prior": "none"},
+            "estimated": {"prior": "none"}, "told": {"profile": shape, "thickness": fwhm, "prior": "none"},
+            "prior alone": {"budget": "prior"}, "prior + fast": {}}          # the last: today's default
     row.update(volume=name, true=f"{shape} {fwhm:.2f} mm every {thick.spacing[2]:.2f} mm")
+    bspline = super_resolve(thick, "bspline", spacing)
     if "bspline" not in row:
-        row["bspline"] = score(super_resolve(thick, "bspline", spacing), thin, modality)
+        row["bspline"] = score(bspline, thin, modality)
+    if eclare and "eclare" not in row and (name, index) in ECLARE_CASES:
+        row["eclare"] = eclare_run(eclare, thick, thin, modality, out / "eclare" / record.stem, bspline)
+        print(f"  {name} {row['true']}: eclare {row['eclare']['psnr']:.2f} dB ({row['eclare']['seconds']:.0f} s)",
+              flush=True)
+        record.write_text(json.dumps(row, indent=1))
     prior = find_prior(guess_modality(thick.array), max(2, math.ceil(thick.spacing[2] / min(thick.spacing[:2]) - 1e-6)))
     for label, options in runs.items():
         if label in row:
@@ -130,6 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "profile")
     p.add_argument("--selfsr", action="store_true", help="also the selfsr runs (minutes)")
     p.add_argument("--only-selfsr", action="store_true", help="the selfsr runs only")
+    p.add_argument("--eclare", help="ECLARE's run-eclare (in its own venv) for the MR cases, beside selfsr")
     args = p.parse_args(argv)
     if not args.data.is_dir():
         print(f"no data folder {args.data}", file=sys.stderr)
@@ -147,10 +180,10 @@ def main(argv=None) -> int:
                   f"{e['thickness']:.2f} mm{capped} | {r['fwhm_ratio']:.2f} | {e['fwhm_range_mm'][0]:.2f}-"
                   f"{e['fwhm_range_mm'][1]:.2f} | {e['confidence']} | {r['seconds']:.1f} |")
     if args.selfsr or args.only_selfsr:
-        rows = [selfsr_case(args.data, args.out, name, i) for name, i in SELFSR_CASES]
+        rows = [selfsr_case(args.data, args.out, name, i, args.eclare) for name, i in SELFSR_CASES]
         print("\n| volume | made with | B-spline | selfsr default | estimated | told the truth | est. - told | "
-              "default / estimated / told, enforced | prior alone (s) | prior + fast |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "default / estimated / told, enforced | prior alone (s) | prior + fast | ECLARE, own estimate |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             b = r["bspline"]["psnr"]
             gain = {k: r[k]["psnr"] - b for k in ("default", "estimated", "told", "prior alone", "prior + fast")
@@ -159,9 +192,11 @@ def main(argv=None) -> int:
             prior = (f"{gain['prior alone']:+.2f} ({r['prior alone']['seconds']:.0f})" if "prior alone" in gain
                      else "no prior")
             warm = f"{gain['prior + fast']:+.2f}" if "prior + fast" in gain else "no prior"
+            e = r.get("eclare")
+            ecl = (f"{e['psnr'] - e['bspline_same_rows']['psnr']:+.2f} ({e['seconds'] / 60:.0f} min)" if e else "-")
             print(f"| {r['volume']} | {r['true']} | {b:.2f} dB | {gain['default']:+.2f} ({r['default']['seconds']:.0f} s) | "
                   f"{gain['estimated']:+.2f} | {gain['told']:+.2f} | {gain['estimated'] - gain['told']:+.2f} | {enf} | "
-                  f"{prior} | {warm} |")
+                  f"{prior} | {warm} | {ecl} |")
     return 0
 
 

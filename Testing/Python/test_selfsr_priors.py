@@ -54,7 +54,7 @@ def test_the_prior_of_the_volumes_modality_and_factor_and_no_other(priors):
     assert find_prior("MR", 3) is None and find_prior("CT", 4) is None and find_prior(None, 4) is None
     for kind, expect in [("MR", "test-mr-x4"), ("CT", "test-ct-x3"), ("unknown", None)]:
         results = {}
-        super_resolve(volume(kind), "selfsr", iterations=2, thickness=4.0, prior="auto", results=results)
+        super_resolve(volume(kind), "selfsr", iterations=2, thickness=4.0, results=results)     # auto: the default
         assert results["prior"] == expect
     mr_at_x3 = volume("MR")
     mr_at_x3 = mr_at_x3.with_array(mr_at_x3.array, spacing=(1.0, 1.0, 3.0))    # only a CT prior exists at x3
@@ -62,8 +62,8 @@ def test_the_prior_of_the_volumes_modality_and_factor_and_no_other(priors):
     super_resolve(mr_at_x3, "selfsr", iterations=2, thickness=3.0, prior="auto", results=results)
     assert results["prior"] is None
     results = {}
-    super_resolve(volume("MR"), "selfsr", iterations=2, thickness=4.0, results=results)
-    assert "prior" not in results          # budget fast starts from scratch unless asked
+    super_resolve(volume("MR"), "selfsr", iterations=2, thickness=4.0, prior="none", results=results)
+    assert "prior" not in results          # none: from scratch
     with pytest.raises(InputError, match="budget balanced trains its own"):
         super_resolve(volume("MR"), "selfsr", budget="balanced", prior="auto", thickness=4.0)
 
@@ -79,8 +79,8 @@ def test_budget_prior_runs_the_prior_alone_and_refuses_without_one(priors):
             super_resolve(volume("unknown" if not options else "MR"), "selfsr", budget="prior", thickness=4.0,
                           **options)
     scratch, warm = ({}, {})
-    a = super_resolve(volume("MR"), "selfsr", iterations=3, seed=1, thickness=4.0, results=scratch)
-    b = super_resolve(volume("MR"), "selfsr", iterations=3, seed=1, thickness=4.0, prior="auto", results=warm)
+    a = super_resolve(volume("MR"), "selfsr", iterations=3, seed=1, thickness=4.0, prior="none", results=scratch)
+    b = super_resolve(volume("MR"), "selfsr", iterations=3, seed=1, thickness=4.0, results=warm)
     c = super_resolve(volume("MR"), "selfsr", iterations=3, seed=1, thickness=4.0, prior="test-mr-x4")
     assert "prior" not in scratch and warm["prior"] == "test-mr-x4"
     assert not np.allclose(a.array, b.array) and np.array_equal(b.array, c.array)    # reproducible with a seed

@@ -103,8 +103,9 @@ def _add_method_arguments(p) -> None:
     own.add_argument("--seed", type=int, help="random seed, for repeatable results (default 0)")
     own.add_argument("--save-model", help="save the per-volume network as a model (an id, or a .json path)")
     own.add_argument("--warm-start", help="start training from this saved model (same protocol)")
-    own.add_argument("--prior", help="selfsr: the prior budget prior uses, or that budget fast starts from (auto: "
-                                     "the shipped one for the volume's modality and factor; an id or card)")
+    own.add_argument("--prior", help="selfsr, budgets fast and prior: the prior to start from (default auto: the "
+                                     "shipped one for the volume's modality and factor, if any; an id or card; "
+                                     "none: from scratch)")
     gan = p.add_argument_group("CLADE (clade)")
     gan.add_argument("--stride", type=int, help="patch stride in voxels (paper: 6 CT, 12 MR; 0: whole planes, "
                                                 "the CPU default)")

@@ -66,7 +66,7 @@ BUDGETS = {
     "prior": Budget(iterations=0, batch_size=16, features=16, blocks=4, expansion=2),   # the prior alone: seconds
 }
 #: The budgets whose network is the priors' (:mod:`.selfsr_priors`): budget prior applies one alone,
-#: budget fast can start from one (``prior``).
+#: budget fast starts from one when one fits (``prior``: auto, an id, or none).
 PRIOR_BUDGETS = ("fast", "prior")
 
 
@@ -256,7 +256,8 @@ class SelfSupervised(Method):
         window = lo - HEADROOM * (hi - lo), hi + HEADROOM * (hi - lo)     # what the network learns and returns
         source, work = work, ((np.clip(work, *window) - lo) / (hi - lo)).astype(np.float32)
 
-        if model is None and warm_start is None and (budget_name == "prior" or prior not in (None, "none")):
+        wants = budget_name == "prior" or prior != "none" and (budget_name in PRIOR_BUDGETS or prior is not None)
+        if model is None and warm_start is None and wants:
             if budget_name not in PRIOR_BUDGETS:
                 raise InputError(f"A prior has the network of budget fast; budget {budget_name} trains its own "
                                  "(leave out prior, or use budget fast or prior).")
@@ -290,9 +291,8 @@ class SelfSupervised(Method):
     @staticmethod
     def _prior(prior: str, ctx: RunContext, factor: int, budget_name: str) -> Optional[str]:
         """The prior to start from (a card path), reported in ``results['prior']``; ``prior``: auto (the
-        one for the volume's modality and factor, if any), or a saved model. Budget prior uses one by
-        default; budget fast only when asked (measured: fine-tuning from today's priors ends below
-        training from scratch, see docs/selfsr-slice-profile-and-priors.md)."""
+        one for the volume's modality and factor, if any) or a saved model; ``none`` (handled by the
+        caller): from scratch."""
         card = None if prior == "none" else find_prior(ctx.modality, factor) if prior == "auto" else \
             find_model(prior, "selfsr")
         ctx.results["prior"] = card.id if card else None
