@@ -115,3 +115,19 @@ def test_a_wide_estimate_without_high_confidence_is_capped_at_the_spacing():
     e = estimate(thick)
     assert e.capped_from_mm > 6.0 and e.confidence != "high" and e.thickness == 5.0
     assert "capped" in e.describe()
+
+
+def test_the_command_line_says_which_profile_it_used(isotropic, tmp_path, capsys):
+    from volumetricsr.cli import main
+    from volumetricsr.io import write_volume
+
+    thick = simulate_thick(isotropic, 4, 2.0, "rect")
+    thick = thick.with_array(np.ascontiguousarray(thick.array[:, :48, :48]))
+    write_volume(thick, tmp_path / "thick.nii.gz")
+    assert main(["infer", str(tmp_path / "thick.nii.gz"), str(tmp_path / "sr.nii.gz"), "--method", "selfsr",
+                 "--iterations", "2", "--enforce-consistency", "--quiet"]) == 0
+    said = capsys.readouterr().err
+    assert "slice profile " in said and "estimated from the volume" in said
+    assert main(["infer", str(tmp_path / "thick.nii.gz"), str(tmp_path / "sr2.nii.gz"), "--method", "selfsr",
+                 "--iterations", "2", "--profile", "rect", "--thickness", "2", "--quiet"]) == 0
+    assert "slice profile rect, FWHM 2 mm (stated)" in capsys.readouterr().err

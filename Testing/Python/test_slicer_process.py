@@ -52,6 +52,8 @@ def test_a_child_run_brings_back_the_maps_and_the_consistency():
     assert set(maps) == {"consistency_map", "confidence_map"} and job.results["consistency"]["rms"] < 1e-2
     blocking = {}
     logic.run(node, "tvsrn", 1.0, device="cpu", show=False, results=blocking, **trust)
+    assert job.results["slice_profile"] == blocking["slice_profile"]        # the child's, from its final record
+    assert job.results["slice_profile"]["source"] == "estimated"
     for key, m in maps.items():
         a, b = slicer.util.arrayFromVolume(m), slicer.util.arrayFromVolume(blocking["map_nodes"][key])
         assert a.shape == b.shape and np.allclose(a, b, atol=1e-2)

@@ -152,7 +152,7 @@ def test_the_trust_checkboxes_make_maps_beside_the_result_and_compare_overlays_t
     assert check.GetDisplayNode().GetLevel() == 0.0      # a signed map: symmetric about 0
     legends = {n.primary: n.title for n in slicer.mrmlScene.GetNodesByClass("vtkMRMLColorLegendDisplayNode")}
     assert legends[spread.GetDisplayNode()] == "spread of the predictions"
-    assert "RMS" in w.ui.statusLabel.text
+    assert "RMS" in w.ui.statusLabel.text and "Slice profile " in w.ui.statusLabel.text   # what enforcement used
     w.onCompare()
     widgets = slicer.app.layoutManager().widgets
     assert widgets["Red"].composite.foreground == check.GetID() and widgets["Red"].composite.background == node.GetID()
