@@ -215,8 +215,10 @@ class SelfSupervised(Method):
     name = "selfsr"
     title = "Self-supervised (per volume)"
     description = ("Learns the through-plane resolution from the volume's own in-plane slices (SMORE/ECLARE "
-                   "family): no training data, any modality. Trains for about a minute on a CPU (budget fast), "
-                   "longer on a GPU (budget quality).")
+                   "family): no training data, any modality; the slice profile is estimated from the volume "
+                   "unless stated. Trains for about a minute on a CPU (budget fast, from a shipped prior when "
+                   "one fits the modality and factor), longer on a GPU (budget quality); budget prior: the prior "
+                   "alone, seconds.")
     modalities = ("CT", "MR", "any")
     trains_per_volume = True
     uses_device = True
