@@ -97,3 +97,9 @@ def test_train_writes_a_prior_that_is_then_picked(tmp_path, monkeypatch, capsys)
     card = json.loads((tmp_path / "mine-mr-x5.json").read_text())
     assert card["prior"] is True and card["modality"] == "MR" and card["native_factor"] == 5
     assert find_prior("MR", 5).id == "mine-mr-x5"
+
+
+def test_the_panel_offers_every_budget():
+    from VolumetricSRLib.settings import BUDGETS as PANEL
+
+    assert PANEL == ("auto",) + tuple(BUDGETS)

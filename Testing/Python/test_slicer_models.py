@@ -113,6 +113,7 @@ def test_self_supervised_settings_reach_the_method():
     opts = RunSettings(budget="balanced", iterations=300, seed=7, backend="onnx").method_options(selfsr)
     assert opts == {"budget": "balanced", "iterations": 300, "seed": 7}
     assert RunSettings(budget="balanced", iterations=300).method_options(get_method("bspline")) == {}
+    assert RunSettings(budget="prior").method_options(selfsr) == {"budget": "prior", "seed": 0}   # the prior alone
     clade = get_method("clade")
     assert RunSettings(stride=6, planes=1).method_options(clade) == {"seed": 0, "stride": 6, "planes": 1}
     assert RunSettings(stride=0).method_options(clade)["stride"] == 0          # 0: whole planes, not "default"
