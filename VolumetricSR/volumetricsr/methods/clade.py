@@ -51,7 +51,8 @@ from ..progress import scaled
 from ..resampling import fine_in_plane, resample_axis
 from ..training.data import plane_patch
 from ..training.loop import Loop, optimize
-from ..training.tasks import Task, register_task
+from ..profiles import DEFAULT_PROFILE, THICKNESS_RATIO, add_profile_arguments, thickness_of
+from ..training.tasks import Task, register_task, simulated_profile
 from .base import Method, RunContext, register
 from .network import plane_output
 
@@ -177,8 +178,10 @@ class PlanePatches:
         return torch.from_numpy(np.stack(x))[:, None], torch.from_numpy(np.stack(y))[:, None]
 
 
-def read_for_training(path: Path, simulate_spacing: Optional[float], modality: str) -> tuple[Prepared, str]:
-    """One training volume on CLADE's grid; ``simulate_spacing``: made thick first (pseudo-thick)."""
+def read_for_training(path: Path, simulate_spacing: Optional[float], modality: str,
+                      profile: tuple = DEFAULT_PROFILE) -> tuple[Prepared, str]:
+    """One training volume on CLADE's grid; ``simulate_spacing``: made thick first (pseudo-thick), with
+    ``profile`` ``(shape, FWHM / spacing)``."""
     from ..geometry import plan_grid, to_stack
     from ..io import read_volume
     from ..simulate import simulate_thick
@@ -187,7 +190,8 @@ def read_for_training(path: Path, simulate_spacing: Optional[float], modality: s
     if simulate_spacing:
         axis = through_plane_axis(volume)
         factor = max(2, round(simulate_spacing / volume.spacing[axis]))
-        volume = simulate_thick(volume, factor, axis=axis)
+        spacing = factor * volume.spacing[axis]
+        volume = simulate_thick(volume, factor, thickness_of(profile, spacing), profile[0], axis=axis)
     grid = plan_grid(volume)
     stack = np.ascontiguousarray(to_stack(volume.array, grid.axis), dtype=np.float32)
     modality = modality if modality != "auto" else ("CT" if looks_like_hu(stack) else "MR")
@@ -214,7 +218,7 @@ class CladeTask(Task):
     defaults = CLADE_DEFAULTS
     option_rules = {"features": Count(4, 256), "blocks": Count(1, 32), "batch_size": BATCH, "lr": Number(0.0, 1.0),
                     "planes": Count(1, 2), "patches_per_slice": Count(1, 1000),
-                    "simulate_spacing": Number(0.0, 100.0, " mm")}
+                    "simulate_spacing": Number(0.0, 100.0, " mm"), "thickness_ratio": THICKNESS_RATIO}
 
     def __init__(self, config: dict, sampler: PlanePatches, device: str = "cpu", cases: Optional[list] = None,
                  sample_plane: Optional[np.ndarray] = None):
@@ -241,6 +245,7 @@ class CladeTask(Task):
                                       "thin,thick line trains on the thick one)")
         p.add_argument("--simulate-spacing", type=float, metavar="MM",
                        help="make each volume thick at this slice spacing first (pseudo-thick, from thin volumes)")
+        add_profile_arguments(p)           # of --simulate-spacing's thick slices
         p.add_argument("--modality", choices=["auto", "CT", "MR"], default=d["modality"],
                        help="intensity scaling: CT window [-1024, 2048] HU, MR percentiles 0.5-99.5 (auto: from HU)")
         p.add_argument("--planes", type=int, default=d["planes"], help="low-resolution orientations to learn from (1 or 2)")
@@ -260,6 +265,7 @@ class CladeTask(Task):
         if not args.data:
             raise InputError("--data is needed (unless --resume).")
         config = copy.deepcopy(cls.defaults)
+        config.update(profile=args.profile, thickness_ratio=args.thickness_ratio)
         config.update(data=str(args.data), simulate_spacing=args.simulate_spacing, modality=args.modality,
                       planes=args.planes, patches_per_slice=args.patches_per_slice, features=args.features,
                       blocks=args.blocks, norm=args.norm, gmap=not args.no_gmap, residual=not args.plain_generator,
@@ -271,7 +277,8 @@ class CladeTask(Task):
         cases = cls._cases(config)
         prepared, modalities = [], set()
         for case in cases:
-            p, m = read_for_training(case.thick or case.thin, config.get("simulate_spacing"), config["modality"])
+            p, m = read_for_training(case.thick or case.thin, config.get("simulate_spacing"), config["modality"],
+                                     simulated_profile(config))
             prepared.append(p)
             modalities.add(m)
         if len(modalities) > 1:
