@@ -164,6 +164,7 @@ def test_maps_are_written_beside_each_output_before_it(cohort, tmp_path, capsys)
                  "confidence"]) == 1                       # the broken study fails; the others are done
     report = _report(out / "report.csv")
     assert float(report["a.nii.gz"]["consistency_rms"]) > 0
+    assert report["a.nii.gz"]["slice_profile"].endswith(("(estimated)", "(default)"))   # what the map used
     for stem in ("a", "b"):
         result, source = read_volume(out / f"{stem}.nii.gz"), read_volume(next(cohort.glob(f"{stem}.*")))
         assert read_volume(out / f"{stem}_confidence.nii.gz").same_grid(result)

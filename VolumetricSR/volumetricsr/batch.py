@@ -34,7 +34,7 @@ from .errors import InputError, VolumetricSRError
 from .io import is_volume_file, volume_name
 
 REPORT_FIELDS = ("input", "output", "status", "seconds", "input_size", "input_spacing", "output_size",
-                 "output_spacing", "consistency_rms", "device", "error")
+                 "output_spacing", "consistency_rms", "slice_profile", "device", "error")
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,8 @@ def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], 
         write_volume(out, target)
         row["output_size"], row["output_spacing"] = _describe(out)
         row["consistency_rms"] = round(results["consistency"]["rms"], 4) if "consistency" in results else ""
+        found = results.get("slice_profile")
+        row["slice_profile"] = f"{found['profile']} {found['thickness']:.3g} mm ({found['source']})" if found else ""
         if device == "cuda":          # which GPU this worker holds
             import torch
 
