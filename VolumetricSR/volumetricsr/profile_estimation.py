@@ -22,9 +22,9 @@ the best;
 Erring wide costs far more than erring narrow (measured, docs/selfsr-slice-profile-and-priors.md:
 slices assumed twice as thick as they are put selfsr 1-1.6 dB below B-spline, half as thick costs
 it little), and structures that run along the slice axis (a body outline, a spine, vessels) make
-the through-plane axis look smoother than the slices alone make it. So an estimate wider than the
-slice spacing is used only with high confidence; otherwise its FWHM is the spacing
-(``capped_from_mm`` keeps what was estimated).
+the through-plane axis look smoother than the slices alone make it, with a fit as close as a true
+overlap's. So an estimate wider than the slice spacing is capped at the spacing
+(``capped_from_mm`` keeps what was estimated): overlap is reported, not used.
 """
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def estimate_profile(stack: np.ndarray, in_plane_spacing: tuple[float, float], s
     lo, hi = float(near.min() * spacing), float(near.max() * spacing)
     spread = max(fwhm - lo, hi - fwhm) / fwhm
     confidence = "high" if spread <= 0.15 else "medium" if spread <= 0.35 else "low"
-    capped = round(fwhm, 3) if fwhm > spacing and confidence != "high" and thickness is None else None
+    capped = round(fwhm, 3) if fwhm > spacing and thickness is None else None
     return ProfileEstimate(best_shape, round(min(fwhm, spacing) if capped else fwhm, 3), float(spacing), confidence,
                            (round(lo, 3), round(hi, 3)), round(best, 4),
                            {s: round(float(m.min()), 4) for s, m in misfit.items()}, capped)
