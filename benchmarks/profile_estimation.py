@@ -97,24 +97,28 @@ def score(pred, thin, modality: str, rows=None) -> dict:
     return {"psnr": psnr(p, r), "ssim": float(ssim_per_slice(p, r).mean())}
 
 
-def eclare_run(eclare: str, thick, thin, modality: str, folder: Path, bspline) -> dict:
+def eclare_run(eclare: str, thick, thin, modality: str, folder: Path, bspline, patches: int) -> dict:
     """ECLARE from its own environment (GPL-3.0, never imported), estimating the profile itself (no
-    --relative-slice-thickness); scored on the thin slices it covers, B-spline on the same ones."""
+    --relative-slice-thickness), trained on ``patches`` patches; scored on the thin slices it covers,
+    B-spline on the same ones."""
     folder.mkdir(parents=True, exist_ok=True)
     write_volume(thick, folder / "thick.nii.gz")
     start = time.perf_counter()
     with open(folder / "eclare.log", "w") as log:
         subprocess.run([eclare, "--in-fpath", str(folder / "thick.nii.gz"), "--out-dir", str(folder / "out"),
-                        "--gpu-id", "-1"], stdout=log, stderr=subprocess.STDOUT, check=True)
+                        "--gpu-id", "-1", "--n-patches", str(patches)], stdout=log, stderr=subprocess.STDOUT,
+                       check=True)
     seconds = time.perf_counter() - start
     out = read_volume(next((folder / "out").glob("*_eclare.nii*")))
     grid = on_grid(out, thin)
     covered = np.nonzero(np.isfinite(grid).reshape(grid.shape[0], -1).all(axis=1))[0][RPLHR_SKIP:-RPLHR_SKIP]
-    return {**score(out, thin, modality, covered), "seconds": seconds, "rows": [int(covered[0]), int(covered[-1])],
+    return {**score(out, thin, modality, covered), "seconds": seconds, "patches": patches,
+            "rows": [int(covered[0]), int(covered[-1])],
             "bspline_same_rows": score(bspline, thin, modality, covered)}
 
 
-def selfsr_case(data: Path, out: Path, name: str, index: int, eclare: Optional[str] = None) -> dict:
+def selfsr_case(data: Path, out: Path, name: str, index: int, eclare: Optional[str] = None,
+                eclare_patches: int = 8000) -> dict:
     """B-spline and the selfsr runs of one case; runs already in ``OUT/<case>.json`` are kept."""
     shape, factor, ratio = PROFILES[index]
     record = out / f"{name}-{shape}-x{factor}-{ratio:g}.json"
@@ -131,7 +135,8 @@ def selfsr_case(data: Path, out: Path, name: str, index: int, eclare: Optional[s
     if "bspline" not in row:
         row["bspline"] = score(bspline, thin, modality)
     if eclare and "eclare" not in row and (name, index) in ECLARE_CASES:
-        row["eclare"] = eclare_run(eclare, thick, thin, modality, out / "eclare" / record.stem, bspline)
+        row["eclare"] = eclare_run(eclare, thick, thin, modality, out / "eclare" / record.stem, bspline,
+                                   eclare_patches)
         print(f"  {name} {row['true']}: eclare {row['eclare']['psnr']:.2f} dB ({row['eclare']['seconds']:.0f} s)",
               flush=True)
         record.write_text(json.dumps(row, indent=1))
@@ -189,6 +194,8 @@ def main(argv=None) -> int:
     p.add_argument("--selfsr", action="store_true", help="also the selfsr runs (minutes)")
     p.add_argument("--only-selfsr", action="store_true", help="the selfsr runs only")
     p.add_argument("--eclare", help="ECLARE's run-eclare (in its own venv) for the MR cases, beside selfsr")
+    p.add_argument("--eclare-patches", type=int, default=8000,
+                   help="ECLARE's --n-patches (its default, a million, takes a day on 2 CPU cores)")
     p.add_argument("--update-cards", action="store_true", help="write the priors' held-out results into their cards")
     args = p.parse_args(argv)
     if not args.data.is_dir():
@@ -207,7 +214,8 @@ def main(argv=None) -> int:
                   f"{e['thickness']:.2f} mm{capped} | {r['fwhm_ratio']:.2f} | {e['fwhm_range_mm'][0]:.2f}-"
                   f"{e['fwhm_range_mm'][1]:.2f} | {e['confidence']} | {r['seconds']:.1f} |")
     if args.selfsr or args.only_selfsr:
-        rows = [selfsr_case(args.data, args.out, name, i, args.eclare) for name, i in SELFSR_CASES]
+        rows = [selfsr_case(args.data, args.out, name, i, args.eclare, args.eclare_patches)
+                for name, i in SELFSR_CASES]
         if args.update_cards:
             update_prior_cards(rows)
         print("\n| volume | made with | B-spline | selfsr default | estimated | told the truth | est. - told | "
@@ -222,7 +230,8 @@ def main(argv=None) -> int:
                      else "no prior")
             warm = f"{gain['prior + fast']:+.2f}" if "prior + fast" in gain else "no prior"
             e = r.get("eclare")
-            ecl = (f"{e['psnr'] - e['bspline_same_rows']['psnr']:+.2f} ({e['seconds'] / 60:.0f} min)" if e else "-")
+            ecl = (f"{e['psnr'] - e['bspline_same_rows']['psnr']:+.2f} ({e['seconds'] / 60:.0f} min, "
+                   f"{e['patches']} patches)" if e else "-")
             print(f"| {r['volume']} | {r['true']} | {b:.2f} dB | {gain['default']:+.2f} ({r['default']['seconds']:.0f} s) | "
                   f"{gain['estimated']:+.2f} | {gain['told']:+.2f} | {gain['estimated'] - gain['told']:+.2f} | {enf} | "
                   f"{prior} | {warm} | {ecl} |")

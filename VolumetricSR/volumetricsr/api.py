@@ -123,7 +123,7 @@ def describe_profile(found: dict) -> str:
     if "confidence" not in found:
         return f"slice profile {used} ({found['source']})"
     lo, hi = found["fwhm_range_mm"]
-    capped = (f"; {found['capped_from_mm']:.3g} mm estimated, capped at the spacing"
+    capped = (f"; {found['capped_from_mm']:.3g} mm estimated, wider than the spacing: not used"
               if found.get("capped_from_mm") else "")
     return (f"slice profile {used} ({found['source']} from the volume, {found['confidence']} confidence: "
             f"{lo:.3g}-{hi:.3g} mm fit as well{capped}; state --profile/--thickness to override)")
