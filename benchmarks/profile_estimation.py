@@ -196,6 +196,8 @@ def main(argv=None) -> int:
     p.add_argument("--eclare", help="ECLARE's run-eclare (in its own venv) for the MR cases, beside selfsr")
     p.add_argument("--eclare-patches", type=int, default=8000,
                    help="ECLARE's --n-patches (its default, a million, takes a day on 2 CPU cores)")
+    p.add_argument("--cases", nargs="+", metavar="VOLUME:INDEX",
+                   help="only these selfsr cases (e.g. mr:0 ct:6; INDEX into PROFILES)")
     p.add_argument("--update-cards", action="store_true", help="write the priors' held-out results into their cards")
     args = p.parse_args(argv)
     if not args.data.is_dir():
@@ -214,8 +216,8 @@ def main(argv=None) -> int:
                   f"{e['thickness']:.2f} mm{capped} | {r['fwhm_ratio']:.2f} | {e['fwhm_range_mm'][0]:.2f}-"
                   f"{e['fwhm_range_mm'][1]:.2f} | {e['confidence']} | {r['seconds']:.1f} |")
     if args.selfsr or args.only_selfsr:
-        rows = [selfsr_case(args.data, args.out, name, i, args.eclare, args.eclare_patches)
-                for name, i in SELFSR_CASES]
+        cases = [(n, int(i)) for n, i in (c.split(":") for c in args.cases)] if args.cases else SELFSR_CASES
+        rows = [selfsr_case(args.data, args.out, name, i, args.eclare, args.eclare_patches) for name, i in cases]
         if args.update_cards:
             update_prior_cards(rows)
         print("\n| volume | made with | B-spline | selfsr default | estimated | told the truth | est. - told | "

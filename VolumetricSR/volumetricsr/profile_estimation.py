@@ -23,9 +23,10 @@ Erring wide costs far more than erring narrow (measured, docs/selfsr-slice-profi
 slices assumed twice as thick as they are put selfsr 1-1.6 dB below B-spline, half as thick costs
 it little), and structures that run along the slice axis (a body outline, a spine, vessels) make
 the through-plane axis look smoother than the slices alone make it, with a fit as close as a true
-overlap's. So an estimate wider than the slice spacing is not used: the default profile is
-(Gaussian, FWHM = the spacing; the stated shape, when one was), and ``capped_from_mm`` keeps what
-was estimated. Overlap is reported, not used.
+overlap's. So an estimate wider than the slice spacing is not used: the FWHM is the spacing, and
+the shape is estimated again at that FWHM (with the width pinned, the shape is told far more
+reliably than by the joint fit, which trades width for shape); ``capped_from_mm`` keeps what was
+estimated. Overlap is reported, not used.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from typing import Optional
 
 import numpy as np
 
-from .profiles import DEFAULT_PROFILE, PROFILES, slice_profile_weights
+from .profiles import PROFILES, slice_profile_weights
 
 #: Through-plane lags (in slices) whose variograms are matched.
 LAGS = 3
@@ -164,7 +165,7 @@ def estimate_profile(stack: np.ndarray, in_plane_spacing: tuple[float, float], s
     spread = max(fwhm - lo, hi - fwhm) / fwhm
     confidence = "high" if spread <= 0.15 else "medium" if spread <= 0.35 else "low"
     capped = round(fwhm, 3) if fwhm > spacing and thickness is None else None
-    used = (DEFAULT_PROFILE[0] if len(shapes) > 1 else shapes[0]) if capped else best_shape
+    used = estimate_profile(stack, in_plane_spacing, spacing, shapes, spacing).profile if capped else best_shape
     return ProfileEstimate(used, round(spacing if capped else fwhm, 3), float(spacing), confidence,
                            (round(lo, 3), round(hi, 3)), round(best, 4),
                            {s: round(float(m.min()), 4) for s, m in misfit.items()}, capped)
