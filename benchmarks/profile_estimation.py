@@ -77,9 +77,11 @@ def estimation_rows(data: Path) -> list[dict]:
             thick, fwhm = thicken(thin, shape, factor, ratio)
             start = time.perf_counter()
             e = estimate_profile(thick.array, thick.spacing[1::-1], thick.spacing[2])
+            seconds = time.perf_counter() - start
+            pinned = estimate_profile(thick.array, thick.spacing[1::-1], thick.spacing[2], thickness=thick.spacing[2])
             rows.append({"volume": name, "held_out": held_out, "true": f"{shape} {fwhm:.2f} mm x{factor}",
-                         "spacing": thick.spacing[2], "estimate": e.summary(),
-                         "fwhm_ratio": e.thickness / fwhm, "seconds": time.perf_counter() - start})
+                         "spacing": thick.spacing[2], "estimate": e.summary(), "shape_at_spacing": pinned.profile,
+                         "fwhm_ratio": e.thickness / fwhm, "seconds": seconds})
     return rows
 
 
@@ -207,14 +209,15 @@ def main(argv=None) -> int:
     if not args.only_selfsr:
         rows = estimation_rows(args.data)
         (args.out / "estimation.json").write_text(json.dumps(rows, indent=1))
-        print("| volume | made with | estimate | FWHM est / made | fits as well (mm) | confidence | s |")
-        print("|---|---|---|---|---|---|---|")
+        print("| volume | made with | estimate | FWHM est / made | fits as well (mm) | confidence | s | "
+              "shape with FWHM = spacing |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             e = r["estimate"]
             capped = f" (est. {e['capped_from_mm']:.2f}, capped)" if e.get("capped_from_mm") else ""
             print(f"| {r['volume']}{'' if r['held_out'] else ' (dev)'} | {r['true']} | {e['profile']} "
                   f"{e['thickness']:.2f} mm{capped} | {r['fwhm_ratio']:.2f} | {e['fwhm_range_mm'][0]:.2f}-"
-                  f"{e['fwhm_range_mm'][1]:.2f} | {e['confidence']} | {r['seconds']:.1f} |")
+                  f"{e['fwhm_range_mm'][1]:.2f} | {e['confidence']} | {r['seconds']:.1f} | {r['shape_at_spacing']} |")
     if args.selfsr or args.only_selfsr:
         cases = [(n, int(i)) for n, i in (c.split(":") for c in args.cases)] if args.cases else SELFSR_CASES
         rows = [selfsr_case(args.data, args.out, name, i, args.eclare, args.eclare_patches) for name, i in cases]
