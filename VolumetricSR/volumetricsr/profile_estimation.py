@@ -95,7 +95,7 @@ def thinned(x: np.ndarray, keep: int) -> np.ndarray:
     return np.take(x, np.arange(0, x.shape[other], min(step, x.shape[other])), axis=other)
 
 
-def variogram(x: np.ndarray, axis: int, max_lag: int, across: int = 0, shifts: int = 0) -> np.ndarray:
+def variogram(x: np.ndarray, axis: int, max_lag: int, across: int = 0) -> np.ndarray:
     """Mean squared increment of ``x`` along ``axis`` at lags ``0..max_lag``; with ``across`` > 0, the
     increment from slice ``k`` to slice ``k + across`` at those lags along ``axis`` (in-plane), and
     at the negative lags too (``-max_lag..max_lag``)."""
