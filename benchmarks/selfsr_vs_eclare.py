@@ -154,7 +154,8 @@ def main() -> None:
                                          "bspline", "--spacing", str(ref.spacing[2]), "--quiet"])]
         for it in args.iterations:
             jobs.append(("selfsr", it, cli + ["infer", folder / "thick.nii.gz", folder / f"selfsr_{it}.nii.gz",
-                                              "--method", "selfsr", "--spacing", str(ref.spacing[2]), "--device",
+                                              "--method", "selfsr", "--prior", "none",  # the MRI trained the priors
+                                              "--spacing", str(ref.spacing[2]), "--device",
                                               "cpu", "--iterations", str(it), "--quiet"]))
         for n in args.n_patches:
             jobs.append(("eclare", n, [args.eclare, "--in-fpath", folder / "thick.nii.gz", "--out-dir",

@@ -91,7 +91,8 @@ def prepare(case: str):
 
 
 def run(case: str, method: str, thin, thick, protocol: str, modality: str, out: Path) -> dict:
-    options = {"model": "ctguided-mri-x4"} if method == "ctguided" else {}
+    options = {"model": "ctguided-mri-x4"} if method == "ctguided" else \
+        {"prior": "none"} if method == "selfsr" else {}        # the MR volume trained the priors
     results = {}
     start = time.perf_counter()
     sr = super_resolve(thick, method, thin.spacing[2], device="cpu", confidence_map=True, results=results, **options)
