@@ -120,6 +120,45 @@ def _autocorrelation(shape: str, fwhm: float, spacing: float) -> tuple[np.ndarra
     return g, np.arange(len(g)) - len(g) // 2
 
 
+def _variograms(x: np.ndarray, in_plane_spacing: tuple[float, float], spacing: float, widest: float,
+                shapes: tuple[str, ...]) -> list[tuple]:
+    """For each pair of :data:`PAIRS`, what every candidate up to FWHM ``widest`` mm needs: the
+    in-plane spacings along A and B, the slice-and-B variograms, the B and A variograms."""
+    out = []
+    for along, across in PAIRS:
+        da, db = in_plane_spacing[along - 1], in_plane_spacing[across - 1]
+        reach = max(len(slice_profile_weights(s, widest, min(da, db))) for s in shapes) + 1
+        xb = thinned(x, across)
+        mixed = np.stack([variogram(xb, across, reach, across=j) for j in range(1, LAGS + 1)])
+        flat_a = variogram(thinned(x, along), along, int(np.ceil(LAGS * spacing / da)) + reach)
+        out.append((da, db, reach, mixed, variogram(xb, across, reach), flat_a))
+    return out
+
+
+def _misfits(variograms: list[tuple], spacing: float, shapes: tuple[str, ...], ratios: np.ndarray) -> dict:
+    """RMS log-variogram mismatch (a free common scale) of every shape at every FWHM ``ratios`` x ``spacing``."""
+    misfit = {s: np.zeros(len(ratios)) for s in shapes}
+    for da, db, reach, mixed, flat_b, flat_a in variograms:   # blur along A, look along A | along B, look through
+        t = np.arange(1, LAGS + 1)[:, None] * spacing / da
+
+        def at(lag):         # the in-plane variogram along A at (fractional) lags; it is even
+            return np.interp(np.abs(lag), np.arange(len(flat_a)), flat_a)
+
+        for shape in shapes:
+            for i, r in enumerate(ratios):
+                g, u = _autocorrelation(shape, r * spacing, db)
+                through = (g * (0.5 * (mixed[:, reach + u] + mixed[:, reach - u]) - flat_b[np.abs(u)])).sum(1)
+                g, u = _autocorrelation(shape, r * spacing, da)
+                inplane = (g * (0.5 * (at(t + u) + at(t - u)) - at(u))).sum(1)
+                e = np.log(np.maximum(through, 1e-12)) - np.log(np.maximum(inplane, 1e-12))
+                misfit[shape][i] += np.mean((e - e.mean()) ** 2) / 2
+    return {s: np.sqrt(m) for s, m in misfit.items()}
+
+
+def best_shape(misfit: dict) -> str:
+    return min(misfit, key=lambda s: misfit[s].min())
+
+
 def estimate_profile(stack: np.ndarray, in_plane_spacing: tuple[float, float], spacing: float,
                      shapes: tuple[str, ...] = PROFILES, thickness: Optional[float] = None) -> ProfileEstimate:
     """The slice profile of ``stack`` (slices, rows, cols) whose slices lie ``spacing`` mm apart and
@@ -131,41 +170,18 @@ def estimate_profile(stack: np.ndarray, in_plane_spacing: tuple[float, float], s
     n = stack.shape[0]
     if n < LAGS + 2:
         raise ValueError(f"{n} slices are too few to estimate a slice profile (need {LAGS + 2}).")
-    x = robust_clip(stack)
     ratios = RATIOS if thickness is None else np.array([thickness / spacing])
-    misfit = {s: np.zeros(len(ratios)) for s in shapes}
-    for along, across in PAIRS:      # blur along A and look along A | blur along B, look through
-        da, db = in_plane_spacing[along - 1], in_plane_spacing[across - 1]
-        widest = max(len(slice_profile_weights(s, ratios.max() * spacing, min(da, db))) for s in shapes)
-        reach_b = widest + 1
-        xb = thinned(x, across)
-        mixed = np.stack([variogram(xb, across, reach_b, across=j) for j in range(1, LAGS + 1)])
-        flat_b = variogram(xb, across, reach_b)
-        flat_a = variogram(thinned(x, along), along, int(np.ceil(LAGS * spacing / da)) + widest + 1)
-        lags_a = np.arange(1, LAGS + 1) * spacing / da
-
-        def at(t):         # the in-plane variogram along A at (fractional) lags t; it is even
-            return np.interp(np.abs(t), np.arange(len(flat_a)), flat_a)
-
-        for shape in shapes:
-            for i, r in enumerate(ratios):
-                g, u = _autocorrelation(shape, r * spacing, db)
-                through = (g * (0.5 * (mixed[:, reach_b + u] + mixed[:, reach_b - u]) - flat_b[np.abs(u)])).sum(1)
-                g, u = _autocorrelation(shape, r * spacing, da)
-                t = lags_a[:, None]
-                inplane = (g * (0.5 * (at(t + u) + at(t - u)) - at(u))).sum(1)
-                e = np.log(np.maximum(through, 1e-12)) - np.log(np.maximum(inplane, 1e-12))
-                misfit[shape][i] += np.mean((e - e.mean()) ** 2) / 2
-    misfit = {s: np.sqrt(m) for s, m in misfit.items()}
-    best_shape = min(misfit, key=lambda s: misfit[s].min())
-    i = int(np.argmin(misfit[best_shape]))
-    best, fwhm = float(misfit[best_shape][i]), float(ratios[i] * spacing)
+    variograms = _variograms(robust_clip(stack), in_plane_spacing, spacing, ratios.max() * spacing, shapes)
+    misfit = _misfits(variograms, spacing, shapes, ratios)
+    shape = best_shape(misfit)
+    i = int(np.argmin(misfit[shape]))
+    best, fwhm = float(misfit[shape][i]), float(ratios[i] * spacing)
     near = np.concatenate([ratios[m <= 1.5 * best + TOLERANCE] for m in misfit.values()])
     lo, hi = float(near.min() * spacing), float(near.max() * spacing)
     spread = max(fwhm - lo, hi - fwhm) / fwhm
     confidence = "high" if spread <= 0.15 else "medium" if spread <= 0.35 else "low"
     capped = round(fwhm, 3) if fwhm > spacing and thickness is None else None
-    used = estimate_profile(stack, in_plane_spacing, spacing, shapes, spacing).profile if capped else best_shape
+    used = best_shape(_misfits(variograms, spacing, shapes, np.array([1.0]))) if capped else shape
     return ProfileEstimate(used, round(spacing if capped else fwhm, 3), float(spacing), confidence,
                            (round(lo, 3), round(hi, 3)), round(best, 4),
                            {s: round(float(m.min()), 4) for s, m in misfit.items()}, capped)
