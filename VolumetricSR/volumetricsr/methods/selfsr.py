@@ -72,6 +72,14 @@ PRIOR_BUDGETS = ("fast", "prior")
 
 # ----------------------------------------------------------------------------- data
 
+def network_scale(array: np.ndarray) -> tuple[np.ndarray, float, float, tuple[float, float]]:
+    """``array`` as the network sees it (float32): robust percentiles to [0, 1], clipped
+    :data:`HEADROOM` ranges beyond; with those percentiles ``lo``, ``hi`` and the clipping window."""
+    lo, hi = Normalization.from_dict(NORMALIZATION).range_of(array)
+    window = lo - HEADROOM * (hi - lo), hi + HEADROOM * (hi - lo)     # what the network learns and returns
+    return ((np.clip(array, *window) - lo) / (hi - lo)).astype(np.float32), lo, hi, window
+
+
 def degrade_rows(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Blur ``images`` (..., rows, cols) along rows with a slice-profile ``kernel`` (mirrored ends)."""
     return correlate1d(images, kernel, axis=-2, mode="mirror")
@@ -253,10 +261,8 @@ class SelfSupervised(Method):
         thickness = thick if thickness is None else float(thickness)
         kernel = slice_profile_weights(profile, thickness, lr_spacing)
 
-        norm = Normalization.from_dict(NORMALIZATION)
-        lo, hi = norm.range_of(work)
-        window = lo - HEADROOM * (hi - lo), hi + HEADROOM * (hi - lo)     # what the network learns and returns
-        source, work = work, ((np.clip(work, *window) - lo) / (hi - lo)).astype(np.float32)
+        source = work
+        work, lo, hi, window = network_scale(work)
 
         wants = budget_name == "prior" or prior != "none" and (budget_name in PRIOR_BUDGETS or prior is not None)
         if model is None and warm_start is None and wants:

@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..normalization import Normalization, guess_modality
+from ..normalization import guess_modality
 from ..options import BATCH, Count
 from ..profiles import slice_profile_weights
 from ..resampling import fine_in_plane
 from ..training.loop import optimize
 from ..training.tasks import OneNetworkTask, register_task
 from ..volume import Volume
-from .selfsr import BUDGETS, HEADROOM, NORMALIZATION, PatchSampler, RowUpsampler
+from .selfsr import BUDGETS, NORMALIZATION, PatchSampler, RowUpsampler, network_scale
 
 #: The slice profiles a prior learns over: (shape, FWHM in slice spacings); contiguous, gaps, overlap.
 PRIOR_PROFILES = (("gaussian", 1.0), ("rect", 1.0), ("gaussian", 0.5), ("rect", 0.6), ("gaussian", 1.3))
@@ -38,12 +38,10 @@ PRIOR_PROFILES = (("gaussian", 1.0), ("rect", 1.0), ("gaussian", 0.5), ("rect", 
 ISOTROPY = 1.2
 
 
-def training_planes(volume: Volume, norm: Normalization, headroom: float) -> list[np.ndarray]:
+def training_planes(volume: Volume) -> list[np.ndarray]:
     """Stacks of the planes of ``volume`` that are sharp both ways (isotropic in-plane after
-    resampling to the finer spacing), in the network's intensity scale."""
-    lo, hi = norm.range_of(volume.array)
-    a = ((np.clip(volume.array, lo - headroom * (hi - lo), hi + headroom * (hi - lo)) - lo) / (hi - lo))
-    a = a.astype(np.float32)
+    resampling to the finer spacing), in the network's intensity scale (as selfsr scales a volume)."""
+    a = network_scale(volume.array)[0]
     spacing = volume.spacing[::-1]           # array axes (k, j, i)
     stacks = []
     for axis in range(3):
@@ -95,12 +93,12 @@ class SelfSRPriorTask(OneNetworkTask):
         from ..training.data import discover
         cases = discover(config["data"], 0.0, "case")
         paths = [str(c.thin or c.thick) for c in cases.train + cases.val]
-        norm, f, patch = Normalization.from_dict(NORMALIZATION), config["factor"], BUDGETS["fast"].patch
+        f, patch = config["factor"], BUDGETS["fast"].patch
         samplers, modalities = [], set()
         for path in paths:
             volume = read_volume(path)
             modalities.add(config["modality"] if config["modality"] != "auto" else guess_modality(volume.array, volume.metadata))
-            for stack in training_planes(volume, norm, HEADROOM):
+            for stack in training_planes(volume):
                 stack = stack[::config["slice_step"]]
                 for shape, ratio in PRIOR_PROFILES:
                     kernel = slice_profile_weights(shape, ratio * f, 1.0)
