@@ -16,7 +16,8 @@ BACKENDS = ("torch", "onnx")
 BACKEND_TITLES = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AXES = ("auto", "I", "J", "K")
-PROFILES = ("auto", "gaussian", "rect", "triangle")    # auto (estimated from the volume), then volumetricsr.profiles.PROFILES
+#: auto (estimated from the volume), then volumetricsr.profiles.PROFILES
+PROFILES = ("auto", "gaussian", "rect", "triangle")
 #: Self-supervised training; auto: fast on CPU, quality on GPU; prior: the shipped prior alone (seconds).
 BUDGETS = ("auto", "fast", "balanced", "quality", "prior")
 #: Overlap value meaning "the method's own default" (the spin box shows it as special text).

@@ -9,7 +9,7 @@ import numpy as np
 from . import __version__
 from .consistency import consistency, enforce_consistency as enforce
 from .device import resolve_device
-from .geometry import AxisLike, plan_grid, through_plane_axis, to_stack
+from .geometry import AxisLike, plan_grid, stack_spacing, through_plane_axis, to_stack
 from .errors import InputError, OutputError
 from .io import cast_array, check_writable, read_volume, write_volume
 from .methods import Method, get_method
@@ -109,8 +109,7 @@ def acquired_profile(volume: Volume, axis: AxisLike, thickness: Optional[float],
     elif volume.size[a] < LAGS + 2:
         found = {"profile": profile or "gaussian", "thickness": volume.spacing[a], "source": "default"}
     else:
-        in_plane = tuple(volume.spacing[i] for i in range(3) if i != a)[::-1]       # (rows, cols) of a stack slice
-        estimate = estimate_profile(to_stack(volume.array, a), in_plane, volume.spacing[a],
+        estimate = estimate_profile(to_stack(volume.array, a), stack_spacing(volume, a), volume.spacing[a],
                                     shapes=(profile,) if profile else PROFILES)
         found = {**estimate.summary(), "source": "stated profile, thickness estimated" if profile else "estimated"}
     results["slice_profile"] = found

@@ -183,7 +183,8 @@ def _cmd_infer(args) -> int:
                                                              for key, path in maps.items()]).lstrip("; ")
     if args.progress_json:
         emit_json("done", output=str(args.output), describe=out.describe(), seconds=round(seconds, 2),
-                  consistency=c, slice_profile=results.get("slice_profile"), maps={key: str(path) for key, path in maps.items()})
+                  consistency=c, slice_profile=results.get("slice_profile"),
+                  maps={key: str(path) for key, path in maps.items()})
     else:
         print(f"wrote {args.output}: {out.describe()} in {seconds:.1f} s")
         if said:

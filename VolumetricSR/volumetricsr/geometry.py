@@ -104,10 +104,14 @@ def plan_grid(volume: Volume, spacing: Optional[float] = None, axis: AxisLike = 
             "there is nothing to do. Give a smaller target spacing, or force (--force) to resample anyway.")
     n_out = samples_over(n_in, thick, target)
     spacing_out = thick * (n_in - 1) / (n_out - 1) if n_out > 1 else target
-    # in-plane spacings as they appear in a stack slice (numpy order: rows = higher ITK axis)
-    rows, cols = sorted((b for b in range(3) if b != a), reverse=True)
-    return ThroughPlaneGrid(a, n_in, n_out, thick, spacing_out,
-                            (volume.spacing[rows], volume.spacing[cols]))
+    return ThroughPlaneGrid(a, n_in, n_out, thick, spacing_out, stack_spacing(volume, a))
+
+
+def stack_spacing(volume: Volume, axis: int) -> tuple[float, float]:
+    """The in-plane spacings (rows, columns) of a slice of :func:`to_stack` along ITK ``axis``
+    (numpy order: rows = the higher ITK axis)."""
+    rows, cols = sorted((b for b in range(3) if b != axis), reverse=True)
+    return volume.spacing[rows], volume.spacing[cols]
 
 
 def to_stack(array: np.ndarray, axis: int) -> np.ndarray:

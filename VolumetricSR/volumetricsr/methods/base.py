@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Optional
 
 import numpy as np
@@ -27,7 +28,12 @@ class RunContext:
     results: dict = field(default_factory=dict)     # what this run reports back (e.g. selfsr's training)
     spread: Optional[Spread] = None     # when a confidence map is asked for: the predictions' spread
     mirror_axis: int = 2                # the stack axis closest to patient left-right
-    modality: Optional[str] = None      # 'CT', 'MR' or None (unknown): see normalization.guess_modality
+    volume: Optional[Volume] = None     # the input, for what a method may ask of it (its modality)
+
+    @cached_property
+    def modality(self) -> Optional[str]:
+        """'CT', 'MR' or None (unknown): :func:`~..normalization.guess_modality`, only when asked."""
+        return None if self.volume is None else guess_modality(self.volume.array, self.volume.metadata)
 
     def warn(self, message: str) -> None:
         """A warning for the user: shown at once (``warnings``) and kept in ``results['warnings']``."""
@@ -108,7 +114,7 @@ class Method(ABC):
                              f"through-plane axis {grid.axis_name}; the volume has {grid.n_in}.")
         ctx = RunContext(device, progress, cancel or CancelToken(), {} if results is None else results,
                          Spread() if confidence else None, mirror_axis(volume.direction, grid.axis),
-                         guess_modality(volume.array, volume.metadata))
+                         volume)
         for message in self.fitness(volume, grid, options, force):
             ctx.warn(message)
         ctx.check()

@@ -265,8 +265,8 @@ class CladeTask(Task):
         if not args.data:
             raise InputError("--data is needed (unless --resume).")
         config = copy.deepcopy(cls.defaults)
-        config.update(profile=args.profile, thickness_ratio=args.thickness_ratio)
         config.update(data=str(args.data), simulate_spacing=args.simulate_spacing, modality=args.modality,
+                      profile=args.profile, thickness_ratio=args.thickness_ratio,
                       planes=args.planes, patches_per_slice=args.patches_per_slice, features=args.features,
                       blocks=args.blocks, norm=args.norm, gmap=not args.no_gmap, residual=not args.plain_generator,
                       batch_size=args.batch_size, lr=args.lr)

@@ -81,7 +81,8 @@ CTGUIDED_DEFAULTS = {
     "stage_iterations": 100, "batch_size": 4, "patch": 64, "sr_lr": 1e-3, "lr": 1e-4,
     "weights": {"adv": 1.0, "recon": 10.0, "latent": 1.0, "percep": 1.0}, "consistency": 0.0,
     "translated_pairs": 0.0, "fixed_targets": False,
-    "profile": "gaussian", "thickness_ratio": 1.0, "hr_spacing": None, "perceptual_weights": None, "perceptual_sha256": None,
+    "profile": "gaussian", "thickness_ratio": 1.0, "hr_spacing": None, "perceptual_weights": None,
+    "perceptual_sha256": None,
     "val_patches": 64,
 }
 
@@ -241,7 +242,7 @@ class CTGuidedTask(Task):
         self.mr = ThickPlanePatches([m.stack for m in mris], self.ct.samplers[0].lr_rows, patch)
         self.spacings, self.mri_names = spacings, [m.name for m in mris]
         val_rng = np.random.default_rng(config.get("seed", 0) + 1)
-        self.val = [in_plane_pairs(m, self.factor, simulated_profile(config), patch, -(-config["val_patches"] // len(mris)),
+        self.val = [in_plane_pairs(m, self.factor, (shape, ratio), patch, -(-config["val_patches"] // len(mris)),
                                    val_rng) for m in mris]
         first = mris[0].stack
         self.sample_plane = np.ascontiguousarray(first[:, first.shape[1] // 2, :])

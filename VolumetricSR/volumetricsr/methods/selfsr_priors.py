@@ -97,15 +97,16 @@ class SelfSRPriorTask(OneNetworkTask):
         samplers, modalities = [], set()
         for path in paths:
             volume = read_volume(path)
-            modalities.add(config["modality"] if config["modality"] != "auto" else guess_modality(volume.array, volume.metadata))
+            stated = config["modality"] != "auto"
+            modalities.add(config["modality"] if stated else guess_modality(volume.array, volume.metadata))
             for stack in training_planes(volume):
                 stack = stack[::config["slice_step"]]
                 for shape, ratio in PRIOR_PROFILES:
                     kernel = slice_profile_weights(shape, ratio * f, 1.0)
                     samplers.append(PatchSampler(stack, f, kernel, stack.shape[1], stack.shape[2], patch))
         if len(modalities) != 1 or None in modalities:
-            raise InputError(f"The training volumes must be of one known modality (found {sorted(map(str, modalities))}); "
-                             "name it with --modality CT or MR.")
+            raise InputError("The training volumes must be of one known modality (found "
+                             f"{sorted(map(str, modalities))}); name it with --modality CT or MR.")
         config = dict(config, resolved_modality=modalities.pop(), volumes=[Path(p).name for p in paths])
         return cls(config, Mixture(samplers), device)
 
@@ -137,8 +138,9 @@ class SelfSRPriorTask(OneNetworkTask):
         c = self.config
         fields = {"method": "selfsr", "prior": True, "architecture": {"name": "row-upsampler", "args": self.arch},
                   "native_factor": c["factor"], "modality": c["resolved_modality"], "normalization": NORMALIZATION,
-                  "training_data": {"volumes": c.get("volumes", []), "planes": f"every {c['slice_step']}th plane "
-                                    "of every orientation sharp both ways", "profiles": [list(p) for p in PRIOR_PROFILES]}}
+                  "training_data": {"volumes": c.get("volumes", []),
+                                    "planes": f"every {c['slice_step']}th plane of every orientation sharp both ways",
+                                    "profiles": [list(p) for p in PRIOR_PROFILES]}}
         return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}, fields
 
     def card_training(self) -> dict:
