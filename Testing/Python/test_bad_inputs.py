@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent
-README = HERE.parents[1] / "README.md"
+README = HERE.parents[1] / "docs" / "reliability.md"
 START, END = "<!-- bad-inputs:start -->", "<!-- bad-inputs:end -->"
 
 
