@@ -241,7 +241,7 @@ class VolumetricSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget,
         text = ""
         if method is not None and (method.needs_model or model_id):
             try:
-                from volumetricsr.models import find_model
+                from volumetricsr.compute.models import find_model
 
                 text = card_html(find_model(model_id or None, method.name))
             except Exception as exc:
@@ -502,8 +502,8 @@ class VolumetricSRTest(ScriptedLoadableModuleTest):
 
         import numpy as np
         import torch
-        from volumetricsr.networks.tvsrn import TVSRN
-        from volumetricsr.training.export import write_model
+        from volumetricsr.compute.networks.tvsrn import TVSRN
+        from volumetricsr.compute.export import write_model
 
         tiny = dict(factor=5, depth=4, channels=4, heads=2, window=4, group=4, tab_window=[2, 4],
                     enc_layers=1, tab_layers=1, dec_layers=1)

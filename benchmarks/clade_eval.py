@@ -10,7 +10,7 @@ Methods: ``lr`` (the paper's "low-resolution": cubic-spline interpolation = our 
 ``selfsr``, ``cyclegan`` (instance norm, no gradient-mapping loss), ``clade-nogmap``, ``clade``; the
 per-volume methods at one budget; ``clade-model`` (asked for by name) is the shipped model
 ``clade-ct-5mm`` without training; ``reference`` (pseudo-thick volumes) is the thin truth resampled
-onto the result's grid: the scores a perfect super-resolution would get. Metrics (volumetricsr.quality,
+onto the result's grid: the scores a perfect super-resolution would get. Metrics (volumetricsr.data.quality,
 on the planes that contain the through-plane axis, both orientations, intensities windowed as the
 thick input is): PIQE, edge sharpness at the borders of the Otsu mask of the ``lr`` result (the same
 borders for every method), SNR (bright structures over air outside the body); training and total
@@ -33,9 +33,9 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VolumetricSR"))
 
 from volumetricsr import read_volume, super_resolve, write_volume  # noqa: E402
-from volumetricsr.metrics import evaluate, on_grid  # noqa: E402
-from volumetricsr.quality import NOISE_FLOOR, no_reference, otsu, window_of  # noqa: E402
-from volumetricsr.simulate import simulate_thick  # noqa: E402
+from volumetricsr.data.metrics import evaluate, on_grid  # noqa: E402
+from volumetricsr.data.quality import NOISE_FLOOR, no_reference, otsu, window_of  # noqa: E402
+from volumetricsr.data.simulate import simulate_thick  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 VOLUMES = {
@@ -100,13 +100,13 @@ def stitching(budget: str) -> dict:
     """Generator patches/s alone vs the engine's over 16 planes of the 8 mm CT's isotropic grid."""
     import torch
 
-    from volumetricsr.geometry import plan_grid, to_stack
-    from volumetricsr.methods.clade import BUDGETS, PATCH, prepare
-    from volumetricsr.normalization import for_modality
-    from volumetricsr.networks.clade import Generator
-    from volumetricsr.progress import CancelToken
-    from volumetricsr.engine import sliding_window_inference
-    from volumetricsr.predictors import PlanePredictor, TorchPredictor
+    from volumetricsr.data.geometry import plan_grid, to_stack
+    from volumetricsr.methods.clade.method import BUDGETS, PATCH, prepare
+    from volumetricsr.data.normalization import for_modality
+    from volumetricsr.compute.networks.clade import Generator
+    from volumetricsr.common.progress import CancelToken
+    from volumetricsr.compute.engine import sliding_window_inference
+    from volumetricsr.compute.predictors import PlanePredictor, TorchPredictor
 
     thick, _ = load("ct8")
     grid = plan_grid(thick)
@@ -189,7 +189,7 @@ FIGURE = {"lr": "B-spline", "selfsr": "selfsr", "clade": "CLADE", "clade-plain":
 
 def figure(folder: Path, name: str, path: Path) -> None:
     """Thick input and the FIGURE methods' results (saved in ``folder``) side by side, when all are there."""
-    from volumetricsr.figures import comparison_figure
+    from volumetricsr.app.figures import comparison_figure
 
     files = {label: folder / f"{name}_{method}.nii.gz" for method, label in FIGURE.items()}
     if all(f.exists() for f in files.values()):

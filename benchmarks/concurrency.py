@@ -45,7 +45,7 @@ def prepare(folder: Path) -> dict:
 
 
 def command(job: str, files: dict, out: Path, args) -> list[str]:
-    cli = [sys.executable, "-m", "volumetricsr.cli"]
+    cli = [sys.executable, "-m", "volumetricsr.app.cli"]
     if job == "selfsr":
         return cli + ["infer", str(files["mr"]), str(out / "selfsr.nii.gz"), "--method", "selfsr", "--quiet",
                       "--iterations", str(args.iterations)]

@@ -6,13 +6,13 @@ against B-spline interpolation and selfsr, with training time per stage.
 
 Data (../shared/data): the thin head CT (``head_ct_1p25mm_cptac``) is the high-resolution CT; the
 brain T1s ``brain_mri_t1_0p9mm_sag`` and ``brain_mri_t1_1mm_mne`` made 4x thick along K
-(:func:`volumetricsr.simulate.simulate_thick`, Gaussian slice profile as thick as the new spacing)
+(:func:`volumetricsr.data.simulate.simulate_thick`, Gaussian slice profile as thick as the new spacing)
 are the training MRIs; ``brain_mri_t1_0p88mm_chris`` made 4x thick the same way is the test MRI,
 never trained on; its thin original is the reference. The model trains with ``volumetricsr train
 --method ctguided`` (a subprocess, resumed when stopped: run the script again); each stage's last
 state (``checkpoints/stage_ct.pt``, ``stage_mri.pt``) and the final model are scored on the test
 MRI. selfsr runs at its CPU budget (fast) and at as many iterations as fill the CT-guided
-training's wall time ("same wall time"). PSNR and SSIM: :func:`volumetricsr.metrics.evaluate`,
+training's wall time ("same wall time"). PSNR and SSIM: :func:`volumetricsr.data.metrics.evaluate`,
 protocol ``plain``, on the reference's grid. LPIPS (AlexNet, the ``lpips`` package) when
 ``--lpips-weights`` names torchvision's AlexNet weights file, else skipped with a message.
 Results: OUT/results.json; a figure OUT/ctguided_mri.png.
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "VolumetricSR"))
 
 from volumetricsr import read_volume, super_resolve, write_volume  # noqa: E402
-from volumetricsr.metrics import evaluate  # noqa: E402
-from volumetricsr.simulate import simulate_thick  # noqa: E402
+from volumetricsr.data.metrics import evaluate  # noqa: E402
+from volumetricsr.data.simulate import simulate_thick  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 CT = "head_ct_1p25mm_cptac.nii.gz"
@@ -104,8 +104,8 @@ def stage_models(out: Path, variant: str) -> dict:
     """Card paths of the SRNet at the end of stages 1 and 2 and of the final model (best of stage 3)."""
     import torch
 
-    from volumetricsr.models import ModelCard
-    from volumetricsr.training.export import write_model
+    from volumetricsr.compute.models import ModelCard
+    from volumetricsr.compute.export import write_model
 
     name = model_id(variant)
     card = ModelCard.load(out / "models" / f"{name}.json")
@@ -122,9 +122,9 @@ def stage_models(out: Path, variant: str) -> dict:
 
 
 def lpips_or_none(weights: str | None):
-    """:func:`volumetricsr.metrics.lpips_scorer`, or None with the reason printed."""
-    from volumetricsr.errors import InputError
-    from volumetricsr.metrics import lpips_scorer
+    """:func:`volumetricsr.data.metrics.lpips_scorer`, or None with the reason printed."""
+    from volumetricsr.common.errors import InputError
+    from volumetricsr.data.metrics import lpips_scorer
 
     try:
         return lpips_scorer(weights)
@@ -134,7 +134,7 @@ def lpips_or_none(weights: str | None):
 
 
 def score(out_volume, ref, lpips_fn) -> dict:
-    from volumetricsr.metrics import align
+    from volumetricsr.data.metrics import align
 
     row = {k: round(v, 4) for k, v in evaluate(out_volume, ref, "plain", "K").items() if k in ("psnr", "ssim")}
     if lpips_fn is not None:
@@ -144,7 +144,7 @@ def score(out_volume, ref, lpips_fn) -> dict:
 
 
 def figure(outputs: dict, thick, ref, path: Path) -> None:
-    from volumetricsr.figures import comparison_figure
+    from volumetricsr.app.figures import comparison_figure
 
     panels = {"thick (as acquired)": thick, **outputs, "reference (thin)": ref}
     comparison_figure(panels, path, 2, title=f"{TEST_MRI} made x{FACTOR} thick (held out)",

@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from volumetricsr.engine import sliding_window_inference
+from volumetricsr.compute.engine import sliding_window_inference
 
 
 class SmallUpsampler(torch.nn.Module):

@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VolumetricSR"))
 
 from volumetricsr import Volume, super_resolve  # noqa: E402
-from volumetricsr.device import cuda_problem, describe_device, resolve_device  # noqa: E402
+from volumetricsr.compute.device import cuda_problem, describe_device, resolve_device  # noqa: E402
 
 
 def thick_ct(slices: int) -> Volume:

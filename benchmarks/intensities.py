@@ -23,9 +23,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VolumetricSR"))
 
 from volumetricsr import read_volume, super_resolve  # noqa: E402
-from volumetricsr.methods import network, selfsr  # noqa: E402
-from volumetricsr.metrics import evaluate  # noqa: E402
-from volumetricsr.simulate import simulate_thick  # noqa: E402
+from volumetricsr.methods import network
+from volumetricsr.methods.selfsr import method as selfsr  # noqa: E402
+from volumetricsr.data.metrics import evaluate  # noqa: E402
+from volumetricsr.data.simulate import simulate_thick  # noqa: E402
 
 FACTOR = 5
 OPTIONS = {"tvsrn": dict(precision="fp32", compile=False), "selfsr": dict(budget="fast")}

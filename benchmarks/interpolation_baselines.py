@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from volumetricsr import read_volume, super_resolve
-from volumetricsr.figures import comparison_figure
-from volumetricsr.metrics import evaluate
-from volumetricsr.simulate import simulate_thick
+from volumetricsr.app.figures import comparison_figure
+from volumetricsr.data.metrics import evaluate
+from volumetricsr.data.simulate import simulate_thick
 
 CASES = ["chest_ct_1p25mm_ricord_a.nii.gz", "chest_ct_1p25mm_ricord_b.nii.gz", "head_ct_1p25mm_cptac.nii.gz"]
 METHODS = ["linear", "bspline", "sinc"]

@@ -75,7 +75,7 @@ def main() -> int:
             n_out = (n - 1) * 5 + 1
             in_out = 4 * args.size * args.size * (n + n_out) / MIB
             working = peak_rss_mib(["-c", ONE_WINDOW])[0] - base if method == "tvsrn" else 0
-            peak, seconds = peak_rss_mib(["-m", "volumetricsr.cli", "infer", str(src), str(Path(tmp) / "out.nrrd"),
+            peak, seconds = peak_rss_mib(["-m", "volumetricsr.app.cli", "infer", str(src), str(Path(tmp) / "out.nrrd"),
                                           "--method", method, "--spacing", "1", "--quiet", *OPTIONS.get(method, [])])
             used = peak - base
             print(f"{method:8s} {f'{args.size}x{args.size}x{n}':>14s} {f'{args.size}x{args.size}x{n_out}':>15s} "

@@ -34,13 +34,13 @@ from typing import Optional
 import numpy as np
 
 from volumetricsr import read_volume, write_volume
-from volumetricsr.api import super_resolve
-from volumetricsr.consistency import enforce_consistency
-from volumetricsr.methods.selfsr import find_prior
-from volumetricsr.metrics import RPLHR_SKIP, RPLHR_WINDOW, on_grid, psnr, ssim_per_slice
-from volumetricsr.normalization import guess_modality
-from volumetricsr.profile_estimation import estimate_profile
-from volumetricsr.simulate import simulate_thick
+from volumetricsr.app.api import super_resolve
+from volumetricsr.compute.consistency import enforce_consistency
+from volumetricsr.methods.selfsr.method import find_prior
+from volumetricsr.data.metrics import RPLHR_SKIP, RPLHR_WINDOW, on_grid, psnr, ssim_per_slice
+from volumetricsr.data.normalization import guess_modality
+from volumetricsr.data.profile_estimation import estimate_profile
+from volumetricsr.data.simulate import simulate_thick
 
 VOLUMES = {  # name: (file, modality, held out, central in-plane crop for the selfsr runs)
     "mr": ("brain_mri_t1_1mm_mne.nii.gz", "MR", True, 176),
@@ -165,7 +165,7 @@ def selfsr_case(data: Path, out: Path, name: str, index: int, eclare: Optional[s
 
 def update_prior_cards(rows: list[dict]) -> None:
     """Write each used prior's held-out results into its card (``heldout``, ``limits``)."""
-    from volumetricsr.models import find_model
+    from volumetricsr.compute.models import find_model
 
     by_prior: dict = {}
     for r in rows:

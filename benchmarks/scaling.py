@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "VolumetricSR"))
 
 from volumetricsr import write_volume  # noqa: E402
-from volumetricsr.phantom import make_phantom  # noqa: E402
-from volumetricsr.simulate import simulate_thick  # noqa: E402
+from volumetricsr.data.phantom import make_phantom  # noqa: E402
+from volumetricsr.data.simulate import simulate_thick  # noqa: E402
 
-CLI = [sys.executable, "-m", "volumetricsr.cli"]
+CLI = [sys.executable, "-m", "volumetricsr.app.cli"]
 
 
 def prepare(folder: Path, studies: int) -> tuple[Path, Path]:

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from volumetricsr import read_volume, write_volume
-from volumetricsr.geometry import to_stack
-from volumetricsr.metrics import RPLHR_WINDOW, on_grid, psnr, ssim_per_slice
-from volumetricsr.simulate import simulate_thick
+from volumetricsr.data.geometry import to_stack
+from volumetricsr.data.metrics import RPLHR_WINDOW, on_grid, psnr, ssim_per_slice
+from volumetricsr.data.simulate import simulate_thick
 
 CASES = {  # name: (file, factor, central in-plane crop in voxels, intensity window or None)
     "mri": ("brain_mri_t1_0p88mm_chris.nii.gz", 4, 176, None),      # 176x176 of 188x256, all 190 slices

@@ -27,7 +27,7 @@ ARCH = {"channels": 4, "heads": 2, "enc_layers": 1, "tab_layers": 1, "dec_layers
 
 
 def child(folder: str, cases: int, cached: bool, steps: int) -> None:
-    from volumetricsr.training.tasks import TVSRNTask
+    from volumetricsr.methods.tvsrn.task import TVSRNTask
     from volumetricsr.training.trainer import Trainer
 
     files = sorted(Path(folder).glob("case*.nii.gz"))[:cases]

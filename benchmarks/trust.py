@@ -32,9 +32,9 @@ from scipy import ndimage
 from scipy.stats import spearmanr
 
 from volumetricsr import read_volume, super_resolve, write_volume
-from volumetricsr.consistency import enforce_consistency
-from volumetricsr.metrics import evaluate
-from volumetricsr.simulate import simulate_thick
+from volumetricsr.compute.consistency import enforce_consistency
+from volumetricsr.data.metrics import evaluate
+from volumetricsr.data.simulate import simulate_thick
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CASES = {  # name: (file, factor, profile, protocol, crop (k, j, i) or None, modality)
@@ -114,7 +114,7 @@ def run(case: str, method: str, thin, thick, protocol: str, modality: str, out: 
 
 
 def figure(out: Path, path: str) -> None:
-    from volumetricsr.figures import comparison_figure
+    from volumetricsr.app.figures import comparison_figure
 
     thin, thick, _, _ = prepare("ct")
     sr, spread = read_volume(out / "ct_selfsr.nii.gz"), read_volume(out / "ct_selfsr_map.nii.gz")

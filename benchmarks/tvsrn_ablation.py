@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tvsrn_diagnose import VARIANTS  # noqa: E402
 from tvsrn_heldout import crop  # noqa: E402
 from volumetricsr import read_volume, super_resolve  # noqa: E402
-from volumetricsr.geometry import through_plane_axis  # noqa: E402
-from volumetricsr.metrics import evaluate  # noqa: E402
-from volumetricsr.simulate import simulate_thick  # noqa: E402
-from volumetricsr.training.export import write_model  # noqa: E402
-from volumetricsr.training.tasks import TVSRNTask  # noqa: E402
+from volumetricsr.data.geometry import through_plane_axis  # noqa: E402
+from volumetricsr.data.metrics import evaluate  # noqa: E402
+from volumetricsr.data.simulate import simulate_thick  # noqa: E402
+from volumetricsr.compute.export import write_model  # noqa: E402
+from volumetricsr.methods.tvsrn.task import TVSRNTask
 from volumetricsr.training.trainer import Trainer  # noqa: E402
 
 

@@ -30,10 +30,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VolumetricSR"))
 
-from volumetricsr.models import find_model  # noqa: E402
-from volumetricsr.networks import TVSRN  # noqa: E402
-from volumetricsr.normalization import Normalization  # noqa: E402
-from volumetricsr.training.data import Case, load_pair, random_crop  # noqa: E402
+from volumetricsr.compute.models import find_model  # noqa: E402
+from volumetricsr.compute.networks import TVSRN  # noqa: E402
+from volumetricsr.data.normalization import Normalization  # noqa: E402
+from volumetricsr.training.pairs import Case, load_pair, random_crop  # noqa: E402
 
 HU = 3072.0   # width of the [-1024, 2048] window: normalised units -> HU
 VARIANTS = {

@@ -28,10 +28,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VolumetricSR"))
 
 from volumetricsr import read_volume, super_resolve  # noqa: E402
-from volumetricsr.geometry import through_plane_axis  # noqa: E402
-from volumetricsr.metrics import RPLHR_SKIP, RPLHR_WINDOW, align, evaluate, psnr  # noqa: E402
-from volumetricsr.models import find_model  # noqa: E402
-from volumetricsr.simulate import simulate_thick  # noqa: E402
+from volumetricsr.data.geometry import through_plane_axis  # noqa: E402
+from volumetricsr.data.metrics import RPLHR_SKIP, RPLHR_WINDOW, align, evaluate, psnr  # noqa: E402
+from volumetricsr.compute.models import find_model  # noqa: E402
+from volumetricsr.data.simulate import simulate_thick  # noqa: E402
 
 
 def crop(volume, axis: int, slices: int, size: int):
@@ -118,7 +118,7 @@ def main() -> int:
                              "device": args.device, "results": table,
                              "command": "python benchmarks/tvsrn_heldout.py " + " ".join(sys.argv[1:])})
     if args.figure:
-        from volumetricsr.figures import comparison_figure
+        from volumetricsr.app.figures import comparison_figure
 
         panels = {f"thick x{factor} (input)": thick, "B-spline": outputs["bspline"],
                   **({"selfsr (fast)": outputs["selfsr fast"]} if args.selfsr else {}), "TVSRN": outputs[first],

@@ -4,7 +4,7 @@
 
 Runs the default (paper-sized) TVSRN with random weights (speed does not depend on the weights)
 for fp32 and bf16 autocast (fp16 too on a GPU), eager and with ``torch.compile`` (``--onnx``: also
-ONNX Runtime; ``--allocator both``: eager variants also without :mod:`volumetricsr.cpu_memory`'s
+ONNX Runtime; ``--allocator both``: eager variants also without :mod:`volumetricsr.compute.cpu_memory`'s
 reuse of freed memory, i.e. with glibc's defaults; run with ``THP_MEM_ALLOC_ENABLE=0`` to turn
 PyTorch's huge pages off as well; ``--in-thread``: time in a worker thread, as the Slicer panel
 runs), counts the model's floating-point operations with ``torch.utils.flop_counter``,
@@ -31,10 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VolumetricSR"))
 
-from volumetricsr.engine import sliding_window_inference, window_starts  # noqa: E402
-from volumetricsr.methods.tvsrn import CompiledOrEager, TVSRNMethod, export_onnx  # noqa: E402
-from volumetricsr.networks import TVSRN  # noqa: E402
-from volumetricsr.predictors import OnnxPredictor, TorchPredictor  # noqa: E402
+from volumetricsr.compute.engine import sliding_window_inference, window_starts  # noqa: E402
+from volumetricsr.compute.export import export_onnx  # noqa: E402
+from volumetricsr.methods.tvsrn.method import CompiledOrEager, TVSRNMethod  # noqa: E402
+from volumetricsr.compute.networks import TVSRN  # noqa: E402
+from volumetricsr.compute.predictors import OnnxPredictor, TorchPredictor  # noqa: E402
 
 REFERENCE_S_PER_WINDOW = 12.7      # smilenaxx/RPLHR-CT TVSRN, 2 CPU cores, fp32 (../shared/notes)
 REFERENCE_VOLUME_MIN = 25.0        # 60x512x512 thick CT, 116 windows
@@ -127,7 +128,8 @@ def main() -> int:
         t = time.perf_counter()
         if variant == "onnx":
             buffer = io.BytesIO()
-            export_onnx(net, buffer, window)
+            net.prepare(window[1], window[2])
+            export_onnx(net, buffer, (1, 1, *window))
             predictor = OnnxPredictor(buffer.getvalue(), device)
         else:
             predictor = TorchPredictor(net, device, prec, keep_freed_memory=not variant.endswith("+plain"))

@@ -143,9 +143,9 @@ def _write_inputs(folder: Path) -> None:
     import torch
 
     from conftest import make_ct_volume, make_volume
-    from volumetricsr.io import write_volume
-    from volumetricsr.networks import TVSRN
-    from volumetricsr.training.export import write_model
+    from volumetricsr.data.io import write_volume
+    from volumetricsr.compute.networks import TVSRN
+    from volumetricsr.compute.export import write_model
 
     ct = make_ct_volume(size_ijk=(24, 20, 6), spacing=(0.8, 0.8, 4.0))
     write_volume(ct.with_array(ct.array.astype(np.int16)), folder / "ct.nii.gz")
@@ -214,7 +214,7 @@ def _snapshot(folder: Path) -> dict:
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.kind}: {c.what}" for c in CASES])
 def test_bad_input_gets_one_line_exit_2_and_nothing_written(case, inputs, tmp_path, capfd, monkeypatch):
-    from volumetricsr.cli import main
+    from volumetricsr.app.cli import main
 
     monkeypatch.setenv("VOLUMETRICSR_MODELS", str(inputs / "models"))
     unwritable = "/proc" if os.geteuid() == 0 else str(tmp_path / "locked")   # root writes anywhere else

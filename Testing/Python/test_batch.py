@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import make_volume
-from volumetricsr.batch import manifest, parse_shard, run_batch
-from volumetricsr.cli import main
-from volumetricsr.errors import InputError
-from volumetricsr.io import read_volume, write_volume
+from volumetricsr.app.batch import manifest, parse_shard, run_batch
+from volumetricsr.app.cli import main
+from volumetricsr.common.errors import InputError
+from volumetricsr.data.io import read_volume, write_volume
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_ray_missing_is_one_line_that_says_how_to_get_it(cohort, tmp_path, monke
 def test_a_worker_reads_a_model_once_and_again_only_when_its_file_changes(tmp_path, monkeypatch):
     import torch
 
-    from volumetricsr.models import find_model
+    from volumetricsr.compute.models import find_model
 
     card = find_model(method="tvsrn")
     reads = []
@@ -133,7 +133,7 @@ def test_a_worker_reads_a_model_once_and_again_only_when_its_file_changes(tmp_pa
 
 def _die_once_then_run(study, threads, outdir, *job):
     """A Ray worker that dies on its first try of each study (the marker file says it tried)."""
-    from volumetricsr import batch
+    from volumetricsr.app import batch
 
     marker = os.path.join(outdir, f".tried-{os.path.basename(study.input)}")
     if not os.path.exists(marker):
@@ -144,7 +144,7 @@ def _die_once_then_run(study, threads, outdir, *job):
 
 def test_ray_retries_a_study_whose_worker_died(cohort, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is an optional extra (CI installs it)")
-    from volumetricsr import batch
+    from volumetricsr.app import batch
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])    # the workers cannot import this file
     monkeypatch.setattr(batch, "_ray_study", _die_once_then_run)
@@ -155,7 +155,7 @@ def test_ray_retries_a_study_whose_worker_died(cohort, tmp_path, monkeypatch):
 
 
 def test_maps_are_written_beside_each_output_before_it(cohort, tmp_path, capsys):
-    from volumetricsr.batch import map_output
+    from volumetricsr.app.batch import map_output
 
     out = tmp_path / "out"
     assert map_output("a.nii.gz", "confidence") == "a_confidence.nii.gz" and map_output("s", "consistency") == \

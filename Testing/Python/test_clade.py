@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from volumetricsr import super_resolve
-from volumetricsr import engine
-from volumetricsr.engine import sliding_window_inference
-from volumetricsr.methods import clade
-from volumetricsr.methods.clade import CladeTask, ImagePool, PlanePatches, gmap_loss
-from volumetricsr.networks.clade import DemodConv2d, Generator, PatchDiscriminator
-from volumetricsr.phantom import make_phantom
-from volumetricsr.simulate import simulate_thick
+from volumetricsr.compute import engine
+from volumetricsr.compute.engine import sliding_window_inference
+from volumetricsr.methods.clade import method as clade
+from volumetricsr.methods.clade.method import CladeTask, ImagePool, PlanePatches, gmap_loss
+from volumetricsr.compute.networks.clade import DemodConv2d, Generator, PatchDiscriminator
+from volumetricsr.data.phantom import make_phantom
+from volumetricsr.data.simulate import simulate_thick
 from volumetricsr.training.trainer import STOPPED, Trainer
 
 CONFIG = {"features": 4, "blocks": 2, "norm": "demod", "lr": 2e-4, "batch_size": 3, "weights": (1.0, 1.0, 10.0)}
@@ -182,7 +182,7 @@ def test_the_method_end_to_end_keeps_geometry_and_metal(stride):
 def test_the_papers_plain_generator_is_an_option_per_volume():
     """``residual=False`` (``--plain-generator``) trains the paper's generator mapping: after one step
     it is far from the interpolation, where the residual default starts at it."""
-    from volumetricsr.cli import _method_request, build_parser
+    from volumetricsr.app.cli import _method_request, build_parser
 
     thick = simulate_thick(make_phantom(size=(40, 32, 33)), 4)
     bspline = super_resolve(thick, "bspline", 1.0).array
@@ -199,7 +199,7 @@ def test_the_papers_plain_generator_is_an_option_per_volume():
 
 
 def test_experimental_methods_are_marked_and_left_out_of_the_demo():
-    from volumetricsr.demo import default_methods
+    from volumetricsr.app.demo import default_methods
     from volumetricsr.methods import get_method
 
     assert get_method("clade").info()["experimental"] and "clade" not in default_methods()
@@ -211,9 +211,9 @@ def test_train_a_reusable_model_then_infer_with_it(tmp_path, capsys):
     sample image per epoch, a card with the slice spacing; ``infer --model`` then runs without training."""
     import json
 
-    from volumetricsr.cli import main
-    from volumetricsr.io import read_volume, write_volume
-    from volumetricsr.models import ModelCard
+    from volumetricsr.app.cli import main
+    from volumetricsr.data.io import read_volume, write_volume
+    from volumetricsr.compute.models import ModelCard
 
     (tmp_path / "data").mkdir()
     for k, size in enumerate([(40, 36, 40), (44, 40, 38)]):

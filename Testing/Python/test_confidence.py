@@ -7,12 +7,12 @@ import torch
 
 from conftest import make_ct_volume, make_volume
 from volumetricsr import Volume, read_volume, super_resolve, write_volume
-from volumetricsr.cli import main as cli_main
-from volumetricsr.confidence import Spread, combine, mirror_axis
+from volumetricsr.app.cli import main as cli_main
+from volumetricsr.compute.confidence import Spread, combine, mirror_axis
 from volumetricsr.methods.network import NetworkMethod
-from volumetricsr.phantom import make_phantom
-from volumetricsr.resampling import apply_along_first_axis, linear_weights
-from volumetricsr.simulate import simulate_thick
+from volumetricsr.data.phantom import make_phantom
+from volumetricsr.data.resampling import apply_along_first_axis, linear_weights
+from volumetricsr.data.simulate import simulate_thick
 
 
 def test_spread_is_the_population_sd_and_combine_fuses_or_keeps_the_first():
@@ -48,8 +48,8 @@ def _ct_phantom():
 
 
 def _ctguided_card(tmp_path, seed=None):
-    from volumetricsr.networks.rdn import RDN
-    from volumetricsr.training.export import write_model
+    from volumetricsr.compute.networks.rdn import RDN
+    from volumetricsr.compute.export import write_model
 
     torch.manual_seed(0)
     net = RDN(4, features=4, growth=2, blocks=1, layers=1)

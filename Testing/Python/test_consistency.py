@@ -7,11 +7,11 @@ import pytest
 
 from volumetricsr import read_volume, super_resolve, write_volume
 from conftest import make_volume
-from volumetricsr.cli import main
-from volumetricsr.consistency import consistency, enforce_consistency, thickening_matrix
-from volumetricsr.phantom import make_phantom
-from volumetricsr.profiles import slice_profile_weights
-from volumetricsr.simulate import simulate_thick, thick_weights
+from volumetricsr.app.cli import main
+from volumetricsr.compute.consistency import consistency, enforce_consistency, thickening_matrix
+from volumetricsr.data.phantom import make_phantom
+from volumetricsr.data.profiles import slice_profile_weights
+from volumetricsr.data.simulate import simulate_thick, thick_weights
 
 
 @pytest.fixture(scope="module")

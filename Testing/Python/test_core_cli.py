@@ -9,7 +9,7 @@ import pytest
 
 from conftest import make_volume
 from volumetricsr import CancelToken, Cancelled, read_volume, super_resolve, write_volume
-from volumetricsr.cli import main
+from volumetricsr.app.cli import main
 
 
 def run(capsys, *args):
@@ -142,7 +142,7 @@ def test_interpolation_works_without_torch(tmp_path, thick, torch_is):
     hide = ("sys.modules['torch'] = None" if torch_is == "missing" else f"sys.path.insert(0, {str(fake.parent)!r})")
     script = (
         f"import sys; {hide}\n"                               # makes `import torch` fail
-        "from volumetricsr.cli import main\n"
+        "from volumetricsr.app.cli import main\n"
         f"code = main(['infer', {str(thick)!r}, {str(tmp_path / 'o.nii.gz')!r}, '--quiet'])\n"
         "assert code == 0 and 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "from volumetricsr import get_method\n"

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from volumetricsr import CancelToken, Cancelled, InputError
-from volumetricsr.engine import importance_1d, sliding_window_inference, window_starts
-from volumetricsr.predictors import OnnxPredictor, TorchPredictor, export_onnx
-from volumetricsr.resampling import apply_along_first_axis, linear_weights
+from volumetricsr.compute.engine import importance_1d, sliding_window_inference, window_starts
+from volumetricsr.compute.export import export_onnx
+from volumetricsr.compute.predictors import OnnxPredictor, TorchPredictor
+from volumetricsr.data.resampling import apply_along_first_axis, linear_weights
 
 
 class Identity(torch.nn.Module):
@@ -105,7 +106,7 @@ def test_progress_and_cancel(vol):
 def test_torch_and_onnx_predictors_agree(vol, tmp_path):
     net = LinearUpsampler(5)
     path = tmp_path / "up.onnx"
-    export_onnx(net, path, (4, 16, 16))
+    export_onnx(net, path, (1, 1, 4, 16, 16), (0, 3, 4))
     kwargs = dict(window=(4, 16, 16), scale=(5, 1, 1), batch_size=2)
     a = sliding_window_inference(vol, TorchPredictor(net), **kwargs)
     b = sliding_window_inference(vol, OnnxPredictor(path), **kwargs)
@@ -121,7 +122,7 @@ def test_bf16_autocast_runs_close_to_fp32(vol):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch, native):
-    from volumetricsr import predictors
+    from volumetricsr.compute import predictors
 
     monkeypatch.setattr(predictors, "native_bf16", lambda device: native)
     assert predictors.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
@@ -132,7 +133,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch, native):
 
 
 def test_cpu_calls_keep_freed_memory_only_while_running():
-    from volumetricsr import cpu_memory
+    from volumetricsr.compute import cpu_memory
 
     seen = []
 
@@ -152,7 +153,7 @@ def test_cpu_calls_keep_freed_memory_only_while_running():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_kept_memory_is_reused_inside_and_returned_after():
-    from volumetricsr import cpu_memory
+    from volumetricsr.compute import cpu_memory
 
     def rss_mib():
         with open("/proc/self/statm") as f:

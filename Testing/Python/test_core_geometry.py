@@ -4,7 +4,7 @@ import pytest
 
 from conftest import make_volume, random_rotation
 from volumetricsr import AlreadyIsotropicError, InputError, Volume, super_resolve
-from volumetricsr.geometry import from_stack, plan_grid, through_plane_axis, to_stack
+from volumetricsr.data.geometry import from_stack, plan_grid, through_plane_axis, to_stack
 
 
 def smooth_field(points: np.ndarray) -> np.ndarray:

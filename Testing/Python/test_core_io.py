@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from conftest import make_volume, random_rotation
 from volumetricsr import InputError, OutputError, read_volume, write_volume
-from volumetricsr.io import check_writable
+from volumetricsr.data.io import check_writable
 
 
 def oblique_volume(dtype=np.int16):
@@ -162,10 +162,10 @@ def test_staging_left_by_a_dead_writer_is_removed_by_the_next_write(tmp_path):
     import sys
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    debris = tmp_path / f".out.nii.gz.{dead.stdout.strip()}.abc123.partial"
+    debris = tmp_path / f".vsr-{dead.stdout.strip()}-abc123.partial"
     debris.mkdir()
     (debris / "out.nii.gz").write_bytes(b"half")
-    alive = tmp_path / f".out.nii.gz.{os.getpid()}.def456.partial"      # a writer still at work
+    alive = tmp_path / f".vsr-{os.getpid()}-def456.partial"      # a writer still at work
     alive.mkdir()
     write_volume(make_volume(), tmp_path / "out.nii.gz")
     assert not debris.exists() and alive.exists()

@@ -10,8 +10,9 @@ from volumetricsr import InputError, ModelError, super_resolve
 from volumetricsr.methods import register
 from volumetricsr.methods.base import _REGISTRY
 from volumetricsr.methods.network import NetworkMethod
-from volumetricsr.models import ModelCard, find_model, list_models, register_architecture, sha256_of
-from volumetricsr.volume import Volume
+from volumetricsr.compute.models import ModelCard, find_model, list_models, sha256_of
+from volumetricsr.compute.networks import register_architecture
+from volumetricsr.data.volume import Volume
 
 register_architecture("test-linear-upsampler")(LinearUpsampler)
 
@@ -117,7 +118,7 @@ def test_card_update_adds_fields_and_keeps_the_checksum(models_dir):
     updated = card.update(heldout={"psnr": 30.5})
     assert updated.extra["heldout"] == {"psnr": 30.5} and updated.sha256 == card.sha256
     updated.verify()
-    assert not list(models_dir.glob(".*.tmp"))
+    assert not list(models_dir.glob(".vsr-*"))
     with pytest.raises(ModelError, match="cannot change"):
         card.update(sha256="0" * 64)
 
@@ -130,7 +131,7 @@ def test_too_few_slices_for_a_method(models_dir):
 
 def test_shipped_models_load_verify_and_run():
     """Every card in models/ matches its weights, builds, and its network runs on a small window."""
-    from volumetricsr.models import SHIPPED_DIR
+    from volumetricsr.compute.models import SHIPPED_DIR
 
     cards = sorted(SHIPPED_DIR.glob("*.json"))
     assert cards, f"no shipped model cards in {SHIPPED_DIR}"
@@ -156,10 +157,10 @@ def test_shipped_models_load_verify_and_run():
 def test_shipped_tvsrn_models_beat_bspline_on_a_synthetic_pseudo_pair():
     """The procedural chest phantom (never trained on) made x5 thick: every shipped TVSRN model must
     score above B-spline on both metrics (RPLHR protocol)."""
-    from volumetricsr.metrics import evaluate
-    from volumetricsr.models import SHIPPED_DIR
-    from volumetricsr.phantom import make_phantom
-    from volumetricsr.simulate import simulate_thick
+    from volumetricsr.data.metrics import evaluate
+    from volumetricsr.compute.models import SHIPPED_DIR
+    from volumetricsr.data.phantom import make_phantom
+    from volumetricsr.data.simulate import simulate_thick
 
     phantom = make_phantom((96, 96, 46), spacing=1.0, seed=0)
     thick = simulate_thick(phantom, 5, axis=2)
@@ -216,7 +217,7 @@ def test_onnx_file_of_a_card_is_checked(models_dir):
 
 
 def test_models_command_lists_a_malformed_card_with_its_reason(models_dir, capsys):
-    from volumetricsr.cli import main
+    from volumetricsr.app.cli import main
 
     write_model(models_dir)
     (models_dir / "broken.json").write_text("{not json")

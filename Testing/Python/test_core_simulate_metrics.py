@@ -4,9 +4,9 @@ import pytest
 
 from conftest import make_volume
 from volumetricsr import InputError, Volume
-from volumetricsr.metrics import evaluate, psnr, ssim_per_slice
-from volumetricsr.profiles import slice_profile_weights
-from volumetricsr.simulate import simulate_thick
+from volumetricsr.data.metrics import evaluate, psnr, ssim_per_slice
+from volumetricsr.data.profiles import slice_profile_weights
+from volumetricsr.data.simulate import simulate_thick
 
 
 def test_profiles_have_the_stated_width():
@@ -89,7 +89,7 @@ def test_evaluate_compares_on_physical_overlap():
 
 
 def test_reformat_puts_superior_up():
-    from volumetricsr.figures import reformat
+    from volumetricsr.app.figures import reformat
 
     vol = Volume(np.arange(4, dtype=np.float32)[:, None, None] * np.ones((4, 3, 5), np.float32), (1, 1, 2.0))
     image, (width, height) = reformat(vol, axis=2)
@@ -98,7 +98,7 @@ def test_reformat_puts_superior_up():
 
 
 def test_sagittal_reformat_holds_a_column():
-    from volumetricsr.figures import reformat
+    from volumetricsr.app.figures import reformat
 
     array = np.random.default_rng(0).random((4, 3, 5)).astype(np.float32)     # [k, j, i]
     vol = Volume(array, (0.5, 0.8, 2.0))

@@ -8,18 +8,18 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from volumetricsr import InputError, Volume, super_resolve, write_volume
-from volumetricsr.cli import main
-from volumetricsr.errors import ModelError
-from volumetricsr.methods.ctguided import (CTGUIDED_DEFAULTS, CTGuidedTask, citnet_losses, crop4, degrade,
+from volumetricsr.app.cli import main
+from volumetricsr.common.errors import ModelError
+from volumetricsr.methods.ctguided.method import (CTGUIDED_DEFAULTS, CTGuidedTask, citnet_losses, crop4, degrade,
                                            mr_kernel)
-from volumetricsr.models import ModelCard
-from volumetricsr.networks.munit import CITNet
-from volumetricsr.networks.rdn import RDN
-from volumetricsr.perceptual import VGG16Features, feature_extractor, load_vgg16
+from volumetricsr.compute.models import ModelCard
+from volumetricsr.compute.networks.munit import CITNet
+from volumetricsr.compute.networks.rdn import RDN
+from volumetricsr.compute.perceptual import VGG16Features, feature_extractor, load_vgg16
 from volumetricsr.training import checkpoint as ckpt
 from volumetricsr.training.history import History
 from volumetricsr.training.trainer import STOPPED, Trainer
-from volumetricsr.training.unpaired import LowResMR
+from volumetricsr.methods.ctguided.data import LowResMR
 
 TINY = {"sr": {"features": 8, "growth": 4, "blocks": 1, "layers": 2},
         "citnet": {"dim": 4, "res": 1, "attribute": 8, "mlp": 8}, "discriminator": {"dim": 4, "scales": 1},
@@ -63,7 +63,7 @@ def test_attribute_codes_come_from_the_standard_normal_prior_and_the_run_rng():
 
 
 def test_citnet_shapes_and_multiscale_discriminator():
-    from volumetricsr.networks.munit import MultiScaleDiscriminator
+    from volumetricsr.compute.networks.munit import MultiScaleDiscriminator
 
     cit = CITNet(dim=4, res=1, attribute=8, mlp=8)
     x = torch.rand(3, 1, 20, 16) * 2 - 1
@@ -122,7 +122,7 @@ def test_edge_pyramid_ignores_polarity_and_offset_but_sees_blur():
     phi = feature_extractor()[0]
     step = torch.zeros(1, 1, 16, 16)
     step[..., 8:] = 1
-    from volumetricsr.perceptual import perceptual_loss
+    from volumetricsr.compute.perceptual import perceptual_loss
 
     assert float(perceptual_loss(phi, step, 1 - step)) < 1e-9               # bone bright in CT, dark in T1
     assert float(perceptual_loss(phi, step, step + 0.3)) < 1e-9
@@ -131,7 +131,7 @@ def test_edge_pyramid_ignores_polarity_and_offset_but_sees_blur():
 
 
 def test_lsgan_scores():
-    from volumetricsr.methods.ctguided import lsgan
+    from volumetricsr.methods.ctguided.method import lsgan
 
     assert float(lsgan([torch.ones(2, 1, 3, 3), torch.ones(1, 1, 2, 2)], True)) == 0
     assert float(lsgan([torch.ones(2, 1, 3, 3)], False)) == 1
@@ -141,7 +141,7 @@ def test_lsgan_scores():
 # ----------------------------------------------------------------------------- perceptual weights
 
 def test_vgg16_weights_load_by_hash_and_are_refused_when_it_is_wrong(tmp_path):
-    from volumetricsr.models import sha256_of
+    from volumetricsr.compute.models import sha256_of
 
     state = {f"features.{k}": v for k, v in VGG16Features().features.state_dict().items()}
     state["classifier.0.weight"] = torch.zeros(2, 2)          # a full torchvision file has more: ignored
@@ -269,7 +269,7 @@ def test_train_with_the_cli_then_infer_any_factor(tmp_path, capsys):
 
 
 def test_a_ct_input_is_refused_unless_forced(tmp_path):
-    from volumetricsr.training.export import write_model
+    from volumetricsr.compute.export import write_model
 
     net = RDN(4, features=4, growth=2, blocks=1, layers=1)
     write_model(tmp_path, "m", net.state_dict(), {
@@ -297,7 +297,7 @@ def test_training_options_are_checked_before_any_data_is_read(tmp_path):
     layout = ["train", "--method", "ctguided", "--data", str(tmp_path / "pair"), "--out", "x", "--models-dir",
               str(tmp_path)]
     with pytest.raises(InputError, match="needs sub-folders ct/.*and mri/"):
-        from volumetricsr.training.cli import parse
+        from volumetricsr.app.train_cli import parse
 
         CTGuidedTask.config_from_args(parse(layout[1:]))
     bad = tmp_path / "vgg16-00000000.pth"
@@ -324,7 +324,7 @@ def test_the_joint_stage_switches_add_their_terms():
 def test_lpips_is_skipped_with_a_message_when_it_cannot_run(tmp_path, capsys, monkeypatch):
     import sys
 
-    from volumetricsr.metrics import lpips_scorer
+    from volumetricsr.data.metrics import lpips_scorer
 
     with pytest.raises(InputError, match="AlexNet's pretrained weights"):
         lpips_scorer(None)

@@ -11,7 +11,7 @@ from test_ctguided import _mri, blobs
 from test_training import TINY_ARCH, thin_folder  # noqa: F401 (a fixture)
 
 from volumetricsr import Volume, write_volume
-from volumetricsr.models import ModelCard
+from volumetricsr.compute.models import ModelCard
 
 from volumetricsr.training.distributed import LOCAL, Group
 from volumetricsr.training.history import History

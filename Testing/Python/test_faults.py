@@ -18,7 +18,7 @@ from conftest import make_ct_volume
 from test_training import thin_folder  # noqa: F401  (a fixture)
 from test_training_core import train_args, tvsrn_args
 from volumetricsr import read_volume, super_resolve, write_volume
-from volumetricsr.cli import main as cli_main
+from volumetricsr.app.cli import main as cli_main
 from volumetricsr.training import checkpoint as ckpt
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals and resource limits")
@@ -53,7 +53,7 @@ def test_kill_9_while_writing_leaves_no_output_and_the_next_run_works(tmp_path, 
         import sys, time
         from pathlib import Path
         import SimpleITK as sitk
-        from volumetricsr.cli import main
+        from volumetricsr.app.cli import main
 
         def half_then_hang(image, path, *args):        # the process dies in the middle of the write
             Path(path).write_bytes(b"half a volume")
@@ -67,11 +67,11 @@ def test_kill_9_while_writing_leaves_no_output_and_the_next_run_works(tmp_path, 
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     assert not out.exists()
-    debris = list(tmp_path.glob(".out.nii.gz.*.partial"))
-    assert len(debris) == 1 and f".{proc.pid}." in debris[0].name      # what kill -9 leaves
+    debris = list(tmp_path.glob(".vsr-*.partial"))
+    assert len(debris) == 1 and f".vsr-{proc.pid}-" in debris[0].name      # what kill -9 leaves
     assert cli_main(["infer", str(thick), str(out), "--method", "linear", "--quiet"]) == 0
     assert read_volume(out).array.shape == (56, 60, 64)
-    assert not list(tmp_path.glob(".out.nii.gz.*"))                    # the next write cleared it
+    assert not list(tmp_path.glob(".vsr-*"))                    # the next write cleared it
 
 
 def test_kill_9_during_training_resumes_with_only_the_steps_since_lost(thin_folder, tmp_path):
@@ -81,8 +81,8 @@ def test_kill_9_during_training_resumes_with_only_the_steps_since_lost(thin_fold
     proc = child("""
         import sys, time
         from pathlib import Path
-        from volumetricsr.cli import main
-        from volumetricsr.training.tasks import TVSRNTask
+        from volumetricsr.app.cli import main
+        from volumetricsr.methods.tvsrn.task import TVSRNTask
 
         step = TVSRNTask.train_step
 
@@ -100,7 +100,7 @@ def test_kill_9_during_training_resumes_with_only_the_steps_since_lost(thin_fold
     proc.wait(10)
     last = tmp_path / "killed" / "checkpoints" / "last.pt"
     assert ckpt.load(last)["step"] == 4                    # the last checkpoint is whole
-    assert not list(last.parent.glob(".*.tmp"))
+    assert not list(last.parent.glob(".vsr-*"))
     assert cli_main(train_args(tmp_path, "killed", "--resume")) == 0
     a, b = (torch.load(tmp_path / "models" / f"{m}.pt", weights_only=True) for m in ("straight", "killed"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)   # as if never killed
@@ -111,7 +111,7 @@ LIMITED = """
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)       # a full disk: writes fail with EFBIG
     limit = int(sys.argv[1])
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    from volumetricsr.cli import main
+    from volumetricsr.app.cli import main
     sys.exit(main(sys.argv[2:]))
 """
 
@@ -137,14 +137,14 @@ def test_a_full_disk_during_training_keeps_the_last_checkpoint(thin_folder, tmp_
     assert run.returncode == 2, run.stderr
     assert "volumetricsr: error: Could not write" in lines[-1] and "disk full" in lines[-1], run.stderr
     assert "Traceback" not in run.stderr
-    assert last.read_bytes() == before and not list(last.parent.glob(".*.tmp"))
+    assert last.read_bytes() == before and not list(last.parent.glob(".vsr-*"))
 
 
 def test_two_writers_of_one_output_leave_one_whole_result(tmp_path, thick):
     out = tmp_path / "out.nrrd"
     code = """
         import sys
-        from volumetricsr.cli import main
+        from volumetricsr.app.cli import main
         for _ in range(5):
             assert main(["infer", sys.argv[1], sys.argv[2], "--method", sys.argv[3], "--quiet"]) == 0
     """

@@ -8,9 +8,9 @@ import torch
 
 from test_tvsrn_method import ct_volume, models  # noqa: F401  (models: a fixture)
 from volumetricsr import InputError, super_resolve
-from volumetricsr import device as dev
-from volumetricsr.engine import sliding_window_inference
-from volumetricsr.errors import Notice
+from volumetricsr.compute import device as dev
+from volumetricsr.compute.engine import sliding_window_inference
+from volumetricsr.common.errors import Notice
 from volumetricsr.methods import get_method, network
 
 
@@ -108,7 +108,7 @@ def test_a_cpu_only_build_picks_the_cpu_quietly(monkeypatch, recwarn):
 def test_threads_follow_the_usable_cores_or_the_users_choice(monkeypatch):
     import os
 
-    from volumetricsr import threads
+    from volumetricsr.compute import threads
 
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"           # set before torch loaded OpenMP
     before = torch.get_num_threads()

@@ -4,10 +4,10 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from volumetricsr import Volume, super_resolve
-from volumetricsr.api import acquired_profile, describe_profile
-from volumetricsr.methods.selfsr import SelfSupervised
-from volumetricsr.profile_estimation import estimate_profile
-from volumetricsr.simulate import simulate_thick
+from volumetricsr.app.api import acquired_profile, describe_profile
+from volumetricsr.methods.selfsr.method import SelfSupervised
+from volumetricsr.data.profile_estimation import estimate_profile
+from volumetricsr.data.simulate import simulate_thick
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +89,13 @@ def test_an_interpolation_does_not_estimate(isotropic):
 def test_every_simulation_takes_the_same_profile_description(tmp_path):
     """(shape, FWHM) means the same in simulate-thick, TVSRN's pseudo-pairs, the CT-guided degradation
     and consistency: the thick slices of one are the thick slices of the others."""
-    from volumetricsr.consistency import thickening_matrix
-    from volumetricsr.io import write_volume
-    from volumetricsr.methods.ctguided import mr_kernel
-    from volumetricsr.normalization import Normalization
-    from volumetricsr.profiles import slice_profile_weights
-    from volumetricsr.simulate import thick_weights
-    from volumetricsr.training.data import Case, load_pair
+    from volumetricsr.compute.consistency import thickening_matrix
+    from volumetricsr.data.io import write_volume
+    from volumetricsr.methods.ctguided.method import mr_kernel
+    from volumetricsr.data.normalization import Normalization
+    from volumetricsr.data.profiles import slice_profile_weights
+    from volumetricsr.data.simulate import thick_weights
+    from volumetricsr.training.pairs import Case, load_pair
 
     rng = np.random.default_rng(0)
     thin = Volume((rng.random((21, 12, 10)) * 100).astype(np.float32), (1.0, 1.0, 1.0))
@@ -113,7 +113,7 @@ def test_a_wide_estimate_is_not_used():
     """Structures along the slice axis (the phantom's body outline and spine) make the through-plane
     axis look smoother than its slices: the wide estimate is reported, the spacing used, and the shape
     estimated again at that width (the joint fit said box)."""
-    from volumetricsr.phantom import make_phantom
+    from volumetricsr.data.phantom import make_phantom
 
     for size in ((64, 56, 41), (160, 128, 121)):          # the demo's phantom too
         e = estimate(simulate_thick(make_phantom(size=size), 5))
@@ -122,8 +122,8 @@ def test_a_wide_estimate_is_not_used():
 
 
 def test_the_command_line_says_which_profile_it_used(isotropic, tmp_path, capsys):
-    from volumetricsr.cli import main
-    from volumetricsr.io import write_volume
+    from volumetricsr.app.cli import main
+    from volumetricsr.data.io import write_volume
 
     thick = simulate_thick(isotropic, 4, 2.0, "rect")
     thick = thick.with_array(np.ascontiguousarray(thick.array[:, :48, :48]))

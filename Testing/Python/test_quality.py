@@ -6,10 +6,10 @@ import pytest
 from scipy import ndimage
 from scipy.special import erf
 
-from volumetricsr.cli import main
-from volumetricsr.io import write_volume
-from volumetricsr.quality import auto_regions, edge_sharpness, no_reference, piqe, snr
-from volumetricsr.volume import Volume
+from volumetricsr.app.cli import main
+from volumetricsr.data.io import write_volume
+from volumetricsr.data.quality import auto_regions, edge_sharpness, no_reference, piqe, snr
+from volumetricsr.data.volume import Volume
 
 
 def _textured(rng, shape, blur, noise):

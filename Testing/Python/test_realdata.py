@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from volumetricsr import read_volume
-from volumetricsr.cli import main
+from volumetricsr.app.cli import main
 
 pytestmark = pytest.mark.realdata
 
@@ -61,8 +61,8 @@ def test_shipped_ctguided_model_beats_bspline_on_the_held_out_brain_mri(data_dir
     """The held-out T1 (never trained on), a central slab made x4 thick: the shipped CT-guided model
     scores above B-spline on both metrics."""
     from volumetricsr import super_resolve
-    from volumetricsr.metrics import evaluate
-    from volumetricsr.simulate import simulate_thick
+    from volumetricsr.data.metrics import evaluate
+    from volumetricsr.data.simulate import simulate_thick
 
     thin = read_volume(data_dir / "brain_mri_t1_0p88mm_chris.nii.gz")
     thin = thin.with_array(thin.array[:, 64:192, 30:160].astype(np.float32))

@@ -4,13 +4,15 @@ import pytest
 import torch
 
 from volumetricsr import CancelToken, Cancelled, InputError, Volume, get_method, super_resolve
-from volumetricsr.methods.selfsr import PatchSampler, degrade_rows, infer_orientation
-from volumetricsr.networks.row_upsampler import RowUpsampler
-from volumetricsr.phantom import make_phantom
-from volumetricsr.metrics import evaluate
-from volumetricsr.profiles import slice_profile_weights
-from volumetricsr.resampling import apply_along_first_axis, linear_weights
-from volumetricsr.simulate import simulate_thick
+from volumetricsr.methods.base import RunContext
+from volumetricsr.methods.selfsr.method import SELFSR
+from volumetricsr.training.samplers import PatchSampler, degrade_rows
+from volumetricsr.compute.networks.row_upsampler import RowUpsampler
+from volumetricsr.data.phantom import make_phantom
+from volumetricsr.data.metrics import evaluate
+from volumetricsr.data.profiles import slice_profile_weights
+from volumetricsr.data.resampling import apply_along_first_axis, linear_weights
+from volumetricsr.data.simulate import simulate_thick
 
 
 def smooth_volume(shape=(6, 40, 36), spacing=(0.8, 0.8, 4.0), seed=0):
@@ -46,11 +48,11 @@ def test_training_pairs_keep_thick_row_k_at_thin_row_factor_k():
 
 def test_both_orientations_of_an_untrained_network_are_linear_interpolation():
     vol = smooth_volume()
-    x = torch.from_numpy(vol.array)[None]
     net = RowUpsampler(5).eval()                      # zero tail: exactly linear interpolation
     expected = linear_along_depth(vol.array, 5)
-    for orientation in (0, 1):
-        out = infer_orientation(net, x, orientation, "cpu", batch_size=7)[0].numpy()
+    outs = list(SELFSR.predictions(net, vol.array, RunContext("cpu"), batch_size=7))
+    assert len(outs) == 2                             # planes across rows, then across columns
+    for out in outs:
         np.testing.assert_allclose(out, expected, atol=1e-5)
 
 

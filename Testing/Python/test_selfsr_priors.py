@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from volumetricsr import InputError, Volume, super_resolve
-from volumetricsr.cli import main
-from volumetricsr.methods.selfsr import BUDGETS, RowUpsampler, find_prior
-from volumetricsr.normalization import guess_modality
-from volumetricsr.training.export import write_model
+from volumetricsr.app.cli import main
+from volumetricsr.methods.selfsr.method import BUDGETS, RowUpsampler, find_prior
+from volumetricsr.data.normalization import guess_modality
+from volumetricsr.compute.export import write_model
 
 
 def prior_card(folder, model_id, modality, factor, seed=0):
@@ -28,7 +28,7 @@ def prior_card(folder, model_id, modality, factor, seed=0):
 @pytest.fixture
 def priors(tmp_path, monkeypatch):
     monkeypatch.setenv("VOLUMETRICSR_MODELS", str(tmp_path))
-    monkeypatch.setattr("volumetricsr.models.SHIPPED_DIR", tmp_path / "none")      # only these priors
+    monkeypatch.setattr("volumetricsr.compute.models.SHIPPED_DIR", tmp_path / "none")      # only these priors
     return {key: prior_card(tmp_path, f"test-{key[0].lower()}-x{key[1]}", *key) for key in [("MR", 4), ("CT", 3)]}
 
 
@@ -88,7 +88,7 @@ def test_budget_prior_runs_the_prior_alone_and_refuses_without_one(priors):
 
 def test_train_writes_a_prior_that_is_then_picked(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VOLUMETRICSR_MODELS", str(tmp_path))
-    from volumetricsr.io import write_volume
+    from volumetricsr.data.io import write_volume
 
     rng = np.random.default_rng(0)
     write_volume(Volume((rng.random((20, 40, 40)) * 100).astype(np.float32), (1.0, 1.0, 1.0)), tmp_path / "a.nii.gz")

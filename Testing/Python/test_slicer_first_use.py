@@ -99,7 +99,7 @@ EMBEDDED = textwrap.dedent('''
     import os, sys, types
     sys.modules["slicer"] = types.ModuleType("slicer")          # Slicer's process: its module is loaded
     import volumetricsr
-    from volumetricsr import cpu_memory
+    from volumetricsr.compute import cpu_memory
     assert "OMP_WAIT_POLICY" not in os.environ and "THP_MEM_ALLOC_ENABLE" not in os.environ, os.environ
     assert cpu_memory._LIBC is None                              # no mallopt on Slicer's heap
     with cpu_memory.keep_freed_memory():
@@ -121,7 +121,7 @@ HEADLESS = textwrap.dedent('''
     slicer.app = types.SimpleNamespace(commandOptions=lambda: options)
     sys.modules["slicer"] = slicer
     import volumetricsr
-    from volumetricsr import cpu_memory, threads
+    from volumetricsr.compute import cpu_memory, threads
     assert not threads.EMBEDDED and os.environ["OMP_WAIT_POLICY"] == "PASSIVE", os.environ.get("OMP_WAIT_POLICY")
     assert cpu_memory._LIBC is not None or not sys.platform.startswith("linux")
     print("OK")

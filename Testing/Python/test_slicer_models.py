@@ -16,7 +16,7 @@ from VolumetricSRLib.modelstore import card_html, import_model, model_choices  #
 from VolumetricSRLib.panel import method_html, method_items  # noqa: E402
 from VolumetricSRLib.settings import RunSettings  # noqa: E402
 from volumetricsr import ModelError, Volume, get_method  # noqa: E402
-from volumetricsr.models import ModelCard  # noqa: E402
+from volumetricsr.compute.models import ModelCard  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +133,7 @@ def test_the_panel_offers_saved_models_to_per_volume_methods():
 
 def test_prepare_reports_fitness_before_the_run(models_dir):
     write_model(models_dir)
-    from volumetricsr.models import find_model
+    from volumetricsr.compute.models import find_model
 
     find_model("toy-x5").update(slice_spacing_mm=1.0)      # trained on 1 mm slices; the node has 5 mm
     job = SuperResolutionLogic().prepare(ct_node(), "toy-net", 1.0, device="cpu")
@@ -143,8 +143,8 @@ def test_prepare_reports_fitness_before_the_run(models_dir):
 def test_the_ct_guided_method_runs_from_a_node_with_its_model(models_dir):
     """A needs-a-model method whose options are not the 3-D network's (no backend, window, overlap)."""
     from VolumetricSRLib.modelstore import method_model_choices
-    from volumetricsr.networks.rdn import RDN
-    from volumetricsr.training.export import write_model as save
+    from volumetricsr.compute.networks.rdn import RDN
+    from volumetricsr.compute.export import write_model as save
 
     args = {"factor": 4, "features": 4, "growth": 2, "blocks": 1, "layers": 1}
     save(models_dir, "mr-x4", RDN(**args).state_dict(), {

@@ -79,8 +79,8 @@ def test_the_parameter_node_is_a_scene_singleton_that_keeps_its_values():
 
 
 def test_a_dicom_series_stated_thickness_reaches_the_run_and_the_panel_can_override_it():
-    from volumetricsr.consistency import consistency
-    from volumetricsr.profiles import PROFILES
+    from volumetricsr.compute.consistency import consistency
+    from volumetricsr.data.profiles import PROFILES
     from VolumetricSRLib import scene, settings
 
     assert settings.PROFILES == ("auto",) + PROFILES

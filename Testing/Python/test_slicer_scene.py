@@ -13,7 +13,7 @@ from VolumetricSRLib import scene  # noqa: E402
 from VolumetricSRLib.geometry import geometry_from_ijk_to_ras, ijk_to_ras_from_geometry  # noqa: E402
 from VolumetricSRLib.logic import SuperResolutionLogic  # noqa: E402
 from VolumetricSRLib.settings import RunSettings  # noqa: E402
-from volumetricsr.errors import InputError  # noqa: E402
+from volumetricsr.common.errors import InputError  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

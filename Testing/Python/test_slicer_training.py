@@ -280,8 +280,8 @@ def test_real_trainer_end_to_end(tmp_path, monkeypatch):
 
 def test_the_ct_guided_method_trains_from_the_module_with_a_ct_and_mri_folder(tmp_path):
     """One data folder in the panel: for ctguided it holds ct/ and mri/ (the trainer's --data layout)."""
-    from volumetricsr.methods.ctguided import CTGuidedTask
-    from volumetricsr.training.cli import parse
+    from volumetricsr.methods.ctguided.method import CTGuidedTask
+    from volumetricsr.app.train_cli import parse
 
     for d in ("ct", "mri"):
         (tmp_path / d).mkdir()

@@ -11,12 +11,12 @@ import torch
 
 from conftest import REPO, make_ct_volume, make_volume
 from volumetricsr import InputError, super_resolve, write_volume
-from volumetricsr.cli import main as cli_main
-from volumetricsr.normalization import Normalization
-from volumetricsr.simulate import simulate_thick
+from volumetricsr.app.cli import main as cli_main
+from volumetricsr.data.normalization import Normalization
+from volumetricsr.data.simulate import simulate_thick
 from volumetricsr.training import checkpoint as ckpt
-from volumetricsr.training.data import Pair, discover, load_pair, random_crop
-from volumetricsr.training.tasks import TVSRN_DEFAULTS, TVSRNTask
+from volumetricsr.training.pairs import Pair, discover, load_pair, random_crop
+from volumetricsr.methods.tvsrn.task import TVSRN_DEFAULTS, TVSRNTask
 from volumetricsr.training.trainer import STOPPED, Trainer
 
 TINY_ARCH = {"channels": 4, "heads": 2, "window": 4, "group": 4, "tab_window": [2, 4], "enc_layers": 1,
@@ -195,7 +195,7 @@ def test_train_script_stops_on_sigterm_then_resumes_and_the_model_runs(thin_fold
 
 
 def test_bf16_autocast_training_step(thin_folder, monkeypatch):
-    import volumetricsr.training.tasks as tasks
+    import volumetricsr.methods.tvsrn.task as tasks
 
     monkeypatch.setattr(tasks, "native_bf16", lambda device: True)
     task, config = _task(thin_folder, amp=True)

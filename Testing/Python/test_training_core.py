@@ -9,14 +9,16 @@ import torch
 
 from test_training import NORM, TINY_ARCH, thin_ct, thin_folder  # noqa: F401  (thin_folder: a fixture)
 from volumetricsr import InputError, write_volume
-from volumetricsr.cli import main as cli_main
-from volumetricsr.methods.selfsr import BUDGETS, PatchSampler, SelfSRTask
-from volumetricsr.networks.row_upsampler import RowUpsampler
+from volumetricsr.app.cli import main as cli_main
+from volumetricsr.methods.selfsr.method import BUDGETS, SelfSRTask
+from volumetricsr.training.samplers import PatchSampler
+from volumetricsr.compute.networks.row_upsampler import RowUpsampler
 from volumetricsr.training import checkpoint as ckpt
-from volumetricsr.training.data import CachedPair, discover, load_pair, open_pair
+from volumetricsr.training.pairs import CachedPair, discover, load_pair, open_pair
 from volumetricsr.training.history import History
 from volumetricsr.training.loop import Loop, optimize
-from volumetricsr.training.tasks import Task, TVSRNTask, WarmupCosine
+from volumetricsr.training.tasks import Task, WarmupCosine
+from volumetricsr.methods.tvsrn.task import TVSRNTask
 from volumetricsr.training.trainer import STOPPED, Trainer
 
 
@@ -87,7 +89,7 @@ def test_resume_refuses_changed_data_and_keeps_the_horizon(thin_folder, tmp_path
 
 
 def _resume(tmp_path, out):
-    from volumetricsr.training.cli import parse, run
+    from volumetricsr.app.train_cli import parse, run
 
     return run(parse(train_args(tmp_path, out, "--resume")[1:]))
 

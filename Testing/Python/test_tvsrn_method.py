@@ -7,10 +7,10 @@ import torch
 
 from conftest import make_volume
 from volumetricsr import InputError, ModelError, super_resolve
-from volumetricsr.cli import main as cli_main
-from volumetricsr.models import find_model
-from volumetricsr.networks import TVSRN
-from volumetricsr.training.export import write_model
+from volumetricsr.app.cli import main as cli_main
+from volumetricsr.compute.models import find_model
+from volumetricsr.compute.networks import TVSRN
+from volumetricsr.compute.export import write_model
 
 TINY = dict(factor=5, depth=4, channels=4, heads=2, window=4, group=4, tab_window=[2, 4], enc_layers=2,
             tab_layers=2, dec_layers=2)
@@ -139,7 +139,7 @@ def test_compile_failure_falls_back_to_eager(models, monkeypatch):
 
 
 def test_compile_auto_only_for_many_windows():
-    from volumetricsr.methods.tvsrn import compile_pays_off
+    from volumetricsr.methods.tvsrn.method import compile_pays_off
 
     assert not compile_pays_off(2, "cpu") and not compile_pays_off(80, "cpu")
     assert compile_pays_off(80, "cuda") and not compile_pays_off(10, "cuda")
@@ -166,8 +166,8 @@ def test_a_ct_model_refuses_what_is_not_hu_unless_forced(models):
 
 
 def test_a_spacing_far_from_training_is_warned_on_every_path(models, capsys, tmp_path):
-    from volumetricsr.io import write_volume
-    from volumetricsr.errors import Notice
+    from volumetricsr.data.io import write_volume
+    from volumetricsr.common.errors import Notice
 
     folder, net = models
     write_model(folder, "at5mm", net.state_dict(), card_fields(), slice_spacing_mm=[5.0, 6.25])

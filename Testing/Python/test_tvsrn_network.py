@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from volumetricsr.networks import TVSRN
-from volumetricsr.networks.swin import SwinStage
+from volumetricsr.compute.networks import TVSRN
+from volumetricsr.compute.networks.swin import SwinStage
 
 TINY = dict(channels=4, heads=2, window=4, group=4, tab_window=(2, 4), enc_layers=2, tab_layers=2, dec_layers=2)
 
@@ -159,7 +159,7 @@ def test_interpolation_base_untrained_is_that_interpolation_and_trains(base):
     (thick slices exactly); the interpolation matrix and the head both learn."""
     import numpy as np
 
-    from volumetricsr.resampling import bspline_weights, linear_weights
+    from volumetricsr.data.resampling import bspline_weights, linear_weights
 
     torch.manual_seed(0)
     net = TVSRN(**TINY, base=base)

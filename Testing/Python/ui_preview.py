@@ -103,7 +103,7 @@ def fill_volumetricsr(w) -> None:
     """Show what the panel shows after a run: real method texts, device list and geometry summary."""
     sys.path[:0] = [str(REPO / "VolumetricSR")]
     from volumetricsr import get_method, read_volume
-    from volumetricsr.geometry import plan_grid
+    from volumetricsr.data.geometry import plan_grid
     from VolumetricSRLib.devices import device_choices
     from VolumetricSRLib.panel import method_html, method_items
     from VolumetricSRLib.settings import BACKEND_TITLES, PRECISIONS, PROFILES, AXES

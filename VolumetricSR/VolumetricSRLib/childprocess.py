@@ -28,7 +28,7 @@ from typing import Callable, Optional
 from .runner import poll_until_done
 
 #: The core's command line, for a Python without the ``volumetricsr`` entry point.
-CLI_SNIPPET = "import sys; from volumetricsr.cli import main; sys.exit(main())"
+CLI_SNIPPET = "import sys; from volumetricsr.app.cli import main; sys.exit(main())"
 
 
 def parse_record(line: str) -> Optional[dict]:
@@ -61,7 +61,7 @@ def core_environment() -> dict:
     """Variables every child gets: the core on PYTHONPATH, unbuffered UTF-8 output, and the models
     folder this process uses (Slicer starts children in its startup environment, without variables
     set since)."""
-    from volumetricsr.models import user_models_dir
+    from volumetricsr.compute.models import user_models_dir
 
     pythonpath = os.pathsep.join(p for p in (core_path(), os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8",

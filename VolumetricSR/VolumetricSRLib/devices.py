@@ -22,7 +22,7 @@ def _torch():
 
 
 def device_choices(torch=None) -> list[tuple[str, str]]:
-    """``[(value, label)]``; values are what ``volumetricsr.device.resolve_device`` accepts."""
+    """``[(value, label)]``; values are what ``volumetricsr.compute.device.resolve_device`` accepts."""
     torch = torch if torch is not None else _torch()
     choices = [("auto", "Auto (best available)")]
     if torch is not None and torch.cuda.is_available():

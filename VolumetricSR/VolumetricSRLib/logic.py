@@ -31,7 +31,7 @@ def import_core():
     """The ``volumetricsr`` package, or a clear error when a dependency of it is missing or broken."""
     try:
         import volumetricsr
-        import volumetricsr.api  # noqa: F401
+        import volumetricsr.app.api  # noqa: F401
     except ImportError as exc:
         raise ImportError(f"The VolumetricSR core could not be imported ({exc}). Install the missing package "
                           "with 'Install dependencies' in the VolumetricSR module, then restart Slicer.") from exc
@@ -82,7 +82,7 @@ class SuperResolutionLogic:
         """A method that needs PyTorch while it does not import: install it (asking when
         ``interactive``), then register the methods in this process, or say that Slicer must restart."""
         from volumetricsr import methods
-        from volumetricsr.errors import InputError
+        from volumetricsr.common.errors import InputError
 
         if name not in methods.TORCH_METHODS or not methods.TORCH_PROBLEM:
             return
@@ -98,8 +98,8 @@ class SuperResolutionLogic:
         """Check everything that can be checked before computing; raises with a message for the user."""
         scene.check_input_node(input_node)
         core = self.core(interactive)
-        from volumetricsr.errors import InputError
-        from volumetricsr.geometry import plan_grid
+        from volumetricsr.common.errors import InputError
+        from volumetricsr.data.geometry import plan_grid
 
         self.ensure_method(method, interactive)
         m = core.get_method(method)
@@ -108,17 +108,17 @@ class SuperResolutionLogic:
         self._installer(interactive).ensure(requirements_for(m.needs_model or m.uses_device,
                                                              options.get("backend", "torch")))
         if m.needs_model:
-            from volumetricsr.models import find_model
+            from volumetricsr.compute.models import find_model
 
             options["model"] = find_model(options.get("model") or None, m.name).id
         force = bool(options.pop("force", False))
         trust = {key: bool(options.pop(key)) for key in TRUST_OPTIONS if key in options}
-        _, method_options = core.api.check_request(m.name, spacing, options)
+        _, method_options = core.app.api.check_request(m.name, spacing, options)
         volume = scene.volume_from_node(input_node, copy=True)
-        stated = core.api.stated_thickness(volume, axis)
+        stated = core.app.api.stated_thickness(volume, axis)
         if options.get("thickness") is None and stated:
             options["thickness"] = stated             # explicit: a child process reads no DICOM tags
-            _, method_options = core.api.check_request(m.name, spacing, options)
+            _, method_options = core.app.api.check_request(m.name, spacing, options)
         grid = plan_grid(volume, spacing, axis, force)   # fails early on a bad target
         notes = m.fitness(volume, grid, method_options, force)
         instant = not (m.needs_model or m.trains_per_volume or m.uses_device)

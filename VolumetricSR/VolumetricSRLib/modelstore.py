@@ -1,4 +1,4 @@
-"""Model list, model card text and model import for the panel, over ``volumetricsr.models``."""
+"""Model list, model card text and model import for the panel, over ``volumetricsr.compute.models``."""
 from __future__ import annotations
 
 import html
@@ -9,7 +9,7 @@ from typing import Optional
 
 def model_choices(method: str) -> list[tuple[str, str]]:
     """``[(model id, label)]`` for ``method``, shipped models first, then the user's."""
-    from volumetricsr.models import list_models
+    from volumetricsr.compute.models import list_models
 
     return [(c.id, f"{c.id}  (x{c.native_factor:g}, {c.modality})") for c in list_models(method)]
 
@@ -54,9 +54,9 @@ def import_model(card_path: "str | Path", destination: Optional[Path] = None, ov
     method, its weights are missing or do not match the checksum, or another model has the same id.
     Returns the card loaded from its new place.
     """
-    from volumetricsr.errors import ModelError
+    from volumetricsr.common.errors import ModelError
     from volumetricsr.methods import available_methods
-    from volumetricsr.models import ModelCard, user_models_dir
+    from volumetricsr.compute.models import ModelCard, user_models_dir
 
     card = ModelCard.load(card_path)
     known = {m.name for m in available_methods()}

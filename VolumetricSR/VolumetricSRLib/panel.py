@@ -55,7 +55,7 @@ def geometry_summary(node, spacing: Optional[float] = None, axis: Optional[str] 
     if node is None:
         return "Select an input volume."
     from volumetricsr import VolumetricSRError
-    from volumetricsr.geometry import plan_grid
+    from volumetricsr.data.geometry import plan_grid
 
     from .scene import volume_from_node
 
@@ -67,7 +67,7 @@ def geometry_summary(node, spacing: Optional[float] = None, axis: Optional[str] 
         grid = plan_grid(volume, spacing, axis, force=True)
     except VolumetricSRError as exc:
         return f"{volume.describe()}\n{exc}"
-    from volumetricsr.api import stated_thickness
+    from volumetricsr.app.api import stated_thickness
 
     stated = stated_thickness(volume, axis)
     note = f"; slices {stated:g} mm thick (DICOM)" if stated else ""
@@ -84,6 +84,6 @@ def consistency_text(summary: Optional[dict]) -> str:
 
 def profile_text(found: Optional[dict]) -> str:
     """The slice profile the run used and where it came from ('' when it used none)."""
-    from volumetricsr.api import describe_profile
+    from volumetricsr.app.api import describe_profile
 
     return describe_profile(found).capitalize() + "." if found else ""

@@ -43,7 +43,7 @@ def infer_command(job, folder: Path, python: Optional[str] = None) -> tuple[list
         args += ["--dtype", "input"]
     if job.force:
         args.append("--force")
-    from volumetricsr.api import MAPS     # the maps a child may write beside its output
+    from volumetricsr.app.api import MAPS     # the maps a child may write beside its output
 
     trust = getattr(job, "trust", {})
     if trust.get("enforce_consistency"):
@@ -133,7 +133,7 @@ class ProcessTask:
             elif code == 0 and (self.folder / "output.nrrd").is_file():
                 self._deliver()
             else:
-                from volumetricsr.errors import VolumetricSRError
+                from volumetricsr.common.errors import VolumetricSRError
 
                 message = self.error or f"The run ended with exit code {code}: {self.log[-1] if self.log else ''}"
                 self.on_error and self.on_error(VolumetricSRError(message), "\n".join(self.log))
@@ -142,7 +142,7 @@ class ProcessTask:
 
     def _deliver(self) -> None:
         from volumetricsr import read_volume
-        from volumetricsr.api import MAPS
+        from volumetricsr.app.api import MAPS
 
         try:
             result = read_volume(self.folder / "output.nrrd")

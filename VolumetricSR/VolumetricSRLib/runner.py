@@ -81,7 +81,7 @@ class BackgroundTask:
         self.cancel_token.cancel()
 
     def _work(self) -> None:
-        from volumetricsr.errors import Cancelled
+        from volumetricsr.common.errors import Cancelled
 
         def progress(fraction: float, message: str = "") -> None:
             self._events.put(("progress", float(fraction), message))

@@ -47,7 +47,7 @@ def first_scalar_volume(scene):
 
 def check_input_node(node) -> None:
     """Raise ``InputError`` unless ``node`` is a plain scalar volume with voxels."""
-    from volumetricsr.errors import InputError
+    from volumetricsr.common.errors import InputError
 
     if node is None:
         raise InputError("Select an input volume.")

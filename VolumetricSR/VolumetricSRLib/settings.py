@@ -1,6 +1,6 @@
 """The run settings of the VolumetricSR panel, independent of how they are stored.
 
-Their values are checked by the core (``volumetricsr.api.check_request``), with the same messages
+Their values are checked by the core (``volumetricsr.app.api.check_request``), with the same messages
 as on the command line.
 
 The module's ``parameterNodeWrapper`` class has fields of the same names; :func:`settings_from` reads
@@ -16,7 +16,7 @@ BACKENDS = ("torch", "onnx")
 BACKEND_TITLES = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AXES = ("auto", "I", "J", "K")
-#: auto (estimated from the volume), then volumetricsr.profiles.PROFILES
+#: auto (estimated from the volume), then volumetricsr.data.profiles.PROFILES
 PROFILES = ("auto", "gaussian", "rect", "triangle")
 #: Self-supervised training; auto: fast on CPU, quality on GPU; prior: the shipped prior alone (seconds).
 BUDGETS = ("auto", "fast", "balanced", "quality", "prior")

@@ -2,18 +2,18 @@
 
 Plain Python (no Slicer imports): used by the Slicer modules, the command line and the tests.
 """
-__version__ = "0.1.0"
+from volumetricsr.common import __version__  # noqa: F401
 
-from . import threads  # noqa: F401  (first: OpenMP's wait policy must be set before torch loads it)
-from . import cpu_memory  # noqa: F401  (first: sets PyTorch's huge-page switch before torch allocates)
-from .api import infer, super_resolve
-from .errors import (AlreadyIsotropicError, Cancelled, InputError, ModelError, OutputError, TrainingError,
+from volumetricsr.compute import threads  # noqa: F401  (first: OpenMP's wait policy must be set before torch loads it)
+from volumetricsr.compute import cpu_memory  # noqa: F401  (first: sets PyTorch's huge-page switch before torch allocates)
+from volumetricsr.app.api import infer, super_resolve
+from volumetricsr.common.errors import (AlreadyIsotropicError, Cancelled, InputError, ModelError, OutputError, TrainingError,
                      VolumetricSRError)
-from .geometry import ThroughPlaneGrid, plan_grid, through_plane_axis
-from .io import read_volume, write_volume
-from .methods import Method, available_methods, get_method, register
-from .progress import CancelToken
-from .volume import Volume
+from volumetricsr.data.geometry import ThroughPlaneGrid, plan_grid, through_plane_axis
+from volumetricsr.data.io import read_volume, write_volume
+from volumetricsr.methods import Method, available_methods, get_method, register
+from volumetricsr.common.progress import CancelToken
+from volumetricsr.data.volume import Volume
 
 
 __all__ = ["AlreadyIsotropicError", "CancelToken", "Cancelled", "InputError", "Method", "ModelError",

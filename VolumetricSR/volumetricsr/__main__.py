@@ -1,6 +1,6 @@
 """``python -m volumetricsr ...`` (and ``torchrun ... -m volumetricsr train ...``) == ``volumetricsr ...``."""
 import sys
 
-from .cli import main
+from volumetricsr.app.cli import main
 
 sys.exit(main())

@@ -35,7 +35,7 @@ class TrainingSettings:
     modelsDir: str = ""             # where the model goes ("": the user models folder the main module lists)
 
     def models_dir(self) -> Path:
-        from volumetricsr.models import user_models_dir
+        from volumetricsr.compute.models import user_models_dir
 
         return Path(self.modelsDir) if self.modelsDir else user_models_dir()
 

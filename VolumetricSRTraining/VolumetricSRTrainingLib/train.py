@@ -20,7 +20,7 @@ def main() -> int:
             if os.path.isdir(os.path.join(folder, "volumetricsr")):
                 sys.path.insert(0, os.path.abspath(folder))
                 break
-    from volumetricsr.training.cli import main_script
+    from volumetricsr.app.cli import main_script
 
     return main_script()
 

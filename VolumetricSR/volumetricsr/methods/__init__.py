@@ -6,8 +6,9 @@ then :data:`TORCH_METHODS` names them (a GUI lists them as needing an install) a
 :data:`TORCH_PROBLEM` says why they are missing; :func:`load_torch_methods` tries again, e.g.
 right after PyTorch was installed into the running process.
 """
-from .base import Method, RunContext, available_methods, get_method, register
-from . import interpolation  # noqa: F401  (registers linear, bspline, sinc)
+from volumetricsr.methods import base
+from volumetricsr.methods.base import Method, RunContext, available_methods, get_method, register
+from volumetricsr.methods import interpolation  # noqa: F401  (registers linear, bspline, sinc)
 
 #: The methods that need PyTorch: name -> title (as each class's ``title``).
 TORCH_METHODS = {"selfsr": "Self-supervised (per volume)", "tvsrn": "TVSRN",
@@ -20,11 +21,19 @@ def load_torch_methods() -> str:
     global HAS_TORCH, TORCH_PROBLEM
     try:
         import torch  # noqa: F401
-        from . import clade, ctguided, selfsr, selfsr_priors, tvsrn  # noqa: F401  (each registers its method or task)
+        # each registers its method and its training task
+        import volumetricsr.methods.clade.method  # noqa: F401
+        import volumetricsr.methods.ctguided.method  # noqa: F401
+        import volumetricsr.methods.selfsr.method  # noqa: F401
+        import volumetricsr.methods.selfsr.priors  # noqa: F401
+        import volumetricsr.methods.tvsrn.method  # noqa: F401
+        import volumetricsr.methods.tvsrn.task  # noqa: F401
     except Exception as exc:   # not only ImportError: a torch whose libraries fail to load raises OSError
         HAS_TORCH, TORCH_PROBLEM = False, f"{type(exc).__name__}: {exc}".strip()
     else:
         HAS_TORCH, TORCH_PROBLEM = True, ""
+    base.UNAVAILABLE_HINT = "" if not TORCH_PROBLEM else (
+        f" The network methods ({', '.join(TORCH_METHODS)}) need PyTorch, which does not import here ({TORCH_PROBLEM}).")
     return TORCH_PROBLEM
 
 

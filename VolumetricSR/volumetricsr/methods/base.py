@@ -9,13 +9,14 @@ from typing import Optional
 
 import numpy as np
 
-from ..confidence import Spread, mirror_axis
-from ..errors import InputError, Notice
-from ..options import Rule, check_options
-from ..normalization import guess_modality
-from ..geometry import AxisLike, ThroughPlaneGrid, output_volume, plan_grid, to_stack
-from ..progress import CancelToken, ProgressCallback, report
-from ..volume import Volume, check_scalar_volume
+from volumetricsr.compute.confidence import Spread, mirror_axis
+from volumetricsr.common.errors import InputError, ModelError, Notice
+from volumetricsr.compute.models import ModelCard, find_model
+from volumetricsr.common.options import Rule, check_options
+from volumetricsr.data.normalization import guess_modality
+from volumetricsr.data.geometry import AxisLike, ThroughPlaneGrid, output_volume, plan_grid, to_stack
+from volumetricsr.common.progress import CancelToken, ProgressCallback, report
+from volumetricsr.data.volume import Volume, check_scalar_volume
 
 
 @dataclass
@@ -78,14 +79,24 @@ class Method(ABC):
     #: Options that name a saved model of this method (a per-volume method's ``model``, ``warm_start``).
     saved_model_options: tuple = ()
 
+    def load_card(self, model: Optional[str]) -> ModelCard:
+        """The card of ``model`` (an id or a card's path; None: this method's default model), checked to
+        be this method's: every method's one card loader (JSON only; the weights load on ``build``)."""
+        card = find_model(model, self.name)
+        if card.method != self.name:
+            raise ModelError(f"Model {card.id} is a {card.method} model, not {self.name}.")
+        return card
+
+    def onnx_example(self, card: ModelCard, net, window=None) -> tuple[tuple, tuple]:
+        """The input an ONNX export traces ``net`` with, and the axes left free (0: the batch)."""
+        raise InputError(f"{self.title} has no network to export to ONNX.")
+
     def fitness(self, volume: Volume, grid: ThroughPlaneGrid, options: dict, force: bool = False) -> list[str]:
         """Warnings about how well ``volume`` suits this method with ``options`` (cheap: no weights);
         raises :class:`InputError` for a clear misfit unless ``force``. Here: a saved model named by
         one of :attr:`saved_model_options` that was trained at another slice spacing."""
-        from ..models import find_model
-
         source = next((options[k] for k in self.saved_model_options if options.get(k)), None)
-        note = find_model(source, self.name).spacing_warning(grid.spacing_in) if source else None
+        note = self.load_card(source).spacing_warning(grid.spacing_in) if source else None
         return [note] if note else []
 
     def info(self) -> dict:
@@ -143,15 +154,15 @@ def register(method: Method) -> Method:
     return method
 
 
+#: Methods that could not be registered: a hint on why (set by the package, e.g. PyTorch missing).
+UNAVAILABLE_HINT = ""
+
+
 def get_method(name: str) -> Method:
     key = (name or "").strip().lower()
     if key not in _REGISTRY:
-        from . import TORCH_METHODS, TORCH_PROBLEM
-
-        hint = "" if not TORCH_PROBLEM else f" The network methods ({', '.join(TORCH_METHODS)}) need PyTorch, " \
-            f"which does not import here ({TORCH_PROBLEM})."
         raise InputError(f"Unknown method {name!r}. Available: {', '.join(sorted(_REGISTRY))} "
-                         f"(`volumetricsr methods` describes them).{hint}")
+                         f"(`volumetricsr methods` describes them).{UNAVAILABLE_HINT}")
     return _REGISTRY[key]
 
 

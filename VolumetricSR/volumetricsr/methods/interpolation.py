@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..confidence import combine
-from ..geometry import ThroughPlaneGrid
-from ..resampling import apply_along_first_axis, bspline_weights, linear_weights, sinc_weights
-from .base import Method, RunContext, register
+from volumetricsr.compute.confidence import combine
+from volumetricsr.data.geometry import ThroughPlaneGrid
+from volumetricsr.data.resampling import apply_along_first_axis, bspline_weights, linear_weights, sinc_weights
+from volumetricsr.methods.base import Method, RunContext, register
 
 
 class Interpolation(Method):

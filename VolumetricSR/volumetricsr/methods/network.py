@@ -2,23 +2,24 @@
 from __future__ import annotations
 
 import io
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from ..cpu_memory import keep_freed_memory
-from ..confidence import combine
-from ..engine import BLENDS, free_device_memory, is_out_of_memory, sliding_window_inference
-from ..errors import InputError, ModelError
-from ..geometry import ThroughPlaneGrid
-from ..models import ModelCard, find_model
-from ..normalization import Normalization, looks_like_hu
-from ..options import BATCH, FRACTION, Count, OneOf, Triple, label, text
-from ..predictors import PRECISIONS, OnnxPredictor, TorchPredictor, export_onnx
-from ..progress import scaled
-from ..resampling import apply_along_first_axis, bspline_weights, linear_weights, resample_axis, resample_in_plane
-from .base import Method, RunContext
+from volumetricsr.compute.cpu_memory import keep_freed_memory
+from volumetricsr.compute.confidence import combine
+from volumetricsr.compute.engine import BLENDS, free_device_memory, is_out_of_memory, sliding_window_inference
+from volumetricsr.common.errors import InputError, ModelError
+from volumetricsr.data.geometry import ThroughPlaneGrid
+from volumetricsr.compute.models import ModelCard
+from volumetricsr.data.normalization import Normalization, looks_like_hu
+from volumetricsr.common.options import BATCH, FRACTION, Count, OneOf, Triple, label, text
+from volumetricsr.compute.export import export_onnx
+from volumetricsr.compute.predictors import PRECISIONS, OnnxPredictor, TorchPredictor
+from volumetricsr.common.progress import scaled
+from volumetricsr.data.resampling import apply_along_first_axis, bspline_weights, linear_weights, resample_axis, resample_in_plane
+from volumetricsr.methods.base import Method, RunContext
 
 BACKENDS = ("torch", "onnx")
 #: Smallest in-plane window an out-of-memory retry goes down to before the CPU takes over.
@@ -44,12 +45,6 @@ class NetworkMethod(Method):
                     "blend": OneOf(BLENDS)}
     window: tuple[int, int, int] = (4, 256, 256)
     overlap: tuple[float, float, float] = (0.5, 0.25, 0.25)
-
-    def load_card(self, model: Optional[str]) -> ModelCard:
-        card = find_model(model, self.name)
-        if card.method != self.name:
-            raise ModelError(f"Model {card.id} is a {card.method} model, not {self.name}.")
-        return card
 
     def window_depth(self, card: ModelCard) -> Optional[int]:
         """Thick slices per input window that ``card``'s network needs (None: any depth)."""
@@ -86,11 +81,17 @@ class NetworkMethod(Method):
         if backend == "torch":
             return TorchPredictor(net, device, precision)
         onnx_file = card.onnx_path()
-        if onnx_file:
+        if onnx_file and list(card.extra.get("onnx_window", window)) == list(window):
             return OnnxPredictor(onnx_file, device)
         buffer = io.BytesIO()
-        export_onnx(net, buffer, window)
+        export_onnx(net, buffer, *self.onnx_example(card, net, window))
         return OnnxPredictor(buffer.getvalue(), device)
+
+    def onnx_example(self, card: ModelCard, net: torch.nn.Module, window=None) -> tuple[tuple, tuple]:
+        """An input window ``(1, 1, d, h, w)`` (``window``, else the card's, else the method's) and the
+        axes the ONNX file leaves free: the batch, rows and columns."""
+        window = tuple(window or card.extra.get("window") or self.window)
+        return (1, 1, *window), (0, 3, 4)
 
     def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, model: Optional[str] = None,
                  backend: str = "torch", precision: str = "auto", window=None, overlap=None,
@@ -140,31 +141,41 @@ class NetworkMethod(Method):
 
     def run_network(self, card: ModelCard, x: torch.Tensor, window, ctx: RunContext, backend: str, precision: str,
                     span: tuple[float, float] = (0.0, 0.95), **engine) -> torch.Tensor:
-        """The engine over ``x`` on ``ctx.device`` (progress over ``span``). Out of device memory even
-        one window at a time (the engine halves its batches first), it runs again with half the
-        in-plane window (down to ``MIN_WINDOW``), then on the CPU, saying so."""
-        device = ctx.device
-        while True:
+        """The engine over ``x`` on ``ctx.device`` (progress over ``span``), with the out-of-memory
+        fallback of :func:`with_memory_fallback` (smaller windows, then the CPU)."""
+        def run(device: str, window) -> torch.Tensor:
             predictor = self.predictor(card, window, device, backend, precision)
             ctx.check()                   # building it may have taken long (ONNX export)
             ctx.report(span[0], f"{self.title}: model {card.id} on {device} ({backend}, "
                             f"{getattr(predictor, 'precision', 'fp32')})")
-            try:
-                with keep_freed_memory():     # across windows too (real 8 mm CT: 58 -> 55 s)
-                    return sliding_window_inference(x, predictor, window, progress=scaled(ctx.progress, *span),
-                                                    cancel=ctx.cancel, **engine)
-            except Exception as exc:
-                if not is_out_of_memory(exc) or device == "cpu":
-                    raise
-            del predictor
-            free_device_memory()
-            if min(window[1:]) > MIN_WINDOW:
-                window = (window[0], *(max(MIN_WINDOW, w // 2) for w in window[1:]))
-                ctx.report(span[0], f"out of memory on {device}: windows of {window[1]}x{window[2]} from now on")
-            else:
-                ctx.warn(f"The GPU ({device}) ran out of memory even with one {window[0]}x{window[1]}x{window[2]} "
-                         "window at a time; running on the CPU instead (slower, same result).")
-                device = "cpu"
+            with keep_freed_memory():     # across windows too (real 8 mm CT: 58 -> 55 s)
+                return sliding_window_inference(x, predictor, window, progress=scaled(ctx.progress, *span),
+                                                cancel=ctx.cancel, **engine)
+
+        return with_memory_fallback(run, ctx, window, span[0])
+
+
+def with_memory_fallback(run: Callable, ctx: RunContext, window: Optional[tuple] = None, at: float = 0.0):
+    """``run(device, window)`` on ``ctx.device``. Out of device memory even one window at a time (the
+    engine halves its batches first), it runs again with half the in-plane ``window`` (down to
+    ``MIN_WINDOW``; a plane method has none to shrink), then on the CPU, saying so: every network
+    method's fallback."""
+    device = ctx.device
+    while True:
+        try:
+            return run(device, window)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or device == "cpu":
+                raise
+        free_device_memory()
+        if window is not None and min(window[1:]) > MIN_WINDOW:
+            window = (window[0], *(max(MIN_WINDOW, w // 2) for w in window[1:]))
+            ctx.report(at, f"out of memory on {device}: windows of {window[1]}x{window[2]} from now on")
+        else:
+            unit = "one plane" if window is None else f"one {window[0]}x{window[1]}x{window[2]} window"
+            ctx.warn(f"The GPU ({device}) ran out of memory even with {unit} at a time; running on the CPU "
+                     "instead (slower, same result).")
+            device = "cpu"
 
 
 def restore_clipped(out: np.ndarray, stack: np.ndarray, lo: float, hi: float) -> np.ndarray:

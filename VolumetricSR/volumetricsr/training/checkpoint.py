@@ -1,4 +1,4 @@
-"""Atomic checkpoints (write a temporary file, then ``os.replace``) and random-number-generator state."""
+"""Atomic checkpoints (through the one writer, :mod:`volumetricsr.data.writer`) and random-number-generator state."""
 from __future__ import annotations
 
 import os
@@ -8,23 +8,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ModelError, OutputError
+from volumetricsr.common.errors import ModelError, OutputError
+from volumetricsr.data.writer import write_atomically
 
 
 def atomic_save(obj, path: "str | os.PathLike") -> Path:
     """``torch.save`` to ``path`` so that a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        return write_atomically(path, lambda staged: torch.save(obj, staged))
     except (OSError, RuntimeError) as exc:     # torch reports a full disk as a RuntimeError
         raise OutputError(f"Could not write {path}: {str(exc).splitlines()[0][:200]} (is the disk full?); "
                           f"the previous {path.name} is kept.") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def load(path: "str | os.PathLike") -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from volumetricsr.data.writer import write_atomically
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -114,6 +115,4 @@ def plot_curves(losses: list[dict], validation: list[dict], path: Path) -> None:
     else:
         ax2.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax2.transAxes)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    write_atomically(path, fig.savefig)

@@ -8,7 +8,7 @@ every ``val_every`` epochs (and at the end) the task validates, and a new best v
 ``task.best_metric`` within the current ``task.stage(s)`` is recorded. Events go to ``on_event(name,
 fields)``: ``step``, ``validate`` (starting), ``best``, ``epoch``, and ``stage_end`` after the
 last step of a stage (multi-stage tasks). A loss that is not finite stops the run
-(:class:`~volumetricsr.errors.TrainingError`) before the step counts, so no checkpoint holds it.
+(:class:`~volumetricsr.common.errors.TrainingError`) before the step counts, so no checkpoint holds it.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..errors import Cancelled, TrainingError
-from ..progress import CancelToken
-from .distributed import LOCAL, Group, average_gradients
+from volumetricsr.common.errors import Cancelled, TrainingError
+from volumetricsr.common.progress import CancelToken
+from volumetricsr.training.distributed import LOCAL, Group, average_gradients
 
 EventCallback = Callable[[str, dict], None]
 

@@ -36,14 +36,15 @@ from typing import Optional, TextIO
 
 import numpy as np
 
-from ..cpu_memory import keep_freed_memory
-from ..errors import Cancelled, InputError, ModelError, TrainingError
-from ..progress import StopFileToken
-from . import checkpoint as ckpt
-from .distributed import LOCAL, Group
-from .history import History
-from .loop import Loop
-from .tasks import Task
+from volumetricsr.compute.cpu_memory import keep_freed_memory
+from volumetricsr.common.errors import Cancelled, InputError, ModelError, TrainingError
+from volumetricsr.common.progress import StopFileToken
+from volumetricsr.training import checkpoint as ckpt
+from volumetricsr.training.distributed import LOCAL, Group
+from volumetricsr.training.history import History
+from volumetricsr.training.loop import Loop
+from volumetricsr.training.tasks import Task
+from volumetricsr.data.writer import write_atomically
 
 STOPPED = 130
 FORMAT = 2     # 2: no history in checkpoints (log.jsonl), one random state per rank
@@ -180,9 +181,8 @@ class Trainer:
 
         path = self.workdir / "samples" / f"epoch_{epoch:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-        sitk.WriteImage(sitk.GetImageFromArray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)), str(tmp))
-        os.replace(tmp, path)
+        pixels = sitk.GetImageFromArray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
+        write_atomically(path, lambda staged: sitk.WriteImage(pixels, str(staged)))
 
     # -- progress and signals ------------------------------------------------------------------
     def emit(self, event: str, **fields) -> None:

@@ -1,0 +1,173 @@
+"""The one-call entry points used by the command line, the Slicer modules and scripts."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from volumetricsr.common import __version__
+from volumetricsr.compute.consistency import consistency, enforce_consistency as enforce
+from volumetricsr.compute.device import resolve_device
+from volumetricsr.data.geometry import AxisLike, plan_grid, stack_spacing, through_plane_axis, to_stack
+from volumetricsr.common.errors import InputError, OutputError
+from volumetricsr.data.io import cast_array, check_writable, read_volume, write_volume
+from volumetricsr.methods import Method, get_method
+from volumetricsr.common.options import Number, OneOf, check_options, check_spacing
+from volumetricsr.data.profile_estimation import LAGS, estimate_profile
+from volumetricsr.data.profiles import PROFILES
+from volumetricsr.common.progress import CancelToken, ProgressCallback
+from volumetricsr.data.volume import Volume
+
+
+#: How the acquired slices were made, which every method takes: consistency re-thickens with it, and
+#: a method that models it (selfsr) learns with it too. Thickness default: the slice spacing.
+SLICE_PROFILE = {"thickness": Number(0.0, 200.0, " mm"), "profile": OneOf(PROFILES)}
+
+
+def check_request(method: str, spacing: Optional[float] = None,
+                  options: Optional[dict] = None) -> tuple[Method, dict]:
+    """Every check that needs no volume (method, target spacing, option values; a network method's
+    card, not its weights; the slice profile): an :class:`~volumetricsr.common.errors.InputError` before any
+    work. Returns the method and the options' clean values."""
+    m = get_method(method)
+    check_spacing(spacing)
+    options = dict(options or {})
+    acquired = {k: options.pop(k) for k in SLICE_PROFILE if k in options and k not in m.option_rules}
+    return m, {**m.check_options(options), **check_options("The slice profile", SLICE_PROFILE, acquired)}
+
+
+def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[float] = None, *,
+                  axis: AxisLike = None, device: str = "auto", dtype: Optional[str] = None,
+                  force: bool = False, progress: Optional[ProgressCallback] = None,
+                  cancel: Optional[CancelToken] = None, results: Optional[dict] = None,
+                  enforce_consistency: bool = False, consistency_map: bool = False, confidence_map: bool = False,
+                  **options) -> Volume:
+    """Upsample ``volume`` along its through-plane axis with ``method``; returns a new volume.
+
+    ``spacing``: target through-plane spacing in mm (default: the finest in-plane spacing).
+    ``dtype``: None (float32), 'input' (the input's voxel type) or a numpy type name.
+    ``options``: method settings, e.g. ``model``, ``backend`` ('torch'|'onnx'), ``precision``,
+    ``window``, ``overlap``, ``batch_size`` for network methods; for every method ``thickness`` (mm)
+    and ``profile`` ('gaussian'|'rect'|'triangle') of the acquired slices (:data:`SLICE_PROFILE`;
+    thickness default: what a DICOM input states, else the slice spacing).
+    ``results``: a dict that receives what the run reports besides the volume (selfsr: ``training``).
+    ``enforce_consistency``: change the result as little as possible so that re-thickening it (with
+    ``thickness``/``profile``) reproduces the input exactly (:mod:`.consistency`).
+    Every run that adds slices also reports its agreement with the input in
+    ``results['consistency']`` (RMS, max, worst slice), with the same slice profile.
+    ``consistency_map``: also the residual (input minus the re-thickened result, on the input's
+    grid) as ``results['consistency_map']``; ``confidence_map``: the spread of the method's
+    predictions (:mod:`.confidence`), on the result's grid, as ``results['confidence_map']``. Both
+    are float32 volumes in intensity units.
+    """
+    if options.get("thickness") is None:
+        options["thickness"] = stated_thickness(volume, axis)
+    m, _ = check_request(method, spacing, options)
+    results = {} if results is None else results
+    if "profile" in m.option_rules or enforce_consistency or consistency_map:     # they use the profile
+        options.update(acquired_profile(volume, axis, options.get("thickness"), options.get("profile"), results))
+    if consistency_map:
+        grid = plan_grid(volume, spacing, axis, force)          # cheap, and before any work
+        if grid.n_out <= grid.n_in:
+            raise InputError("No consistency map: the result would have no more slices than the input to "
+                             "re-thicken; leave the map out, or ask for a finer spacing.")
+    dev = resolve_device(device) if m.uses_device else "cpu"
+    out = m.run(volume, spacing, axis=axis, device=dev, progress=progress, cancel=cancel, force=force,
+                results=results, confidence=confidence_map,
+                **{k: v for k, v in options.items() if k in m.option_rules})     # the profile: only if it models it
+    profile = options.get("thickness"), options.get("profile") or "gaussian"
+    if enforce_consistency:
+        out = enforce(out, volume, *profile)
+    if np.greater(out.size, volume.size).any():      # upsampled (not a forced resampling at the same spacing)
+        check = consistency(out, volume, *profile)
+        results["consistency"] = check.summary()
+        if consistency_map:
+            results["consistency_map"] = check.residual
+    metadata = {**volume.metadata, "derivation": derivation(m, volume, out, results)}
+    out = out.with_array(out.array, metadata=metadata)
+    for key, what in MAPS.items():
+        if key in results:
+            made = {**metadata["derivation"], "description": f"VolumetricSR {what} of a {m.title or m.name} result, "
+                                                             "in intensity units: a map, not an image"}
+            results[key] = results[key].with_array(results[key].array, metadata={**volume.metadata, "derivation": made})
+    if dtype is not None:
+        out = out.with_array(cast_array(out.array, volume.array.dtype if dtype == "input" else dtype))
+    return out
+
+
+def acquired_profile(volume: Volume, axis: AxisLike, thickness: Optional[float], profile: Optional[str],
+                     results: dict) -> dict:
+    """The acquired slices' ``thickness`` and ``profile``. A stated thickness (the user's or DICOM's)
+    is used with the stated profile, else Gaussian; otherwise the thickness, and the profile unless
+    stated, are estimated from the volume (:mod:`.profile_estimation`). A volume with too few slices
+    to estimate from gets the defaults (Gaussian, thickness = the slice spacing). Reported in
+    ``results['slice_profile']`` with its ``source``."""
+    a = through_plane_axis(volume, axis)
+    if thickness is not None:
+        found = {"profile": profile or "gaussian", "thickness": thickness, "source": "stated"}
+    elif volume.size[a] < LAGS + 2:
+        found = {"profile": profile or "gaussian", "thickness": volume.spacing[a], "source": "default"}
+    else:
+        estimate = estimate_profile(to_stack(volume.array, a), stack_spacing(volume, a), volume.spacing[a],
+                                    shapes=(profile,) if profile else PROFILES)
+        found = {**estimate.summary(), "source": "stated profile, thickness estimated" if profile else "estimated"}
+    results["slice_profile"] = found
+    return {"thickness": found["thickness"], "profile": found["profile"]}
+
+
+def describe_profile(found: dict) -> str:
+    """One line for ``results['slice_profile']``: what was used and where it came from."""
+    used = f"{found['profile']}, FWHM {found['thickness']:.3g} mm"
+    if "confidence" not in found:
+        return f"slice profile {used} ({found['source']})"
+    lo, hi = found["fwhm_range_mm"]
+    capped = (f"; {found['capped_from_mm']:.3g} mm estimated, wider than the spacing: not used"
+              if found.get("capped_from_mm") else "")
+    return (f"slice profile {used} ({found['source']} from the volume, {found['confidence']} confidence: "
+            f"{lo:.3g}-{hi:.3g} mm fit as well{capped}; state --profile/--thickness to override)")
+
+
+def stated_thickness(volume: Volume, axis: AxisLike = None) -> Optional[float]:
+    """The slice thickness a DICOM input states (0018,0050), when its slices are the through-plane
+    axis (K); else None."""
+    try:
+        thickness = float(str(volume.metadata.get("dicom", {}).get("0018|0050", "")).strip())
+    except ValueError:
+        return None
+    return thickness if 0 < thickness <= SLICE_PROFILE["thickness"].high and \
+        through_plane_axis(volume, axis) == 2 else None
+
+
+#: The maps a run can make, each a volume in ``results``.
+MAPS = {"consistency_map": "consistency map (acquired slices minus the re-thickened result)",
+        "confidence_map": "confidence map (spread of the method's predictions)"}
+
+
+def derivation(method: Method, volume: Volume, out: Volume, results: dict) -> dict:
+    """How ``out`` was made from ``volume``: for writers (DICOM DerivationDescription) and for people."""
+    axis = int(np.argmax(np.abs(np.subtract(volume.spacing, out.spacing))))
+    model = f" (model {results['model']})" if results.get("model") else ""
+    return {"method": method.name, "model": results.get("model"), "axis": axis,
+            "source_spacing_mm": volume.spacing[axis], "spacing_mm": out.spacing[axis],
+            "description": f"VolumetricSR {__version__} {method.title or method.name}{model}: through-plane "
+                           f"super-resolution from {volume.spacing[axis]:g} mm slices to {out.spacing[axis]:.4g} mm "
+                           f"spacing; not acquired at that resolution"}
+
+
+SUPER_RESOLVE_ARGS = ("axis", "device", "dtype", "force", "progress", "cancel", "results", "enforce_consistency",
+                      "consistency_map", "confidence_map")
+
+
+def infer(input_path: "str | os.PathLike", output_path: "str | os.PathLike", method: str = "bspline",
+          spacing: Optional[float] = None, *, series: Optional[str] = None, **kwargs) -> Volume:
+    """Read, super-resolve and atomically write; the request and the output are checked first."""
+    check_request(method, spacing, {k: v for k, v in kwargs.items() if k not in SUPER_RESOLVE_ARGS})
+    check_writable(output_path)
+    if os.path.exists(output_path) and os.path.samefile(input_path, output_path):
+        raise OutputError(f"The output {output_path} is the input file; give another output path "
+                          "(the input is never overwritten).")
+    volume = read_volume(input_path, series)
+    out = super_resolve(volume, method, spacing, **kwargs)
+    write_volume(out, output_path)
+    return out

@@ -1,0 +1,1 @@
+"""Data layer: volumes, reading and writing files, geometry, resampling, slice profiles, normalisation."""

@@ -1,0 +1,1 @@
+"""CLADE: unpaired CycleGAN on in-plane/through-plane patches."""

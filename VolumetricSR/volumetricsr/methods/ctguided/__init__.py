@@ -1,0 +1,1 @@
+"""CT-guided unsupervised MRI SR: the method, its unpaired data, its task."""

@@ -1,0 +1,259 @@
+"""Self-supervised per-volume super-resolution (SMORE/ECLARE family): no training data, any modality.
+
+The in-plane slices of the volume are high resolution. Degraded along one in-plane axis the way the
+scanner degrades the through-plane axis (blur with the slice profile, keep every ``f``-th row), they
+give low/high-resolution training pairs taken from the volume itself. A small 2-D network learns
+that mapping and is then applied to the planes that contain the through-plane axis, in both
+orthogonal orientations, through the core engine; the two results are averaged.
+
+The network works on the low-resolution grid and emits ``f = ceil(thick / in-plane)`` rows per
+row, so the in-plane training images are first resampled to the spacing ``thick / f``; its output
+is resampled to the requested grid at the end (cubic B-spline). Anisotropic in-plane spacing is
+made isotropic (finest spacing) for the duration of the run and restored afterwards.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from volumetricsr.common.errors import InputError
+from volumetricsr.data.geometry import ThroughPlaneGrid, samples_over
+from volumetricsr.compute.models import ModelCard, list_models, user_models_dir
+from volumetricsr.compute.networks.row_upsampler import RowUpsampler
+from volumetricsr.data.normalization import Normalization
+from volumetricsr.common.options import BATCH, Count, Number, OneOf, label, text
+from volumetricsr.data.profiles import PROFILES, slice_profile_weights
+from volumetricsr.common.progress import scaled
+from volumetricsr.data.resampling import fine_in_plane
+from volumetricsr.training.loop import Loop, autocast, needs_scaler, optimize
+from volumetricsr.training.samplers import PatchSampler
+from volumetricsr.training.tasks import OneNetworkTask
+from volumetricsr.methods.base import RunContext, register
+from volumetricsr.methods.plane import PlaneMethod
+
+NORMALIZATION = {"kind": "percentile", "low": 0.5, "high": 99.5}
+#: The network sees intensities up to this many percentile ranges beyond the range (no MR or CT tissue
+#: lies there); beyond it (metal) the input's values are interpolated back (:func:`~.network.restore_clipped`).
+HEADROOM = 1.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much the per-volume network learns: its size and its training iterations."""
+
+    iterations: int
+    batch_size: int
+    features: int
+    blocks: int
+    expansion: int
+    patch: int = 48          # patch width (high-resolution columns) and height on the fine grid
+
+
+BUDGETS = {
+    "fast": Budget(iterations=1200, batch_size=16, features=16, blocks=4, expansion=2),        # CPU default
+    "balanced": Budget(iterations=4000, batch_size=16, features=24, blocks=6, expansion=3),
+    "quality": Budget(iterations=20000, batch_size=32, features=32, blocks=8, expansion=4, patch=64),  # GPU default
+    "prior": Budget(iterations=0, batch_size=16, features=16, blocks=4, expansion=2),   # the prior alone: seconds
+}
+#: The budgets whose network is the priors' (:mod:`.selfsr_priors`): budget prior applies one alone,
+#: budget fast starts from one when one fits (``prior``: auto, an id, or none).
+PRIOR_BUDGETS = ("fast", "prior")
+
+
+# ----------------------------------------------------------------------------- data
+
+def network_scale(array: np.ndarray) -> tuple[np.ndarray, float, float, tuple[float, float]]:
+    """``array`` as the network sees it (float32): robust percentiles to [0, 1], clipped
+    :data:`HEADROOM` ranges beyond; with those percentiles ``lo``, ``hi`` and the clipping window."""
+    lo, hi = Normalization.from_dict(NORMALIZATION).range_of(array)
+    window = lo - HEADROOM * (hi - lo), hi + HEADROOM * (hi - lo)     # what the network learns and returns
+    return ((np.clip(array, *window) - lo) / (hi - lo)).astype(np.float32), lo, hi, window
+
+
+# ----------------------------------------------------------------------------- training
+
+class SelfSRTask(OneNetworkTask):
+    """Per-volume training on the loop core: Adam + one-cycle, L1, AMP on a GPU (a GradScaler for fp16)."""
+
+    method = "selfsr"
+    best_metric = None
+
+    def __init__(self, net: RowUpsampler, sampler: PatchSampler, budget: Budget, iterations: int, device: str):
+        super().__init__({"budget": asdict(budget), "iterations": iterations}, device)
+        self.net, self.sampler, self.batch_size = net.to(device), sampler, budget.batch_size
+        self.amp = torch.device(device).type == "cuda"
+        self.opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=1e-3, total_steps=max(iterations, 1),
+                                                         pct_start=0.1)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler(device, self.amp))
+
+    def extras(self):
+        return {"scaler": self.scaler}
+
+    def train_step(self, step: int, rng: np.random.Generator) -> dict[str, float]:
+        low, high = self.sampler.batch(self.batch_size, rng)
+        self.net.train()
+        with autocast(self.device, self.amp):
+            loss = F.l1_loss(self.net(low.to(self.device)).float(), high.to(self.device))
+        optimize(loss, self.opt, scaler=self.scaler)
+        self.sched.step()
+        return {"loss": float(loss.detach())}
+
+
+def train_network(net: RowUpsampler, sampler: PatchSampler, budget: Budget, iterations: int,
+                  ctx: RunContext, progress, rng: np.random.Generator, every: int = 50) -> list[float]:
+    """Train ``net`` through the loop core; returns the loss curve (the mean of every ``every`` iterations)."""
+    loop = Loop(SelfSRTask(net, sampler, budget, iterations, ctx.device), iterations, steps_per_epoch=every,
+                rng=rng, cancel=ctx.cancel)
+    curve = []
+
+    def on_event(name: str, fields: dict) -> None:
+        if name == "epoch":
+            curve.append(float(np.mean([r["loss"] for r in loop.history[-every:]])))
+            ctx.check()
+            if progress:
+                progress(loop.step / iterations, f"training {loop.step}/{iterations}, L1 {curve[-1]:.4f}")
+
+    loop.on_event = on_event
+    loop.run()
+    ctx.check()
+    return curve
+
+
+# ----------------------------------------------------------------------------- inference
+
+# ----------------------------------------------------------------------------- the method
+
+def find_prior(modality: Optional[str], factor: int) -> Optional[ModelCard]:
+    """The prior (:mod:`.selfsr_priors`) for ``modality`` ('CT', 'MR'; None: unknown, so none) at ``factor``."""
+    if modality is None:
+        return None
+    return next((card for card in list_models("selfsr") if card.extra.get("prior") and card.modality == modality
+                 and int(card.native_factor) == factor), None)
+
+
+class SelfSupervised(PlaneMethod):
+    name = "selfsr"
+    title = "Self-supervised (per volume)"
+    description = ("Learns the through-plane resolution from the volume's own in-plane slices (SMORE/ECLARE "
+                   "family): no training data, any modality; the slice profile is estimated from the volume "
+                   "unless stated. Trains for about a minute on a CPU (budget fast, from a shipped prior when "
+                   "one fits the modality and factor), longer on a GPU (budget quality); budget prior: the prior "
+                   "alone, seconds.")
+    modalities = ("CT", "MR", "any")
+    trains_per_volume = True
+    uses_device = True
+    min_slices = 3
+    option_rules = {"budget": OneOf(tuple(BUDGETS)), "iterations": Count(1, 1_000_000), "seed": Count(0, 2**32 - 1),
+                    "thickness": Number(0.0, 200.0, " mm"), "profile": OneOf(PROFILES), "model": text,
+                    "warm_start": text, "save_model": text, "batch_size": BATCH, "prior": text}
+    saved_model_options = ("model", "warm_start")
+    #: A slice thicker than this many slice spacings is taken for a typing error.
+    max_thickness_ratio = 10.0
+
+    def upsample(self, stack: np.ndarray, grid: ThroughPlaneGrid, ctx: RunContext, *, budget: Optional[str] = None,
+                 iterations: Optional[int] = None, seed: int = 0, thickness: Optional[float] = None,
+                 profile: str = "gaussian", model: Optional[str] = None, warm_start: Optional[str] = None,
+                 save_model: Optional[str] = None, batch_size: Optional[int] = None,
+                 prior: Optional[str] = None) -> np.ndarray:
+        budget_name = budget or ("fast" if ctx.device == "cpu" else "quality")
+        if thickness is not None and thickness > self.max_thickness_ratio * grid.spacing_in:
+            raise InputError(f"{label('thickness')} {thickness:g} mm is more than {self.max_thickness_ratio:g} times "
+                             f"the slice spacing {grid.spacing_in:g} mm; give the slices' thickness in mm.")
+        b = BUDGETS[budget_name]
+        iterations = b.iterations if iterations is None else int(iterations)
+        rng = np.random.default_rng(seed)
+
+        # isotropic in-plane grid at the finest in-plane spacing
+        thick = grid.spacing_in
+        n, rows, cols = stack.shape
+        work, fine = fine_in_plane(stack, grid.in_plane_spacing)
+        iso_rows, iso_cols = work.shape[1:]
+        factor = max(2, math.ceil(thick / fine - 1e-6))
+        lr_spacing = thick / factor                 # spacing the network produces
+        thickness = thick if thickness is None else float(thickness)
+        kernel = slice_profile_weights(profile, thickness, lr_spacing)
+
+        source = work
+        work, lo, hi, window = network_scale(work)
+
+        wants = budget_name == "prior" or prior != "none" and (budget_name in PRIOR_BUDGETS or prior is not None)
+        if model is None and warm_start is None and wants:
+            if budget_name not in PRIOR_BUDGETS:
+                raise InputError(f"A prior has the network of budget fast; budget {budget_name} trains its own "
+                                 "(leave out prior, or use budget fast or prior).")
+            warm_start = self._prior(prior or "auto", ctx, factor, budget_name)
+        with torch.random.fork_rng(devices=[]):       # the run's seed, not the process's random state
+            torch.manual_seed(seed)
+            net = self._network(model, warm_start, factor, b)
+        trained = model is None and iterations > 0
+        if trained:
+            ctx.report(0.0, f"preparing x{factor} training pairs from {n} in-plane slices")
+            fine_rows, fine_cols = (samples_over(m, fine, lr_spacing) for m in (iso_rows, iso_cols))
+            sampler = PatchSampler(work, factor, kernel, fine_rows, fine_cols, b.patch)
+            ctx.check()
+            start = time.perf_counter()
+            curve = train_network(net, sampler, b, iterations, ctx, scaled(ctx.progress, 0.02, 0.75), rng)
+            ctx.results["training"] = {"budget": budget_name, "iterations": iterations, "factor": factor,
+                                       "seconds": time.perf_counter() - start, "loss_curve": curve}
+            if save_model:
+                self._save(net, save_model, factor, b, thickness, profile, thick, iterations, budget_name)
+            del sampler                    # its resampled, blurred and weighted copies: free before inference
+        net.eval()
+
+        span = (0.75, 0.95) if trained else (0.0, 0.95)
+
+        # metal beyond the window: the input's
+        return self.finish(self.predictions(net, work, ctx, span=span, batch_size=batch_size), hi - lo, lo, source,
+                           window, grid, (rows, cols), ctx)
+
+    def _prior(self, prior: str, ctx: RunContext, factor: int, budget_name: str) -> Optional[str]:
+        """The prior to start from (a card path), reported in ``results['prior']``; ``prior``: auto (the
+        one for the volume's modality and factor, if any) or a saved model; ``none`` (handled by the
+        caller): from scratch."""
+        card = None if prior == "none" else find_prior(ctx.modality, factor) if prior == "auto" else \
+            self.load_card(prior)
+        ctx.results["prior"] = card.id if card else None
+        if card is None and budget_name == "prior":
+            why = "it was turned off (prior none)" if prior == "none" else \
+                f"none fits this volume ({ctx.modality or 'unknown modality'}, x{factor})"
+            raise InputError(f"Budget prior needs a prior, and {why}; use budget fast.")
+        return str(card.path) if card else None
+
+    def _network(self, model, warm_start, factor: int, b: Budget) -> RowUpsampler:
+        source = model or warm_start
+        if source is None:
+            return RowUpsampler(factor, b.features, b.blocks, b.expansion)
+        card = self.load_card(source)
+        if int(card.native_factor) != factor:
+            raise InputError(f"Saved model {card.id} adds x{card.native_factor:g} slices; this volume needs "
+                             f"x{factor}. Train a new one (leave out --model/--warm-start).")
+        return card.build()
+
+    @staticmethod
+    def _save(net, target: str, factor: int, b: Budget, thickness: float, profile: str, thick: float,
+              iterations: int, budget_name: str) -> ModelCard:
+        """Save the per-volume network as a model: ``target`` is an id (user models folder) or a .json path."""
+        from volumetricsr.compute.export import write_model
+
+        path = Path(target)
+        folder, model_id = (path.parent, path.stem) if path.suffix == ".json" else (user_models_dir(), target)
+        folder.mkdir(parents=True, exist_ok=True)
+        fields = {"method": "selfsr",
+                  "architecture": {"name": "row-upsampler", "args": {"factor": factor, "features": b.features,
+                                                                     "blocks": b.blocks, "expansion": b.expansion}},
+                  "native_factor": factor, "modality": "any", "normalization": NORMALIZATION,
+                  "training_data": f"self-supervised on one volume: {thick:g} mm slices, {profile} profile "
+                                   f"{thickness:g} mm, budget {budget_name} ({iterations} iterations)"}
+        return write_model(folder, model_id, net.state_dict(), fields, slice_spacing_mm=thick,
+                           slice_thickness_mm=thickness, profile=profile, budget=asdict(b))
+
+
+SELFSR = register(SelfSupervised())

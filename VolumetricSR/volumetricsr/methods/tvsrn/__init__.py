@@ -1,0 +1,1 @@
+"""TVSRN (RPLHR-CT paper): the method, its training task."""
