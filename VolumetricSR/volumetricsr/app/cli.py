@@ -12,6 +12,7 @@ from typing import Optional
 
 from volumetricsr.common import __version__
 from volumetricsr.common.errors import Cancelled, InputError, OutputError, VolumetricSRError
+from volumetricsr.common.progress import emit_json
 from volumetricsr.data.profiles import PROFILES
 
 _default_show_warning = warnings.showwarning
@@ -145,7 +146,7 @@ def _method_request(args, extra: Optional[dict] = None):
 def _cmd_infer(args) -> int:
     from volumetricsr.app.api import infer
     from volumetricsr.data.io import check_writable, write_volume
-    from volumetricsr.common.progress import CancelToken, JsonProgress, StopFileToken, emit_json
+    from volumetricsr.common.progress import CancelToken, JsonProgress, StopFileToken
 
     if args.progress_json:
         emit_json("start", pid=os.getpid())
@@ -408,7 +409,7 @@ def _cmd_train(args) -> int:
         return run(args)
     except VolumetricSRError as exc:
         if args.progress_json:
-            print(json.dumps({"event": "error", "message": str(exc)}), flush=True)
+            emit_json("error", message=str(exc))
         raise
 
 
@@ -532,7 +533,7 @@ def _main(argv: list[str]) -> int:
     except VolumetricSRError as exc:
         print(f"volumetricsr: error: {exc}", file=sys.stderr)
         if "--progress-json" in argv and argv[:1] == ["infer"]:
-            print(json.dumps({"event": "error", "message": str(exc)}), flush=True)
+            emit_json("error", message=str(exc))
         return 2
 
 

@@ -59,11 +59,50 @@ class JsonProgress:
         now = time.monotonic()
         if now - self._last[0] >= self.every or message != self._last[1] or fraction >= 1.0:
             self._last = (now, message)
-            emit_json("progress", stream=self.stream, fraction=round(float(fraction), 4), message=message)
+            emit_json("progress", stream=self.stream, fraction=fraction, message=message)
+
+
+#: The JSON-lines events that ``infer --progress-json`` and ``train --progress-json`` write (one object
+#: per line, ``{"event": name, ...}``) and both Slicer modules read, with the fields each must have.
+#: Any event may carry ``fraction`` (of the whole task, 0..1) and ``message`` (one line for a status
+#: bar); a reader needs nothing else to show progress. docs/architecture.md lists them.
+EVENTS = {
+    "start": ("pid",),                       # the process runs (train adds step, total, workdir)
+    "progress": ("fraction", "message"),     # infer
+    "step": ("step", "total", "fraction"),   # train: one optimisation step (loss, lr, elapsed, eta)
+    "validate": ("epoch", "step"),           # train: validation begins
+    "epoch": ("epoch", "step", "fraction"),  # train: an epoch ended (validation metrics)
+    "stage_end": ("stage", "step"),          # train: a staged method finished a stage
+    "checkpoint": ("path",),                 # train: a checkpoint was written
+    "note": ("message",),                    # something the user should know; the run goes on
+    "model": ("id", "card"),                 # train: the model was written
+    "stopped": ("step",),                    # train: stopped on request, resumable
+    "done": (),                              # finished (infer: output, describe, seconds, consistency)
+    "error": ("message",),                   # failed: the one line that says why
+}
+
+
+def event_line(event: str, **fields) -> str:
+    """One event as its JSON line, checked against :data:`EVENTS`."""
+    missing = [k for k in EVENTS.get(event, ()) if k not in fields]
+    if event not in EVENTS or missing:
+        raise ValueError(f"event {event!r}: " + (f"missing {missing}" if event in EVENTS else "not in EVENTS"))
+    if "fraction" in fields:
+        fields["fraction"] = round(min(max(float(fields["fraction"]), 0.0), 1.0), 4)
+    return json.dumps({"event": event, **fields})
 
 
 def emit_json(event: str, stream=None, **fields) -> None:
-    print(json.dumps({"event": event, **fields}), file=stream or sys.stdout, flush=True)
+    print(event_line(event, **fields), file=stream or sys.stdout, flush=True)
+
+
+def read_event(line: str) -> Optional[dict]:
+    """The event a line holds, or None for any other output (a library's own print, a blank line)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("event") in EVENTS else None
 
 
 def report(progress: Optional[ProgressCallback], fraction: float, message: str = "") -> None:

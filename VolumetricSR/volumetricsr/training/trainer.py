@@ -38,7 +38,7 @@ import numpy as np
 
 from volumetricsr.compute.cpu_memory import keep_freed_memory
 from volumetricsr.common.errors import Cancelled, InputError, ModelError, TrainingError
-from volumetricsr.common.progress import StopFileToken
+from volumetricsr.common.progress import StopFileToken, emit_json
 from volumetricsr.training import checkpoint as ckpt
 from volumetricsr.training.distributed import LOCAL, Group
 from volumetricsr.training.history import History
@@ -189,7 +189,9 @@ class Trainer:
         if not self.is_main:
             return
         if self.progress_json:
-            print(json.dumps({"event": event, **fields}), file=self.stream, flush=True)
+            if "step" in fields and self.total_steps:
+                fields["fraction"] = fields["step"] / self.total_steps
+            emit_json(event, stream=self.stream, **fields)
         elif event != "step" or fields.get("step", 0) % self.log_every == 0:
             text = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
             print(f"[{event}] {text}", file=self.stream, flush=True)
