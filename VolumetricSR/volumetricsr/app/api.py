@@ -13,7 +13,8 @@ from volumetricsr.data.geometry import AxisLike, plan_grid, stack_spacing, throu
 from volumetricsr.common.errors import InputError, OutputError
 from volumetricsr.data.io import cast_array, check_writable, read_volume, write_volume
 from volumetricsr.methods import Method, get_method
-from volumetricsr.common.options import Number, OneOf, check_options, check_spacing
+from volumetricsr.methods.options import method_rules
+from volumetricsr.common.options import check_options, check_spacing
 from volumetricsr.data.profile_estimation import LAGS, estimate_profile
 from volumetricsr.data.profiles import PROFILES
 from volumetricsr.common.progress import CancelToken, ProgressCallback
@@ -22,7 +23,7 @@ from volumetricsr.data.volume import Volume
 
 #: How the acquired slices were made, which every method takes: consistency re-thickens with it, and
 #: a method that models it (selfsr) learns with it too. Thickness default: the slice spacing.
-SLICE_PROFILE = {"thickness": Number(0.0, 200.0, " mm"), "profile": OneOf(PROFILES)}
+SLICE_PROFILE = method_rules("thickness", "profile")
 
 
 def check_request(method: str, spacing: Optional[float] = None,

@@ -13,7 +13,10 @@ from typing import Optional
 from volumetricsr.common import __version__
 from volumetricsr.common.errors import Cancelled, InputError, OutputError, VolumetricSRError
 from volumetricsr.common.progress import emit_json
-from volumetricsr.data.profiles import PROFILES
+from volumetricsr.common.options import Option
+from volumetricsr.data.metrics import PROTOCOLS
+from volumetricsr.data.profiles import DEFAULT_PROFILE
+from volumetricsr.methods.options import GROUPS, METHOD_OPTIONS, RUN_OPTIONS
 
 _default_show_warning = warnings.showwarning
 
@@ -57,13 +60,11 @@ def _add_infer(sub) -> None:
     p.add_argument("input", help="volume file (.nii.gz, .nrrd, .mha, ...) or DICOM folder")
     p.add_argument("output", help="output file, or a folder for a DICOM series")
     _add_method_arguments(p)
-    p.add_argument("--dtype", choices=["float32", "input"], default="float32",
-                   help="output voxel type: float32 (default) or the input's type")
+    RUN_OPTIONS["dtype"].add_to(p)
     p.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
     p.add_argument("--options", help="method options as a JSON object, e.g. '{\"iterations\": 500}' "
                                      "(over the flags above)")
-    p.add_argument("--enforce-consistency", action="store_true",
-                   help="change the result as little as possible so that re-thickening it gives the input exactly")
+    RUN_OPTIONS["enforce_consistency"].add_to(p)
     p.add_argument("--consistency-map", metavar="PATH",
                    help="also write the input minus the re-thickened result (on the input's grid)")
     p.add_argument("--confidence-map", metavar="PATH",
@@ -74,57 +75,17 @@ def _add_infer(sub) -> None:
 
 
 def _add_method_arguments(p) -> None:
-    """The method, its options and the machine: what ``infer`` and ``infer-batch`` share."""
+    """The method, its options and the machine: what ``infer`` and ``infer-batch`` share, made from
+    the declarations (:mod:`volumetricsr.methods.options`)."""
     p.add_argument("--method", default="bspline", help="method name (see `volumetricsr methods`)")
-    p.add_argument("--model", help="model id or card path (default: the method's first); for selfsr a saved "
-                                   "per-volume model, which skips training")
-    p.add_argument("--spacing", type=float, help="target through-plane spacing in mm (default: in-plane, isotropic)")
-    p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"], help="through-plane axis (default: largest spacing)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--threads", type=int, help="CPU threads (default: the cores this process may use)")
-    p.add_argument("--thickness", type=float, help="the acquired slices' thickness (FWHM) in mm (default: what a "
-                                                   "DICOM input states, else estimated from the volume), for "
-                                                   "consistency and for selfsr's training")
-    p.add_argument("--profile", choices=PROFILES,
-                   help="the acquired slices' profile (default: estimated from the volume)")
-    net = p.add_argument_group("network methods (trained models)")
-    net.add_argument("--backend", choices=["torch", "onnx"], help="inference backend (default torch)")
-    net.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
-                     help="default auto: bf16 autocast where the CPU/GPU has native bf16, else fp32")
-    net.add_argument("--batch-size", type=int, help="windows (or planes) per network call")
-    net.add_argument("--window", type=int, nargs=3, metavar=("D", "H", "W"),
-                     help="input window in thick slices and in-plane voxels (smaller: less memory)")
-    net.add_argument("--overlap", type=float, nargs=3, metavar=("D", "H", "W"),
-                     help="fraction of a window shared with its neighbour along each axis")
-    net.add_argument("--blend", choices=["gaussian", "uniform"], help="how overlapping windows are combined")
-    own = p.add_argument_group("methods that train on the volume (selfsr, clade)")
-    own.add_argument("--budget", choices=["fast", "balanced", "quality", "prior"],
-                     help="training budget (default: fast on CPU, quality on GPU; selfsr's prior: the shipped prior "
-                          "for the volume's modality and factor, no training, seconds)")
-    own.add_argument("--iterations", type=int, help="training iterations (overrides the budget's)")
-    own.add_argument("--seed", type=int, help="random seed, for repeatable results (default 0)")
-    own.add_argument("--save-model", help="save the per-volume network as a model (an id, or a .json path)")
-    own.add_argument("--warm-start", help="start training from this saved model (same protocol)")
-    own.add_argument("--prior", help="selfsr, budgets fast and prior: the prior to start from (default auto: the "
-                                     "shipped one for the volume's modality and factor, if any; an id or card; "
-                                     "none: from scratch)")
-    gan = p.add_argument_group("CLADE (clade)")
-    gan.add_argument("--stride", type=int, help="patch stride in voxels (paper: 6 CT, 12 MR; 0: whole planes, "
-                                                "the CPU default)")
-    gan.add_argument("--planes", type=int, help="low-resolution orientations (fast: 1, else 2)")
-    gan.add_argument("--norm", choices=["demod", "instance"], help="instance: the conventional CycleGAN (ablation)")
-    gan.add_argument("--no-gmap", dest="gmap", action="store_const", const=False,
-                     help="without the gradient-mapping loss (ablation)")
-    gan.add_argument("--plain-generator", dest="residual", action="store_const", const=False,
-                     help="the paper's generator mapping, not a residual on its input (see the README)")
-    p.add_argument("--force", action="store_true", help="resample even when the volume is already at the target spacing")
+    for name in ("spacing", "axis", "device", "threads"):
+        RUN_OPTIONS[name].add_to(p)
+    for title, names in GROUPS.items():
+        group = p.add_argument_group(title)
+        for name in names:
+            METHOD_OPTIONS[name].add_to(group)
+    RUN_OPTIONS["force"].add_to(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-#: ``infer`` flags that are method options, passed on only when given (each method checks its own).
-METHOD_OPTIONS = ("model", "backend", "precision", "batch_size", "window", "overlap", "blend", "budget",
-                  "iterations", "seed", "thickness", "profile", "save_model", "warm_start", "prior", "stride", "planes",
-                  "norm", "gmap", "residual")
 
 
 def _method_request(args, extra: Optional[dict] = None):
@@ -132,7 +93,7 @@ def _method_request(args, extra: Optional[dict] = None):
     from volumetricsr.app.api import check_request
     from volumetricsr.common.options import THREADS
 
-    given = {name: getattr(args, name) for name in METHOD_OPTIONS}
+    given = {name: getattr(args, name) for name in METHOD_OPTIONS}     # each method checks its own
     options = {**{name: value for name, value in given.items() if value is not None}, **(extra or {})}
     method, _ = check_request(args.method, args.spacing, options)
     threads = None if args.threads is None else THREADS("threads", args.threads)
@@ -200,25 +161,21 @@ def _add_infer_batch(sub) -> None:
                                   "manifest (columns input[,output][,options as JSON])")
     p.add_argument("outdir", help="output folder (NIfTI files, report.csv); existing outputs are skipped")
     _add_method_arguments(p)
-    p.add_argument("--workers", type=int, help="studies at once, each in its own process, the CPU cores split "
-                                               "between them (default: 1; with --ray, one per GPU of the cluster, "
-                                               "else one per node)")
+    RUN_OPTIONS["workers"].add_to(p)
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run the studies as Ray tasks: alone, on a new local Ray instance; 'auto' or "
                         "ray://HOST:PORT, on a running cluster (pip install 'volumetricsr[cluster]')")
     p.add_argument("--shard", help="i/n: only every n-th study from the i-th (0-based), for job arrays")
     p.add_argument("--enforce-consistency", action="store_true",
                    help="change each result as little as possible so that re-thickening it gives its input exactly")
-    p.add_argument("--maps", nargs="+", choices=["consistency", "confidence"], default=[],
-                   help="also write these maps beside each output (NAME_consistency.nii.gz, NAME_confidence.nii.gz)")
+    RUN_OPTIONS["maps"].add_to(p)
 
 
 def _cmd_infer_batch(args) -> int:
     from volumetricsr.app.batch import manifest, parse_shard, report_path, run_batch
-    from volumetricsr.common.options import Count
 
     _, options = _method_request(args)
-    workers = None if args.workers is None else Count(1, 1024)("workers", args.workers)
+    workers = None if args.workers is None else RUN_OPTIONS["workers"].rule("workers", args.workers)
     shard = parse_shard(args.shard) if args.shard else None
     studies = manifest(args.inputs)
     bar = TqdmProgress(f"{len(studies)} studies", enabled=not args.quiet)
@@ -278,9 +235,10 @@ def _add_simulate(sub) -> None:
     p.add_argument("thin")
     p.add_argument("output")
     p.add_argument("--factor", type=int, required=True, help="keep one thick slice per FACTOR thin slices")
-    p.add_argument("--thickness", type=float, help="slice thickness in mm (default: the new slice spacing)")
-    p.add_argument("--profile", default="gaussian", choices=PROFILES)
-    p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"], help="axis to thicken (default: largest spacing)")
+    Option("thickness", METHOD_OPTIONS["thickness"].rule, "slice thickness in mm (default: the new slice "
+           "spacing)").add_to(p)
+    Option("profile", METHOD_OPTIONS["profile"].rule, "slice profile", default=DEFAULT_PROFILE[0]).add_to(p)
+    Option("axis", RUN_OPTIONS["axis"].rule, "axis to thicken (default: the largest spacing)").add_to(p)
 
 
 def _cmd_simulate(args) -> int:
@@ -298,10 +256,10 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="PSNR and SSIM against a reference; PIQE, edge sharpness and SNR without one")
     p.add_argument("pred")
     p.add_argument("ref", nargs="?", help="thin reference (without one: the no-reference metrics only)")
-    p.add_argument("--protocol", default="rplhr", choices=["rplhr", "plain"],
+    p.add_argument("--protocol", default=PROTOCOLS[0], choices=PROTOCOLS,
                    help="rplhr: CT window [-1024, 2048], slices [5:-5] (default); plain: reference range, all slices")
-    p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"],
-                   help="through-plane axis (default: the reference's largest spacing; K for an isotropic volume)")
+    Option("axis", RUN_OPTIONS["axis"].rule, "through-plane axis (default: the reference's largest spacing; K for "
+           "an isotropic volume)").add_to(p)
     p.add_argument("--no-reference", action="store_true",
                    help="also PIQE and edge sharpness on the planes along the axis, and SNR")
     p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"),
@@ -315,9 +273,10 @@ def _add_evaluate(sub) -> None:
                                                          "weights from this file)")
     p.add_argument("--consistency", metavar="THICK", help="also the agreement with the acquired (thick) volume: "
                                                           "it minus the re-thickened prediction, per slice")
-    p.add_argument("--thickness", type=float, help="slice thickness for --consistency (default: the slice spacing)")
-    p.add_argument("--profile", choices=["gaussian", "rect", "triangle"], default="gaussian",
-                   help="slice profile for --consistency")
+    Option("thickness", METHOD_OPTIONS["thickness"].rule, "slice thickness for --consistency (default: the slice "
+           "spacing)").add_to(p)
+    Option("profile", METHOD_OPTIONS["profile"].rule, "slice profile for --consistency",
+           default=DEFAULT_PROFILE[0]).add_to(p)
     p.add_argument("--json", action="store_true")
 
 
@@ -376,8 +335,8 @@ def _cmd_evaluate(args) -> int:
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="geometry of a volume and the upsampling it would get")
     p.add_argument("input")
-    p.add_argument("--spacing", type=float)
-    p.add_argument("--axis", choices=["I", "J", "K", "i", "j", "k"])
+    RUN_OPTIONS["spacing"].add_to(p)
+    RUN_OPTIONS["axis"].add_to(p)
 
 
 def _cmd_info(args) -> int:
@@ -429,7 +388,7 @@ def _cmd_export_onnx(args) -> int:
     import numpy as np
     import torch
 
-    from volumetricsr.common.options import Count, Triple, check_options
+    from volumetricsr.common.options import check_options
     from volumetricsr.compute.export import export_onnx
     from volumetricsr.compute.models import find_model, sha256_of
     from volumetricsr.compute.predictors import OnnxPredictor
@@ -438,7 +397,7 @@ def _cmd_export_onnx(args) -> int:
 
     card = find_model(args.model)
     method = get_method(card.method)
-    window = check_options("export-onnx", {"window": Triple(Count(1, 4096))},
+    window = check_options("export-onnx", {"window": METHOD_OPTIONS["window"].rule},
                            {"window": args.window})["window"] if args.window else None
     out = Path(args.output)
     if out.suffix.lower() != ".onnx":
@@ -467,7 +426,7 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the methods on the built-in phantom, score them and write a figure")
     p.add_argument("output", nargs="?", default="volumetricsr-demo", help="folder for the results (created)")
     p.add_argument("--methods", nargs="+", help="default: every method that needs no trained model")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    RUN_OPTIONS["device"].add_to(p)
 
 
 def _cmd_demo(args) -> int:

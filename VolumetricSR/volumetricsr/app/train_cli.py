@@ -19,9 +19,24 @@ from typing import Optional
 
 from volumetricsr.common.errors import InputError
 from volumetricsr.compute.models import user_models_dir
-from volumetricsr.common.options import THREADS, Count, check_options
+from volumetricsr.common.options import Count, Option, check_options, rules_of
+from volumetricsr.methods.options import RUN_OPTIONS, SEED
 
 COMMON_HELP = "Train a method's model (writes a model card + weights)."
+
+
+#: The options every method's training has, declared once: their flags and their checks (before any
+#: work, as ``infer``'s) are made from these.
+COMMON_OPTIONS = {o.name: o for o in (
+    Option("epochs", Count(1, 10**6), "epochs to train", default=100),
+    Option("steps_per_epoch", Count(1, 10**7), "default: the method's (tvsrn: one crop per training case, at "
+           "least 100 steps)"),
+    Option("max_steps", Count(1, 10**9), "stop after this many steps in all (overrides --epochs)"),
+    Option("val_every", Count(1, 10**6), "validate every N epochs", default=1),
+    RUN_OPTIONS["device"],
+    RUN_OPTIONS["threads"],
+    Option("seed", SEED, "random seed", default=0),
+)}
 
 
 def add_common_arguments(p: argparse.ArgumentParser, methods: list[str]) -> None:
@@ -33,14 +48,8 @@ def add_common_arguments(p: argparse.ArgumentParser, methods: list[str]) -> None
                                      "under torchrun on several machines: a folder every machine sees)")
     p.add_argument("--resume", action="store_true", help="continue from WORKDIR/checkpoints/last.pt with the "
                    "run's own settings (a file WORKDIR/STOP, or SIGTERM/SIGINT, stops a run cleanly)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--steps-per-epoch", type=int, help="default: the method's (tvsrn: one crop per training "
-                                                       "case, at least 100 steps)")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps in all (overrides --epochs)")
-    p.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--threads", type=int, help="CPU threads (default: the cores this process may use)")
-    p.add_argument("--seed", type=int, default=0)
+    for option in COMMON_OPTIONS.values():
+        option.add_to(p)
     p.add_argument("--progress-json", action="store_true", help="one JSON object per line on stdout")
 
 
@@ -66,9 +75,7 @@ def parse(argv: list[str], prog: str = "volumetricsr train") -> argparse.Namespa
     return build_parser(known.method, prog).parse_args(argv)
 
 
-#: Rules for the options every method's training has (checked before any work, as ``infer``'s).
-COMMON_RULES = {"epochs": Count(1, 10**6), "steps_per_epoch": Count(1, 10**7), "max_steps": Count(1, 10**9),
-                "val_every": Count(1, 10**6), "threads": THREADS, "seed": Count(0, 2**32 - 1)}
+COMMON_RULES = rules_of(COMMON_OPTIONS)
 
 
 def _workdir(args) -> tuple[Path, Path]:

@@ -153,6 +153,7 @@ class Option:
     flag: str = ""
     const: Any = None
     metavar: Any = None
+    many: bool = False          # one or more values on the command line
 
     @property
     def cli_flag(self) -> str:
@@ -166,7 +167,7 @@ class Option:
         elif isinstance(self.rule, OneOf) and set(self.rule.values) <= {True, False}:
             kwargs.update(action="store_const", const=True)
         elif isinstance(self.rule, OneOf):
-            kwargs.update(choices=[str(v) for v in self.rule.values], type=str.lower)
+            kwargs.update(choices=[str(v) for v in self.rule.values], type=str.lower, nargs="+" if self.many else None)
         elif isinstance(self.rule, Triple):
             kwargs.update(type=_kind(self.rule.item), nargs=3, metavar=self.metavar or ("D", "H", "W"))
         else:

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from volumetricsr.common.progress import CancelToken, ProgressCallback, report
+from volumetricsr.compute.choices import BLENDS
 
 Triple = tuple[int, int, int]
 Predictor = Callable[[torch.Tensor], torch.Tensor]
-BLENDS = ("gaussian", "uniform")
 #: Windows per plane from which 2-D windows take the vectorised path.
 VECTORISE_FROM = 64
 

@@ -14,8 +14,8 @@ import torch
 
 from volumetricsr.compute.cpu_memory import keep_freed_memory
 from volumetricsr.common.errors import InputError, ModelError
+from volumetricsr.compute.choices import PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def native_bf16(device: str) -> bool:

@@ -9,19 +9,19 @@ import torch
 
 from volumetricsr.compute.cpu_memory import keep_freed_memory
 from volumetricsr.compute.confidence import combine
-from volumetricsr.compute.engine import BLENDS, free_device_memory, is_out_of_memory, sliding_window_inference
+from volumetricsr.compute.engine import free_device_memory, is_out_of_memory, sliding_window_inference
 from volumetricsr.common.errors import InputError, ModelError
 from volumetricsr.data.geometry import ThroughPlaneGrid
 from volumetricsr.compute.models import ModelCard
 from volumetricsr.data.normalization import Normalization, looks_like_hu
-from volumetricsr.common.options import BATCH, FRACTION, Count, OneOf, Triple, label, text
+from volumetricsr.common.options import label
 from volumetricsr.compute.export import export_onnx
-from volumetricsr.compute.predictors import PRECISIONS, OnnxPredictor, TorchPredictor
+from volumetricsr.compute.predictors import OnnxPredictor, TorchPredictor
 from volumetricsr.common.progress import scaled
 from volumetricsr.data.resampling import apply_along_first_axis, bspline_weights, linear_weights, resample_axis, resample_in_plane
 from volumetricsr.methods.base import Method, RunContext
+from volumetricsr.methods.options import BACKENDS, method_rules
 
-BACKENDS = ("torch", "onnx")
 #: Smallest in-plane window an out-of-memory retry goes down to before the CPU takes over.
 MIN_WINDOW = 64
 
@@ -40,9 +40,7 @@ class NetworkMethod(Method):
 
     needs_model = True
     uses_device = True
-    option_rules = {"model": text, "backend": OneOf(BACKENDS), "precision": OneOf(PRECISIONS),
-                    "window": Triple(Count(1, 4096)), "overlap": Triple(FRACTION), "batch_size": BATCH,
-                    "blend": OneOf(BLENDS)}
+    option_rules = method_rules("model", "backend", "precision", "window", "overlap", "batch_size", "blend")
     window: tuple[int, int, int] = (4, 256, 256)
     overlap: tuple[float, float, float] = (0.5, 0.25, 0.25)
 

@@ -1,4 +1,4 @@
-"""Every option a method takes, declared once (:class:`~volumetricsr.common.options.Option`).
+"""Every option a method or a run takes, declared once (:class:`~volumetricsr.common.options.Option`).
 
 A method picks its options from :data:`METHOD_OPTIONS` by name (``rules_of(METHOD_OPTIONS, ...)``,
 refining a rule only where it allows less: its own budgets); the ``infer`` and ``infer-batch``
@@ -6,13 +6,13 @@ flags, the API's checks and the Slicer panel's ranges and choices are all made f
 """
 from __future__ import annotations
 
-from volumetricsr.common.options import BATCH, FRACTION, Count, Number, OneOf, Option, Triple, rules_of, text
-from volumetricsr.compute.engine import BLENDS
-from volumetricsr.compute.networks.clade import NORMS
-from volumetricsr.compute.predictors import PRECISIONS
+from volumetricsr.common.options import BATCH, FRACTION, SPACING, THREADS, Count, Number, OneOf, Option, Triple, rules_of, text
+from volumetricsr.compute.choices import BLENDS, NORMS, PRECISIONS
 from volumetricsr.data.profiles import PROFILES
 
 BACKENDS = ("torch", "onnx")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+AXES = ("i", "j", "k")
 #: Every training budget of the methods that train on the volume; each method allows its own.
 BUDGETS = ("fast", "balanced", "quality", "prior")
 SEED = Count(0, 2**32 - 1)
@@ -59,6 +59,25 @@ GROUPS = {"the acquired slices (every method)": ("thickness", "profile"),
           "methods that train on the volume (selfsr, clade)": ("budget", "iterations", "seed", "save_model",
                                                                "warm_start", "prior"),
           "CLADE (clade)": ("stride", "planes", "norm", "gmap", "residual")}
+
+
+#: The options of a run that are not the method's: where the slices go and what computes them.
+RUN_OPTIONS = {o.name: o for o in (
+    Option("spacing", SPACING, "target through-plane spacing in mm (default: in-plane, isotropic)"),
+    Option("axis", OneOf(AXES), "through-plane axis, as the volume's I, J or K (default: the largest spacing)"),
+    Option("device", OneOf(DEVICES), "where networks run (default auto: a GPU if there is one)", default="auto"),
+    Option("threads", THREADS, "CPU threads (default: the cores this process may use)"),
+    Option("force", ON_OFF, default=False, help="resample even when the volume is already at the target spacing; "
+           "run a model on a volume it does not suit"),
+    Option("dtype", OneOf(("float32", "input")), "output voxel type: float32 (default) or the input's type",
+           default="float32"),
+    Option("maps", OneOf(("consistency", "confidence")), "also write these maps beside each output "
+           "(NAME_consistency.nii.gz, NAME_confidence.nii.gz)", default=(), many=True),
+    Option("workers", Count(1, 1024), "studies at once, each in its own process, the CPU cores split between them "
+           "(default: 1; with --ray, one per GPU of the cluster, else one per node)"),
+    Option("enforce_consistency", ON_OFF, default=False, help="change the result as little as possible so that "
+           "re-thickening it gives the input exactly"),
+)}
 
 
 def method_rules(*names: str, **refined) -> dict:

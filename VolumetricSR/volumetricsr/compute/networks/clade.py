@@ -14,8 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from volumetricsr.compute.networks.registry import register_architecture
+from volumetricsr.compute.choices import NORMS
 
-NORMS = ("demod", "instance")
 
 
 class DemodConv2d(nn.Conv2d):

@@ -42,7 +42,7 @@ from volumetricsr.common.errors import InputError
 from volumetricsr.data.geometry import ThroughPlaneGrid, samples_over, through_plane_axis
 from volumetricsr.compute.networks.clade import NORMS, Generator, PatchDiscriminator
 from volumetricsr.data.normalization import Normalization, for_modality, looks_like_hu
-from volumetricsr.common.options import BATCH, Count, Number, OneOf, text
+from volumetricsr.common.options import BATCH, Count, Number, OneOf
 from volumetricsr.common.progress import scaled
 from volumetricsr.data.resampling import fine_in_plane, resample_axis
 from volumetricsr.training.pairs import plane_patch
@@ -51,6 +51,7 @@ from volumetricsr.data.profiles import DEFAULT_PROFILE, THICKNESS_RATIO, add_pro
 from volumetricsr.training.tasks import Task, register_task, simulated_profile
 from volumetricsr.methods.base import RunContext, register
 from volumetricsr.methods.plane import PlaneMethod
+from volumetricsr.methods.options import method_rules
 
 PATCH = 32
 #: (cycle, identity, gradient map) loss weights by modality (the paper's).
@@ -386,9 +387,8 @@ class Clade(PlaneMethod):
     uses_device = True
     experimental = True
     min_slices = 3
-    option_rules = {"budget": OneOf(tuple(BUDGETS)), "iterations": Count(1, 1_000_000), "seed": Count(0, 2**32 - 1),
-                    "stride": Count(0, PATCH), "norm": OneOf(NORMS), "gmap": OneOf((True, False)),
-                    "planes": Count(1, 2), "residual": OneOf((True, False)), "batch_size": BATCH, "model": text}
+    option_rules = method_rules("budget", "iterations", "seed", "stride", "norm", "gmap", "planes", "residual",
+                                "batch_size", "model", budget=OneOf(tuple(BUDGETS)), stride=Count(0, PATCH))
     saved_model_options = ("model",)
     channels_last = True          # 1.6x faster on whole planes on a CPU
 

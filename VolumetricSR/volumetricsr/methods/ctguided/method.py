@@ -65,6 +65,7 @@ from volumetricsr.methods.ctguided.data import LowResMR, UnpairedData, read_hr_c
 from volumetricsr.methods.base import RunContext, register
 from volumetricsr.methods.plane import PlaneMethod
 from volumetricsr.training.samplers import PatchSampler
+from volumetricsr.methods.options import method_rules
 
 STAGES = ("ct", "mri", "joint")
 #: Thick slices a training MRI needs (the CITNet's attribute encoder halves the image four times).
@@ -469,7 +470,7 @@ class CTGuided(PlaneMethod):
     experimental = True
     native_factor = 4          # the paper's K and the shipped model's; a model's own card decides
     min_slices = 2
-    option_rules = {"model": text, "batch_size": BATCH}
+    option_rules = method_rules("model", "batch_size")
     saved_model_options = ("model",)
 
     def fitness(self, volume, grid: ThroughPlaneGrid, options: dict, force: bool = False) -> list[str]:

@@ -28,8 +28,8 @@ from volumetricsr.data.geometry import ThroughPlaneGrid, samples_over
 from volumetricsr.compute.models import ModelCard, list_models, user_models_dir
 from volumetricsr.compute.networks.row_upsampler import RowUpsampler
 from volumetricsr.data.normalization import Normalization
-from volumetricsr.common.options import BATCH, Count, Number, OneOf, label, text
-from volumetricsr.data.profiles import PROFILES, slice_profile_weights
+from volumetricsr.common.options import OneOf, label
+from volumetricsr.data.profiles import slice_profile_weights
 from volumetricsr.common.progress import scaled
 from volumetricsr.data.resampling import fine_in_plane
 from volumetricsr.training.loop import Loop, autocast, needs_scaler, optimize
@@ -37,6 +37,7 @@ from volumetricsr.training.samplers import PatchSampler
 from volumetricsr.training.tasks import OneNetworkTask
 from volumetricsr.methods.base import RunContext, register
 from volumetricsr.methods.plane import PlaneMethod
+from volumetricsr.methods.options import method_rules
 
 NORMALIZATION = {"kind": "percentile", "low": 0.5, "high": 99.5}
 #: The network sees intensities up to this many percentile ranges beyond the range (no MR or CT tissue
@@ -151,9 +152,8 @@ class SelfSupervised(PlaneMethod):
     trains_per_volume = True
     uses_device = True
     min_slices = 3
-    option_rules = {"budget": OneOf(tuple(BUDGETS)), "iterations": Count(1, 1_000_000), "seed": Count(0, 2**32 - 1),
-                    "thickness": Number(0.0, 200.0, " mm"), "profile": OneOf(PROFILES), "model": text,
-                    "warm_start": text, "save_model": text, "batch_size": BATCH, "prior": text}
+    option_rules = method_rules("budget", "iterations", "seed", "thickness", "profile", "model", "warm_start",
+                                "save_model", "batch_size", "prior", budget=OneOf(tuple(BUDGETS)))
     saved_model_options = ("model", "warm_start")
     #: A slice thicker than this many slice spacings is taken for a typing error.
     max_thickness_ratio = 10.0

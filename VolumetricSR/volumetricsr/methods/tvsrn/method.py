@@ -21,9 +21,9 @@ from volumetricsr.compute.engine import window_starts
 from volumetricsr.common.errors import ModelError
 from volumetricsr.data.geometry import ThroughPlaneGrid
 from volumetricsr.compute.models import ModelCard
-from volumetricsr.common.options import OneOf
 from volumetricsr.methods.base import RunContext, register
 from volumetricsr.methods.network import NetworkMethod
+from volumetricsr.methods.options import method_rules
 
 
 _COMPILE = contextvars.ContextVar("tvsrn_compile", default=False)   # this run's choice, seen by predictor()
@@ -74,7 +74,7 @@ class TVSRNMethod(NetworkMethod):
     min_slices = 4
     window = (4, 256, 256)
     overlap = (0.5, 0.0, 0.0)
-    option_rules = {**NetworkMethod.option_rules, "compile": OneOf((True, False, "auto"))}
+    option_rules = {**NetworkMethod.option_rules, **method_rules("compile")}
 
     def window_depth(self, card: ModelCard) -> int:
         return int(card.architecture.get("args", {}).get("depth", 4))
