@@ -49,3 +49,25 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return DATA
+
+
+#: NIfTI-1 header fields a test may set: byte offset and numpy type (little-endian, as SimpleITK writes).
+NIFTI1_FIELDS = {"dim": (40, "<i2"), "datatype": (70, "<i2"), "pixdim": (76, "<f4"), "vox_offset": (108, "<f4"),
+                 "scl_slope": (112, "<f4"), "scl_inter": (116, "<f4")}
+
+
+def edit_nifti(path: Path, **fields) -> Path:
+    """Set NIfTI-1 header fields of a .nii or .nii.gz file in place: a number, or {index: number} for
+    the arrays (``pixdim={1: -0.8}``), e.g. ``edit_nifti(p, scl_slope=2.0, scl_inter=-10.0)``."""
+    import gzip
+
+    path = Path(path)
+    packed = path.name.endswith(".gz")
+    raw = bytearray(gzip.decompress(path.read_bytes()) if packed else path.read_bytes())
+    for name, value in fields.items():
+        offset, kind = NIFTI1_FIELDS[name]
+        for index, v in (value.items() if isinstance(value, dict) else [(0, value)]):
+            at = offset + index * np.dtype(kind).itemsize
+            raw[at:at + np.dtype(kind).itemsize] = np.array(v, kind).tobytes()
+    path.write_bytes(gzip.compress(bytes(raw), mtime=0) if packed else bytes(raw))
+    return path

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import make_volume, random_rotation
+from conftest import edit_nifti, make_volume, random_rotation
 from volumetricsr import InputError, OutputError, read_volume, write_volume
 from volumetricsr.data.io import check_writable
 
@@ -170,3 +170,56 @@ def test_staging_left_by_a_dead_writer_is_removed_by_the_next_write(tmp_path):
     write_volume(make_volume(), tmp_path / "out.nii.gz")
     assert not debris.exists() and alive.exists()
     assert read_volume(tmp_path / "out.nii.gz").array.shape == make_volume().array.shape
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32])
+@pytest.mark.parametrize("slope, inter", [(2.0, -10.0), (0.5, 0.0), (1.0, 1024.0), (0.0, 5.0), (np.nan, 5.0)])
+def test_scaled_nifti_reads_as_the_standard_says_not_as_truncated(tmp_path, suffix, dtype, slope, inter):
+    """scl_slope/scl_inter (scanner exports): y = slope * x + inter; a zero or non-finite slope: no
+    scaling at all (ITK would still add inter). The voxels keep their places (oblique geometry)."""
+    vol = oblique_volume(dtype)
+    path = edit_nifti(write_volume(vol, tmp_path / f"v{suffix}"), scl_slope=slope, scl_inter=inter)
+    back = read_volume(path)
+    if slope == 0 or not np.isfinite(slope):
+        assert back.array.dtype == vol.array.dtype
+        np.testing.assert_array_equal(back.array, vol.array)
+    else:
+        np.testing.assert_array_equal(back.array, (vol.array * np.float64(slope) + inter).astype(np.float32))
+        itk = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))       # same places, ITK's float32 arithmetic
+        np.testing.assert_allclose(back.array, itk, rtol=1e-6)
+    np.testing.assert_allclose(back.direction, vol.direction, atol=1e-5)
+
+
+def test_scaled_wide_integers_keep_their_exact_values(tmp_path):
+    vol = make_volume(size_ijk=(6, 5, 4), dtype=np.int32).with_array(np.full((4, 5, 6), 100000001, np.int32))
+    back = read_volume(edit_nifti(write_volume(vol, tmp_path / "v.nii"), scl_slope=1.0, scl_inter=5.0))
+    assert back.array.dtype == np.float64 and (back.array == 100000006).all()     # float32 says 100000008
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("value, slope", [(np.nan, 1.0), (np.inf, 1.0), (-np.inf, 2.0)])
+def test_nan_and_inf_in_a_nifti_are_found(tmp_path, suffix, value, slope):
+    """The NIfTI library reads them as zeros without a word; the scan of the file finds them."""
+    array = oblique_volume(np.float32).array.copy()
+    array[1, 2, 3] = value
+    path = edit_nifti(write_volume(oblique_volume().with_array(array), tmp_path / f"v{suffix}"), scl_slope=slope)
+    with pytest.raises(InputError, match="has 1 NaN or infinite voxels"):
+        read_volume(path)
+
+
+def test_scaling_beyond_float32_is_refused(tmp_path):
+    path = edit_nifti(write_volume(oblique_volume(np.int16), tmp_path / "v.nii"), scl_slope=1e38)
+    with pytest.raises(InputError, match=r"intensity scaling \(scl_slope 1e\+38"):
+        read_volume(path)
+
+
+@pytest.mark.parametrize("pixdim", [-0.7, 0.0, np.nan])
+def test_a_nifti_header_that_contradicts_itself_gets_one_message_and_no_itk_warnings(tmp_path, capfd, pixdim):
+    path = edit_nifti(write_volume(oblique_volume(), tmp_path / "v.nii.gz"), pixdim={1: pixdim})
+    capfd.readouterr()
+    with pytest.raises(InputError, match="has unexpected scales in sform.*Fix the header") as caught:
+        read_volume(path)
+    assert "\n" not in str(caught.value) and "0x" not in str(caught.value)
+    assert capfd.readouterr().err == ""          # ITK's warnings are in our message, not on the terminal
+

@@ -6,19 +6,25 @@ never leaves a half-written file.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import re
+import sys
+import tempfile
 import time
 import uuid
+import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
 
-from volumetricsr.common.errors import InputError, OutputError
-from volumetricsr.data.volume import Volume, check_scalar_volume
+from volumetricsr.common.errors import InputError, Notice, OutputError
+from volumetricsr.data.volume import Volume, check_scalar_volume, nonfinite_error
 from volumetricsr.data.writer import Transaction, check_folder
 
 PathLike = Union[str, os.PathLike]
@@ -27,6 +33,11 @@ FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 SLICE_GAP_TOLERANCE = 0.01
 #: Words in SimpleITK's messages for a file that ends before its data does.
 TRUNCATION_HINTS = ("not read completely", "fread got only", "but received", "unexpected end")
+#: NIfTI datatype codes of scalar voxels and their numpy types (byte order added from the header).
+NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8",
+               1280: "u8"}
+#: Integers up to this size are exact in float32; beyond it, not all are.
+FLOAT32_EXACT = 2 ** 24
 #: DICOM tags copied from an input series into a written one (patient and study identity).
 STUDY_TAGS = ("0010|0010", "0010|0020", "0010|0030", "0010|0040", "0020|000d", "0008|0020",
               "0008|0030", "0008|0050", "0008|0060", "0020|0052", "0008|103e", "0020|0011",
@@ -72,18 +83,40 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> Volume:
     if p.stat().st_size == 0:
         raise InputError(f"{p} is an empty file (0 bytes): copy it again.")
     try:
-        image = sitk.ReadImage(str(p))
+        image, said = _library_call(sitk.ReadImage, str(p))
     except RuntimeError as exc:
-        if "Zero-valued spacing" in str(exc):
+        full = f"{exc} {exc.__cause__}"
+        if "Zero-valued spacing" in full:
             raise InputError(f"{p} has a zero voxel spacing in its header; fix the header (each axis's spacing "
                              "in mm) before super-resolution.")
-        if any(hint in str(exc) for hint in TRUNCATION_HINTS):
+        if any(hint in full for hint in TRUNCATION_HINTS):
             raise _truncated(p)
         raise InputError(f"Could not read {p}: it is not an image SimpleITK can read "
-                         f"({', '.join(FILE_SUFFIXES)} or a DICOM folder). Details: {_first_line(exc)}")
-    if p.name.lower().endswith((".nii", ".nii.gz")) and not _nifti_complete(p, image):
+                         f"({', '.join(FILE_SUFFIXES)} or a DICOM folder). Details: {exc}")
+    if not p.name.lower().endswith((".nii", ".nii.gz")):
+        if said:
+            warnings.warn(f"reading {p.name}: {said}", Notice, stacklevel=2)
+        return volume_from_image(image, name=p.name)
+    if said:       # the NIfTI reader warns when the header's descriptions of the geometry disagree
+        raise InputError(f"{p}: its header describes the voxel geometry in two ways that disagree "
+                         f"({said}), so where its voxels lie is uncertain. Fix the header "
+                         "(pixdim and the qform/sform must agree), for example by saving it again from the "
+                         "scanner's DICOM.")
+    scan = _nifti_scan(p)
+    if scan is None:
+        raise InputError(f"Could not read {p}: its NIfTI header does not say where its voxels are (a data "
+                         "offset that is not a number of bytes). Fix the header's vox_offset.")
+    if scan.missing > 0:
         raise _truncated(p)
-    return volume_from_image(image, name=p.name)
+    volume = volume_from_image(image, name=p.name)
+    if scan.nonfinite:
+        raise nonfinite_error(str(p), scan.nonfinite)
+    if scan.values is not None:     # scaled: the intensities as the standard defines them, computed here
+        if scan.values.size != volume.array.size:
+            raise InputError(f"Could not read {p}: the sizes in its header disagree with the image SimpleITK "
+                             "reads from it. Fix the header's dim.")
+        volume = volume.with_array(scan.values.reshape(volume.array.shape))
+    return volume
 
 
 def _truncated(path: Path) -> InputError:
@@ -91,25 +124,97 @@ def _truncated(path: Path) -> InputError:
                       "or download?). Copy it again.")
 
 
-def _nifti_complete(path: Path, image: sitk.Image) -> bool:
-    """Whether a NIfTI file holds (decompressed) all the data its header announces: SimpleITK reads a
-    truncated one with zeros for the missing voxels, and its writer reports a failed write (a full
-    disk) only on stderr."""
+@dataclass
+class NiftiScan:
+    """What a NIfTI file holds beyond what SimpleITK says: ``missing`` bytes of the data its header
+    announces (a truncated file reads with zeros for them), ``nonfinite`` NaN or infinite voxels (the
+    NIfTI library turns them into zeros, silently), and, for a file with intensity scaling
+    (``scl_slope``/``scl_inter``), the scaled ``values`` computed as the standard defines them (ITK
+    scales in float32 and applies ``scl_inter`` even with a zero ``scl_slope``)."""
+
+    missing: int
+    nonfinite: int = 0
+    values: Optional[np.ndarray] = None
+
+
+def _nifti_header(header: bytes) -> Optional[dict]:
+    """The fields of a NIfTI-1 or NIfTI-2 header that locate and decode its data; None if it is neither."""
+    if len(header) < 348:
+        return None
+    for order in "<>":
+        size = int(np.frombuffer(header, f"{order}i4", 1, 0)[0])
+        if size in (348, 540):
+            break
+    else:
+        return None
+    if size == 540 and len(header) < 540:
+        return None
+
+    def field(kind: str, at: int, count: int = 1) -> np.ndarray:
+        return np.frombuffer(header, f"{order}{kind}", count, at)
+
+    if size == 348:
+        dims, (code, bitpix) = field("i2", 40, 8), field("i2", 70, 2)
+        offset, slope, inter = field("f4", 108, 3)
+    else:
+        dims, (code, bitpix) = field("i8", 16, 8), field("i2", 12, 2)
+        offset, (slope, inter) = field("i8", 168)[0], field("f8", 176, 2)
+    code, bitpix, offset, slope, inter = int(code), int(bitpix), float(offset), float(slope), float(inter)
+    if not 0 <= offset < 2 ** 62:
+        return None
+    n = int(np.prod(np.maximum(dims[1:1 + int(np.clip(dims[0], 1, 7))].astype(np.int64), 1)))
+    dtype = np.dtype(order + NIFTI_TYPES[code]) if code in NIFTI_TYPES else None
+    item = dtype.itemsize if dtype is not None else max(bitpix, 8) // 8
+    return {"offset": int(offset), "n": n, "bytes": n * item, "dtype": dtype, "stated": (slope, inter),
+            "slope": slope if np.isfinite(slope) else 0.0, "inter": inter if np.isfinite(inter) else 0.0}
+
+
+def _nifti_scan(path: Path) -> Optional[NiftiScan]:
+    """Read a NIfTI file's data once, decompressed (:class:`NiftiScan`); None if its header is unreadable."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
-            header = f.read(540)
-            held = len(header) + sum(len(block) for block in iter(lambda: f.read(1 << 22), b""))
+            head = f.read(540)
+            h = _nifti_header(head)
+            if h is None:
+                return None
+            dtype, need = h["dtype"], h["bytes"]
+            own = dtype is not None and h["stated"] not in ((0.0, 0.0), (1.0, 0.0))     # ITK would scale
+            floats = dtype is not None and dtype.kind == "f"
+            blocks = iter([head[h["offset"]:]] if h["offset"] < len(head) else [])
+            f.read(max(h["offset"] - len(head), 0))
+            held, nonfinite, pending, kept = 0, 0, b"", []
+            for block in (b for chunk in (blocks, iter(lambda: f.read(1 << 22), b"")) for b in chunk):
+                block = block[:need - held]
+                held += len(block)
+                if own:
+                    kept.append(block)
+                elif floats:
+                    data = pending + block
+                    usable = len(data) - len(data) % dtype.itemsize
+                    nonfinite += int(usable // dtype.itemsize
+                                     - np.count_nonzero(np.isfinite(np.frombuffer(data[:usable], dtype))))
+                    pending = data[usable:]
+                if held >= need:
+                    break
     except (EOFError, OSError, zlib.error):     # a gzip stream cut short, or corrupt
-        held = -1
-    if held >= 0:
-        order = "<" if int.from_bytes(header[:4], "little") in (348, 540) else ">"
-        nifti2 = int.from_bytes(header[:4], "little" if order == "<" else "big") == 540
-        offset = int(np.frombuffer(header, f"{order}i8" if nifti2 else f"{order}f4", 1, 168 if nifti2 else 108)[0])
-        expected = offset + image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() \
-            * image.GetSizeOfPixelComponent()
-        return held >= expected
-    return False
+        return NiftiScan(missing=1)
+    if held < need:
+        return NiftiScan(missing=need - held)
+    if not own:
+        return NiftiScan(0, nonfinite)
+    raw = np.frombuffer(b"".join(kept), dtype)
+    del kept
+    nonfinite = int(raw.size - np.count_nonzero(np.isfinite(raw))) if floats else 0
+    if nonfinite or h["slope"] == 0:        # a zero or non-finite scl_slope: no scaling at all
+        return NiftiScan(0, nonfinite, raw.astype(dtype.newbyteorder("=")))
+    values = raw.astype(np.float64) * h["slope"] + h["inter"]
+    if not np.isfinite(values).all() or np.abs(values).max(initial=0) > np.finfo(np.float32).max:
+        raise InputError(f"{path}: its intensity scaling (scl_slope {h['slope']:g}, scl_inter {h['inter']:g}) "
+                         "takes voxels beyond what a 32-bit float holds; fix the header's scl_slope.")
+    wide = dtype.kind == "f" and dtype.itemsize > 4 or \
+        dtype.kind in "iu" and dtype.itemsize > 2 and np.abs(raw).max(initial=0) > FLOAT32_EXACT
+    return NiftiScan(0, 0, values if wide else values.astype(np.float32))
 
 
 def volume_from_image(image: sitk.Image, name: str = "input", metadata: Optional[dict] = None) -> Volume:
@@ -141,15 +246,15 @@ def image_from_volume(volume: Volume) -> sitk.Image:
 def _read_dicom(p: Path, series: Optional[str]) -> Volume:
     folder = p if p.is_dir() else p.parent
     has_files = any(f.is_file() for f in folder.iterdir())
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) if has_files else ()   # GDCM warns on none
+    ids = _library_call(sitk.ImageSeriesReader.GetGDCMSeriesIDs, str(folder))[0] if has_files else ()
     if p.is_file():
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(p))
         try:
-            reader.ReadImageInformation()
+            _library_call(reader.ReadImageInformation)
             series = series or reader.GetMetaData("0020|000e").strip()
         except RuntimeError as exc:
-            raise InputError(f"Could not read DICOM file {p}: {_first_line(exc)}")
+            raise InputError(f"Could not read DICOM file {p}: {exc}")
     if not ids:
         raise InputError(f"No DICOM series found in {folder}. Give a volume file or a folder of DICOM files.")
     if series is None:
@@ -159,14 +264,14 @@ def _read_dicom(p: Path, series: Optional[str]) -> Volume:
         series = ids[0]
     if series not in ids:
         raise InputError(f"DICOM series {series} is not in {folder}; it holds {', '.join(ids)}.")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series)
-    tags = _check_slice_positions(files)
+    files = _library_call(sitk.ImageSeriesReader.GetGDCMSeriesFileNames, str(folder), series)[0]
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
-        image = reader.Execute()
+        tags = _check_slice_positions(files)
+        image = _library_call(reader.Execute)[0]
     except RuntimeError as exc:
-        raise InputError(f"Could not read the DICOM series in {folder}: {_first_line(exc)}")
+        raise InputError(f"Could not read the DICOM series in {folder}: {exc}")
     return volume_from_image(image, name=f"DICOM series {series}", metadata={"dicom": tags})
 
 
@@ -176,7 +281,7 @@ def _check_slice_positions(files) -> dict:
     reader = sitk.ImageFileReader()
     for n, f in enumerate(files):
         reader.SetFileName(f)
-        reader.ReadImageInformation()
+        _library_call(reader.ReadImageInformation)
         if n == 0:
             tags = {t: reader.GetMetaData(t) for t in STUDY_TAGS if reader.HasMetaDataKey(t)}
             if reader.HasMetaDataKey("0020|0037"):
@@ -227,15 +332,15 @@ def volume_files(path: PathLike, writing: bool = False) -> list[Path]:
     if writing:
         data = [".raw", ".zraw"] if name.endswith(".mhd") else [".raw", ".raw.gz"]
         return [path, *(stem.with_name(stem.name + s) for s in data)]
-    key = "elementdatafile" if name.endswith(".mhd") else "data file"
+    mhd = name.endswith(".mhd")
     try:
         with open(path, "rb") as f:
             header = f.read(1 << 16).decode("latin-1")
     except OSError:
         return [path]
     for line in header.splitlines():
-        field, sep, value = line.partition("=" if key == "elementdatafile" else ":")
-        if sep and field.strip().lower().replace("datafile", "data file") in (key, "data file"):
+        field, sep, value = line.partition("=" if mhd else ":")
+        if sep and field.strip().lower().replace(" ", "") == ("elementdatafile" if mhd else "datafile"):
             value = value.strip()
             if value and value.split()[0].upper() not in ("LOCAL", "LIST") and "%" not in value:
                 return [path, path.parent / value]
@@ -268,11 +373,12 @@ def write_volume(volume: Volume, path: PathLike, dtype=None, tx: Optional[Transa
             return target
         image = image_from_volume(volume)
         try:
-            sitk.WriteImage(image, str(staged), True)
+            _, said = _library_call(sitk.WriteImage, image, str(staged), True)
         except RuntimeError as exc:
-            raise OutputError(f"Could not write {target}: {_first_line(exc)}")
-        if fmt in (".nii", ".nii.gz") and not _nifti_complete(staged, image):
-            raise OutputError(f"Could not write {target}: the file came out incomplete (is the disk full?).")
+            raise OutputError(f"Could not write {target}: {exc}")
+        if fmt in (".nii", ".nii.gz") and (_nifti_scan(staged) or NiftiScan(1)).missing:
+            raise OutputError(f"Could not write {target}: the file came out incomplete (is the disk full?"
+                              + (f" The NIfTI library says: {said}" if said else "") + ")")
     except OSError as exc:
         raise OutputError(f"Could not write {target}: {exc}")
     return target
@@ -329,15 +435,65 @@ def _write_dicom(volume: Volume, folder: Path) -> None:
         s.SetMetaData("0020|0032", "\\".join(f"{v:.10g}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))))
         writer.SetFileName(str(folder / f"slice_{k + 1:05d}.dcm"))
         try:
-            writer.Execute(s)
+            _library_call(writer.Execute, s)
         except RuntimeError as exc:
-            raise OutputError(f"Could not write DICOM slice {k + 1}: {_first_line(exc)}")
+            raise OutputError(f"Could not write DICOM slice {k + 1}: {exc}")
 
 
 def _new_uid() -> str:
     return f"2.25.{uuid.uuid4().int}"
 
 
-def _first_line(exc: Exception) -> str:
+def _library_call(call, *args):
+    """``call(*args)`` (a SimpleITK function) with what its C/C++ libraries print caught: returns its
+    result and those lines folded into one (:func:`_library_said`); a failure raises RuntimeError
+    with its own last line and theirs (the whole message as its ``__cause__``)."""
+    said: list[str] = []
+    try:
+        with _library_messages(said):
+            result = call(*args)
+    except RuntimeError as exc:
+        raise RuntimeError(_first_line(exc, said)) from exc
+    return result, _library_said(said)
+
+
+@contextlib.contextmanager
+def _library_messages(into: list):
+    """Catch what C and C++ libraries (ITK, the NIfTI library, GDCM) write to file descriptor 2 within
+    the block, where Python's ``sys.stderr`` cannot see it: their lines go into ``into``, to be folded
+    into one message of ours. Without a descriptor 2 to redirect, the block just runs."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            into.extend(caught.read().decode("utf-8", "replace").splitlines())
+
+
+def _library_said(lines: list) -> str:
+    """The informative part of a library's lines: no "WARNING: In file.cxx, line N" locations, no
+    "NiftiImageIO (0x55d...):" object prefixes, each line once."""
+    kept: list[str] = []
+    for line in lines:
+        line = re.sub(r"^\w+ \(0x[0-9a-f]+\): ", "", line.strip().lstrip("*").strip())
+        if line and not re.match(r"^(WARNING|ERROR): In .*, line \d+$", line) and line not in kept:
+            kept.append(line)
+    text = "; ".join(kept)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _first_line(exc: Exception, said: list) -> str:
+    """What went wrong in one line: the last line of ``exc``'s message, and what the libraries ``said``
+    on stderr meanwhile."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(exc).__name__
+    own, extra = lines[-1] if lines else type(exc).__name__, _library_said(said)
+    return f"{own}; {extra}" if extra and extra not in own else own

@@ -76,7 +76,12 @@ def check_scalar_volume(volume: Volume, name: str = "input") -> None:
     if np.issubdtype(a.dtype, np.floating):
         bad = int(a.size - np.count_nonzero(np.isfinite(a)))
         if bad:
-            raise InputError(f"The {name} has {bad} NaN or infinite voxels. Replace them (for example "
-                             "with the background value) before super-resolution.")
+            raise nonfinite_error(f"The {name}", bad)
     if min(volume.spacing) <= 0:
         raise InputError(f"The {name} has a non-positive voxel spacing {volume.spacing}.")
+
+
+def nonfinite_error(what: str, count: int) -> InputError:
+    """The one message for voxels that are NaN or infinite (``what``: "The input", a file)."""
+    return InputError(f"{what} has {count} NaN or infinite voxels. Replace them (for example with the "
+                      "background value) before super-resolution.")
