@@ -56,6 +56,22 @@ CASES = [
     Case("file", "two axes share the largest spacing", "infer {in}/tie.nii.gz " + OUT, "through-plane axis is ambiguous"),
     Case("file", "an MR volume given to a CT model", "infer {in}/mr.nii.gz " + OUT + " --method tvsrn --model tiny",
          "is a CT model, but its intensities do not look like Hounsfield"),
+    # outputs that would overwrite an input or each other: refused before any work (one transaction)
+    Case("output", "--consistency-map is the input", f"infer {CT} {OUT} --consistency-map {CT}", "is the input file"),
+    Case("output", "--confidence-map is the input", f"infer {CT} {OUT} --confidence-map {CT}", "is the input file"),
+    Case("output", "--consistency-map is the output", f"infer {CT} {OUT} --consistency-map {OUT}",
+         "would write the same file"),
+    Case("output", "simulate-thick onto its own input", f"simulate-thick {CT} {CT} --factor 2", "is the input file"),
+    Case("output", "a hard link to the input as the output", "infer " + CT + " {in}/link.nii.gz",
+         "is the same file as the input"),
+    Case("output", "an output .mhd that would write the input's data file", "infer {in}/pair.mhd {in}/data.mhd",
+         "would write data.zraw, which is the data file of the input"),
+    Case("output", "an output inside the input DICOM folder", "infer {in}/two {in}/two/x.nii.gz",
+         "one inside the other"),
+    Case("output", "export-onnx into a missing folder", "export-onnx --model tiny {out}/no/x.onnx", "does not exist"),
+    Case("output", "export-onnx with a zero window", "export-onnx --model tiny {out}/x.onnx --window 0 16 16",
+         r"window \(--window\) needs 3 values"),
+    Case("output", "export-onnx to a name without .onnx", "export-onnx --model tiny {out}/x.pt", "suffix .onnx"),
     # options
     Case("option", "--batch-size 0", TV + " --batch-size 0", r"batch_size \(--batch-size\) must be a whole number from 1"),
     Case("option", "--batch-size -3", TV + " --batch-size -3", r"batch_size .* must be a whole number from 1 to 4096"),
@@ -180,6 +196,11 @@ def _write_inputs(folder: Path) -> None:
     (folder / "other").rmdir()
     (folder / "nothing").mkdir()
     (folder / "taken.nii.gz").mkdir()
+    os.link(folder / "ct.nii.gz", folder / "link.nii.gz")                # the input under a second name
+    write_volume(ct, folder / "pair.mhd")                                   # a header and its data file,
+    (folder / "pair.zraw").rename(folder / "data.zraw")                     # which another .mhd would write
+    header = folder / "pair.mhd"
+    header.write_text(header.read_text().replace("pair.zraw", "data.zraw"))
     (folder / "broken.json").write_text("{ not json")
 
     models = folder / "models"

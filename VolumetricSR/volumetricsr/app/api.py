@@ -10,8 +10,9 @@ from volumetricsr.common import __version__
 from volumetricsr.compute.consistency import consistency, enforce_consistency as enforce
 from volumetricsr.compute.device import resolve_device
 from volumetricsr.data.geometry import AxisLike, plan_grid, stack_spacing, through_plane_axis, to_stack
-from volumetricsr.common.errors import InputError, OutputError
-from volumetricsr.data.io import cast_array, check_writable, read_volume, write_volume
+from volumetricsr.common.errors import InputError
+from volumetricsr.data.io import cast_array, check_writable, read_volume, volume_files, write_volume
+from volumetricsr.data.writer import Transaction
 from volumetricsr.methods import Method, get_method
 from volumetricsr.methods.options import method_rules
 from volumetricsr.common.options import check_options, check_spacing
@@ -161,14 +162,23 @@ SUPER_RESOLVE_ARGS = ("axis", "device", "dtype", "force", "progress", "cancel", 
 
 
 def infer(input_path: "str | os.PathLike", output_path: "str | os.PathLike", method: str = "bspline",
-          spacing: Optional[float] = None, *, series: Optional[str] = None, **kwargs) -> Volume:
-    """Read, super-resolve and atomically write; the request and the output are checked first."""
+          spacing: Optional[float] = None, *, series: Optional[str] = None, maps: Optional[dict] = None,
+          **kwargs) -> Volume:
+    """Read, super-resolve and write the result and the ``maps`` asked for (``{"consistency_map": path,
+    "confidence_map": path}``) as one transaction of the writer (:mod:`~volumetricsr.data.writer`):
+    the request and every path (against the input, its data file and each other) are checked before
+    any work; all files are placed at the end, or none."""
+    maps = dict(maps or {})
     check_request(method, spacing, {k: v for k, v in kwargs.items() if k not in SUPER_RESOLVE_ARGS})
-    check_writable(output_path)
-    if os.path.exists(output_path) and os.path.samefile(input_path, output_path):
-        raise OutputError(f"The output {output_path} is the input file; give another output path "
-                          "(the input is never overwritten).")
-    volume = read_volume(input_path, series)
-    out = super_resolve(volume, method, spacing, **kwargs)
-    write_volume(out, output_path)
+    outputs = {"output": output_path, **{f"--{key.replace('_', '-')}": path for key, path in maps.items()}}
+    for path in outputs.values():
+        check_writable(path)
+    with Transaction(outputs, {"input": input_path}, expand=volume_files) as tx:
+        volume = read_volume(input_path, series)
+        results = kwargs.pop("results", None)
+        results = {} if results is None else results
+        out = super_resolve(volume, method, spacing, results=results, **{key: True for key in maps}, **kwargs)
+        write_volume(out, output_path, tx=tx)
+        for key, path in maps.items():
+            write_volume(results[key], path, tx=tx)
     return out

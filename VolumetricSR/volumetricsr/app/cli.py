@@ -13,7 +13,7 @@ from typing import Optional
 from volumetricsr.common import __version__
 from volumetricsr.common.errors import Cancelled, InputError, OutputError, VolumetricSRError
 from volumetricsr.common.progress import emit_json
-from volumetricsr.common.options import Option
+from volumetricsr.common.options import ArgumentParser, Option
 from volumetricsr.data.metrics import PROTOCOLS
 from volumetricsr.data.profiles import DEFAULT_PROFILE
 from volumetricsr.methods.options import GROUPS, METHOD_OPTIONS, RUN_OPTIONS
@@ -106,7 +106,6 @@ def _method_request(args, extra: Optional[dict] = None):
 
 def _cmd_infer(args) -> int:
     from volumetricsr.app.api import infer
-    from volumetricsr.data.io import check_writable, write_volume
     from volumetricsr.common.progress import CancelToken, JsonProgress, StopFileToken
 
     if args.progress_json:
@@ -125,17 +124,13 @@ def _cmd_infer(args) -> int:
                                         ("confidence_map", args.confidence_map)) if path}
     results = {}
     try:
-        for path in maps.values():
-            check_writable(path)
         out = infer(args.input, args.output, args.method, args.spacing, axis=args.axis, device=args.device,
                     series=args.series, dtype=None if args.dtype == "float32" else "input", force=args.force,
                     progress=bar, cancel=cancel, enforce_consistency=args.enforce_consistency, results=results,
-                    **{key: True for key in maps}, **options)
+                    maps=maps, **options)
     finally:
         getattr(bar, "close", lambda: None)()
     seconds = time.perf_counter() - start
-    for key, path in maps.items():
-        write_volume(results[key], path)
     c = results.get("consistency")
     if "slice_profile" in results and not args.progress_json:
         from volumetricsr.app.api import describe_profile
@@ -242,12 +237,14 @@ def _add_simulate(sub) -> None:
 
 
 def _cmd_simulate(args) -> int:
-    from volumetricsr.data.io import check_writable, read_volume, write_volume
+    from volumetricsr.data.io import check_writable, read_volume, volume_files, write_volume
     from volumetricsr.data.simulate import simulate_thick
+    from volumetricsr.data.writer import Transaction
 
     check_writable(args.output)
-    thick = simulate_thick(read_volume(args.thin), args.factor, args.thickness, args.profile, args.axis)
-    write_volume(thick, args.output)
+    with Transaction({"output": args.output}, {"input": args.thin}, expand=volume_files) as tx:
+        thick = simulate_thick(read_volume(args.thin), args.factor, args.thickness, args.profile, args.axis)
+        write_volume(thick, args.output, tx=tx)
     print(f"wrote {args.output}: {thick.describe()}")
     return 0
 
@@ -452,7 +449,7 @@ COMMANDS = {"demo": _cmd_demo, "infer": _cmd_infer, "methods": _cmd_methods, "mo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="volumetricsr", description="Through-plane super-resolution of CT and MRI.")
+    parser = ArgumentParser(prog="volumetricsr", description="Through-plane super-resolution of CT and MRI.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)

@@ -67,11 +67,16 @@ def check_paths(outputs: Mapping[str, PathLike], inputs: Mapping[str, PathLike] 
     read = [(role, Path(p), _key(f)) for role, p in inputs.items() for f in expand(Path(p), False)]
     for role, given, w in written:
         for in_role, in_given, r in read:
-            what = f"{in_role} {in_given}" + ("" if r == _key(in_given) else f" (its data file {r.name})")
             if w == r or _same_file(w, r):
-                raise OutputError(f"{role} {given} would overwrite the {what}: choose another path.")
+                if w == _key(given) and r == _key(in_given):
+                    what = f"is the {in_role} file" if w == r else f"is the same file as the {in_role} {in_given}"
+                else:
+                    whose = f"the {in_role} {in_given}" if r == _key(in_given) else \
+                        f"the data file of the {in_role} {in_given}"
+                    what = f"would write {w.name}, which is {whose}"
+                raise OutputError(f"{role} {given} {what}: give another path (an input is never overwritten).")
             if _inside(w, r) or _inside(r, w):
-                raise OutputError(f"{role} {given} and the {what} are one inside the other: "
+                raise OutputError(f"{role} {given} and the {in_role} {in_given} are one inside the other: "
                                   f"write outside the input.")
     for i, (role, given, w) in enumerate(written):
         for role2, given2, w2 in written[i + 1:]:
@@ -128,7 +133,7 @@ class Transaction:
             named = {t.name for t in self.targets if _key(t).parent == parent}
             entries = sorted((e for e in staging.iterdir() if e.name != _OLD), key=lambda e: e.name in named)
             moves += [(e, parent / e.name) for e in entries]
-        placed: list[tuple[Path, Path, Optional[Path]]] = []
+        placed: list[tuple[Path, Optional[Path], bool]] = []      # (target, what it held before, replaced)
         try:
             for staged, target in moves:
                 old = None
@@ -136,16 +141,19 @@ class Transaction:
                     old = staged.parent / _OLD / target.name
                     old.parent.mkdir(exist_ok=True)
                     os.replace(target, old)
+                placed.append((target, old, False))
                 os.replace(staged, target)
-                placed.append((staged, target, old))
+                placed[-1] = (target, old, True)
         except OSError as exc:
-            for staged, target, old in reversed(placed):
-                _remove(target)
+            for target, old, replaced in reversed(placed):
+                if replaced:
+                    _remove(target)
                 if old is not None:
                     os.replace(old, target)
             raise OutputError(f"Could not place {target}: {exc.strerror or exc}; nothing was written.") from exc
+        finally:
+            self.abort()
         self.done = True
-        self.abort()
 
     def abort(self) -> None:
         """Remove the staging folders (and whatever was staged in them)."""
