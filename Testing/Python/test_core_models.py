@@ -1,5 +1,6 @@
 """Model files (card + weights) and a network method run through them end to end."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -224,3 +225,39 @@ def test_models_command_lists_a_malformed_card_with_its_reason(models_dir, capsy
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "toy-x5" in out and "broken.json  [not usable]" in out and "not readable JSON" in out
+
+
+#: Cards of other JSON shapes and fields of the wrong type, each with words of its reason.
+MALFORMED = {"null": ("null", "holds null, not a card"), "list": ("[1, 2]", "holds \\[1, 2\\], not a card"),
+             "text": ('"x"', 'holds "x", not a card'), "deep": ("[" * 100000, "not readable JSON"),
+             "factor": ({"native_factor": "five"}, 'native_factor must be a number above 0, not "five"'),
+             "bool-factor": ({"native_factor": True}, "native_factor must be a number above 0"),
+             "arch-list": ({"architecture": ["tvsrn"]}, "architecture must be an object"),
+             "arch-name": ({"architecture": {"name": ["x"]}}, "architecture must be an object"),
+             "arch-args": ({"architecture": {"name": "test-linear-upsampler", "args": None}}, "architecture must be"),
+             "metrics": ({"metrics": [1]}, "metrics must be an object"),
+             "norm": ({"normalization": None}, "normalization must be an object"),
+             "spacing": ({"slice_spacing_mm": "5"}, "slice_spacing_mm must be a spacing in mm"),
+             "window": ({"window": [4, 0, 16]}, "window must be three whole numbers above 0"),
+             "id": ({"id": 7}, "id must be a name, not 7")}
+
+
+def test_cards_of_any_shape_are_listed_as_unusable_and_break_no_run(models_dir, capsys):
+    from volumetricsr.app.cli import main
+
+    write_model(models_dir)
+    for name, (content, _) in MALFORMED.items():
+        if isinstance(content, dict):
+            write_model(models_dir, name, **content)
+        else:
+            (models_dir / f"{name}.json").write_text(content)
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    for name, (_, reason) in MALFORMED.items():
+        line = next(ln for ln in out if ln.startswith(f"{name}.json  [not usable]"))
+        assert re.search(reason, line), line
+    assert main(["models", "--json"]) == 0       # every usable card, and each bad one with its error
+    assert len(json.loads(capsys.readouterr().out)) == len(list_models(None)) + len(MALFORMED)
+    assert super_resolve(ct_volume(), "toy-net", 1.0, device="cpu").array.shape[0] == 31   # lists the models
+    with pytest.raises(ModelError, match='native_factor must be a number above 0, not "five"'):
+        find_model("factor")             # asked for by name: its own reason, not "no model"

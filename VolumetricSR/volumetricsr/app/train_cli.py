@@ -19,7 +19,7 @@ from typing import Optional
 
 from volumetricsr.common.errors import InputError
 from volumetricsr.compute.models import user_models_dir
-from volumetricsr.common.options import Count, Option, check_options, rules_of
+from volumetricsr.common.options import ArgumentParser, Count, Option, check_options, rules_of
 from volumetricsr.methods.options import RUN_OPTIONS, SEED
 
 COMMON_HELP = "Train a method's model (writes a model card + weights)."
@@ -57,7 +57,7 @@ def build_parser(method: Optional[str], prog: str = "volumetricsr train") -> arg
     """The parser for ``method``'s training (common options only when ``method`` is None)."""
     from volumetricsr.training.tasks import get_task, trainable
 
-    p = argparse.ArgumentParser(prog=prog, description=COMMON_HELP)
+    p = ArgumentParser(prog=prog, description=COMMON_HELP)
     add_common_arguments(p, trainable())
     if method is not None:
         get_task(method).add_arguments(p.add_argument_group(f"{method} options"))
@@ -69,7 +69,7 @@ def parse(argv: list[str], prog: str = "volumetricsr train") -> argparse.Namespa
     then that method's full parser."""
     from volumetricsr.training.tasks import trainable
 
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = ArgumentParser(prog=prog, add_help=False)
     pre.add_argument("--method", choices=trainable())
     known, _ = pre.parse_known_args(argv)
     return build_parser(known.method, prog).parse_args(argv)

@@ -13,6 +13,10 @@ class AlreadyIsotropicError(InputError):
     """The volume already has the requested through-plane spacing."""
 
 
+class UsageError(VolumetricSRError):
+    """The command line is not one the command takes (an unknown flag, a missing argument)."""
+
+
 class OutputError(VolumetricSRError):
     """The output cannot be written where asked."""
 

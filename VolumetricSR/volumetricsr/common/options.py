@@ -6,12 +6,13 @@ the way the API and the command line spell it, what is allowed and what was give
 """
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Callable, Mapping
 
-from volumetricsr.common.errors import InputError
+from volumetricsr.common.errors import InputError, UsageError
 
 Rule = Callable[[str, Any], Any]
 
@@ -183,3 +184,22 @@ def rules_of(options: "Mapping[str, Option] | tuple", *names: str, **refined: Ru
     if unknown:
         raise KeyError(f"undeclared options: {sorted(unknown)}")
     return {n: refined.get(n, declared[n].rule) for n in (names or tuple(declared))}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """A parser whose mistakes are one line, not a usage block: a :class:`UsageError` with argparse's
+    message and where to look (``volumetricsr: error: argument --spacing: invalid float value: 'x'
+    (`volumetricsr infer --help` shows what it takes)``). Its subcommands' parsers are of this class too."""
+
+    def error(self, message: str, prog: str = ""):
+        raise UsageError(f"{message} (`{prog or self.prog} --help` shows what it takes)")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, with unknown flags sent to the help of the subcommand they were given to."""
+        known, extra = self.parse_known_args(args, namespace)
+        if extra:
+            chosen = [a.choices[getattr(known, a.dest)] for a in self._actions
+                      if isinstance(a, argparse._SubParsersAction) and getattr(known, a.dest, None) in a.choices]
+            self.error(f"unrecognized arguments: {' '.join(extra)}", chosen[0].prog if chosen else "")
+        return known
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,34 @@ from volumetricsr.data.writer import write_text
 
 REQUIRED = ("id", "method", "architecture", "native_factor", "modality", "normalization",
             "training_data", "metrics", "weights", "sha256")
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _text(v) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+#: What each card field the code reads must hold (the required ones and the optional ones it uses).
+FIELDS = {
+    "id": (_text, "a name"), "method": (_text, "a method name"), "modality": (_text, "a modality name"),
+    "weights": (_text, "a file name"), "sha256": (_text, "a SHA256 in hex"),
+    "architecture": (lambda v: isinstance(v, dict) and _text(v.get("name")) and isinstance(v.get("args", {}), dict),
+                     'an object {"name": ..., "args": {...}}'),
+    "native_factor": (_positive, "a number above 0"),
+    "normalization": (lambda v: isinstance(v, dict), 'an object {"kind": ..., "low": ..., "high": ...}'),
+    "metrics": (lambda v: isinstance(v, dict), "an object"),
+    "slice_spacing_mm": (lambda v: _positive(v) or isinstance(v, list) and v and all(map(_positive, v)),
+                         "a spacing in mm or a list of them"),
+    "window": (lambda v: isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) and _positive(x) for x in v),
+               "three whole numbers above 0"),
+    "onnx": (_text, "a file name"), "onnx_sha256": (_text, "a SHA256 in hex"),
+    "prior": (lambda v: isinstance(v, bool), "true or false"),
+}
+FIELDS["onnx_window"] = FIELDS["window"]
+
 #: Shipped models, next to the package (models/ at the top of the repository).
 SHIPPED_DIR = Path(__file__).resolve().parents[3] / "models"
 USER_DIR_ENV = "VOLUMETRICSR_MODELS"
@@ -65,14 +94,17 @@ class ModelCard:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ModelError(f"Model card {path} does not exist.")
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"Model card {path} is not readable JSON: {exc}")
+        except (OSError, ValueError, RecursionError) as exc:
+            raise ModelError(f"Model card {path} is not readable JSON: {str(exc)[:200]}")
+        if not isinstance(data, dict):
+            raise ModelError(f"Model card {path} holds {json.dumps(data)[:40]}, not a card: a JSON object "
+                             f"with {', '.join(REQUIRED)}.")
         missing = [k for k in REQUIRED if k not in data]
         if missing:
             raise ModelError(f"Model card {path} lacks {', '.join(missing)}.")
-        arch = data["architecture"]
-        if not isinstance(arch, dict) or "name" not in arch:
-            raise ModelError(f"Model card {path}: architecture must be {{\"name\": ..., \"args\": {{...}}}}.")
+        for name, (ok, what) in FIELDS.items():
+            if name in data and not ok(data[name]):
+                raise ModelError(f"Model card {path}: {name} must be {what}, not {json.dumps(data[name])[:60]}.")
         return cls(**{k: data[k] for k in REQUIRED}, path=path,
                    extra={k: v for k, v in data.items() if k not in REQUIRED})
 
@@ -210,10 +242,14 @@ def find_model(model_id: Optional[str] = None, method: Optional[str] = None) -> 
     """A card by id or card path; without an id, the first model of ``method``."""
     if model_id and (model_id.endswith(".json") or os.sep in model_id):
         return ModelCard.load(model_id)
-    cards = list_models(None if model_id else method)     # by id: any method's (the caller checks it)
+    problems: list = []
+    cards = list_models(None if model_id else method, problems)     # by id: any method's (the caller checks it)
     for card in cards:
         if model_id is None or card.id == model_id:
             return card
+    broken = [reason for path, reason in problems if path.stem == model_id]
+    if broken:
+        raise ModelError(broken[0])
     where = ", ".join(str(d) for d in model_dirs())
     if model_id is None:
         raise ModelError(f"No model for method {method!r} in {where}. Train or import one (see the README).")
