@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from test_tvsrn_method import ct_volume, models  # noqa: F401  (models: a fixture)
-from volumetricsr import InputError, super_resolve
+from volumetricsr import InputError, Volume, super_resolve
 from volumetricsr.compute import device as dev
 from volumetricsr.compute.engine import sliding_window_inference
 from volumetricsr.common.errors import Notice
@@ -122,3 +122,27 @@ def test_threads_follow_the_usable_cores_or_the_users_choice(monkeypatch):
         assert threads.configure() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_plane_method_out_of_memory_on_the_gpu_finishes_on_the_cpu(monkeypatch):
+    """The plane methods share the fallback: CT-guided (its shipped model) on 'cuda' with a predictor
+    that always runs out of memory there gives the CPU's result, with a warning."""
+    from volumetricsr.methods.plane import PlaneMethod
+
+    original = PlaneMethod.predictor
+    used = []
+
+    def gpu_that_is_too_small(self, net, device):
+        used.append(device)
+        return oom_above(0, []) if device != "cpu" else original(self, net, device)
+
+    monkeypatch.setattr(PlaneMethod, "predictor", gpu_that_is_too_small)
+    rng = np.random.default_rng(0)
+    mr = Volume((rng.random((6, 24, 24)) * 300).astype(np.float32), spacing=(1.0, 1.0, 4.0))
+    results = {}
+    with pytest.warns(Notice, match=r"ran out of memory even with one plane at a time; running on the CPU"):
+        got = get_method("ctguided").run(mr, None, device="cuda", results=results)
+    assert used == ["cuda", "cpu", "cuda", "cpu"]          # each orientation: the GPU, then the CPU
+    expected = get_method("ctguided").run(mr, None, device="cpu")
+    np.testing.assert_array_equal(got.array, expected.array)
+    assert all("running on the CPU" in w for w in results["warnings"])
