@@ -72,6 +72,30 @@ CASES = [
     Case("output", "export-onnx with a zero window", "export-onnx --model tiny {out}/x.onnx --window 0 16 16",
          r"window \(--window\) needs 3 values"),
     Case("output", "export-onnx to a name without .onnx", "export-onnx --model tiny {out}/x.pt", "suffix .onnx"),
+    # infer-batch: OUTDIR and the manifest's outputs, checked before any work
+    Case("output", "infer-batch DIR DIR (OUTDIR is the input folder)", "infer-batch {in}/cohort {in}/cohort",
+         "is the input folder: the outputs would land among the inputs"),
+    Case("output", "infer-batch OUTDIR inside the input folder", "infer-batch {in}/cohort {in}/cohort/sr",
+         "is inside the input folder"),
+    Case("output", "infer-batch OUTDIR is a file", "infer-batch {in}/cohort " + CT, "is a file: give a folder"),
+    Case("output", "infer-batch OUTDIR unwritable", "infer-batch {in}/cohort {unwritable}", "is not writable"),
+    Case("output", "infer-batch OUTDIR under an unwritable folder", "infer-batch {in}/cohort {unwritable}/a/b",
+         "Cannot make OUTDIR"),
+    Case("output", "infer-batch glob that would match its outputs", "infer-batch {in}/cohort/* {in}/cohort",
+         "the pattern .* matches .*report.csv, so the next run would read it"),
+    Case("output", "infer-batch manifest output ../../x.nii.gz", "infer-batch {in}/up.csv {out}",
+         r"up.csv, line 2: output \.\./\.\./x.nii.gz is not under OUTDIR"),
+    Case("output", "infer-batch manifest output an absolute path", "infer-batch {in}/absolute.csv {out}",
+         "absolute.csv, line 2: output /tmp/x.nii.gz is not under OUTDIR"),
+    Case("output", "infer-batch manifest output through a symbolic link out of OUTDIR",
+         "infer-batch {in}/linked.csv {in}/linked",
+         r"Output away/x.nii.gz \(manifest .*linked.csv, line 2\) leads out of OUTDIR"),
+    Case("output", "infer-batch manifest output onto another row's input", "infer-batch {in}/onto.csv {in}",
+         "output .*mr.nii.gz .*line 2.* would overwrite the input .*mr.nii.gz .*line 3"),
+    Case("output", "infer-batch manifest output onto another row's map", "infer-batch {in}/maps.csv {out} --maps "
+         "confidence", "would write the same file"),
+    Case("output", "infer-batch report.csv over the manifest", "infer-batch {in}/report.csv {in}",
+         "report .*report.csv would overwrite the manifest"),
     # options
     Case("option", "--batch-size 0", TV + " --batch-size 0", r"batch_size \(--batch-size\) must be a whole number from 1"),
     Case("option", "--batch-size -3", TV + " --batch-size -3", r"batch_size .* must be a whole number from 1 to 4096"),
@@ -202,6 +226,16 @@ def _write_inputs(folder: Path) -> None:
     header = folder / "pair.mhd"
     header.write_text(header.read_text().replace("pair.zraw", "data.zraw"))
     (folder / "broken.json").write_text("{ not json")
+    (folder / "cohort").mkdir()
+    write_volume(ct, folder / "cohort" / "a.nii.gz")
+    write_volume(mr, folder / "cohort" / "b.nrrd")
+    (folder / "linked").mkdir()
+    (folder / "linked" / "away").symlink_to(folder / "nothing")            # a folder out of OUTDIR
+    for name, rows in {"up": "ct.nii.gz,../../x.nii.gz", "absolute": "ct.nii.gz,/tmp/x.nii.gz",
+                       "linked": "ct.nii.gz,away/x.nii.gz", "onto": "ct.nii.gz,mr.nii.gz\nmr.nii.gz,mr_sr.nii.gz",
+                       "maps": "ct.nii.gz,a.nii.gz\nmr.nii.gz,a_confidence.nii.gz",
+                       "report": "ct.nii.gz,ct_sr.nii.gz"}.items():
+        (folder / f"{name}.csv").write_text(f"input,output\n{rows}\n")
 
     models = folder / "models"
     models.mkdir()

@@ -106,6 +106,7 @@ def test_ray_missing_is_one_line_that_says_how_to_get_it(cohort, tmp_path, monke
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(InputError, match=r"pip install 'volumetricsr\[cluster\]'"):
         run_batch(manifest(cohort), tmp_path / "out", "linear", ray="local")
+    assert not (tmp_path / "out").exists()                               # before any work
 
 
 def test_a_worker_reads_a_model_once_and_again_only_when_its_file_changes(tmp_path, monkeypatch):
@@ -171,3 +172,23 @@ def test_maps_are_written_beside_each_output_before_it(cohort, tmp_path, capsys)
         assert read_volume(out / f"{stem}_consistency.nii.gz").same_grid(source)
     assert read_volume(out / "series_confidence.nii.gz").same_grid(read_volume(out / "series.nii.gz"))
     assert not (out / "broken_confidence.nii.gz").exists()
+
+
+def test_a_study_places_its_result_and_maps_together_or_none(cohort, tmp_path, monkeypatch):
+    from volumetricsr.common.errors import OutputError
+    from volumetricsr.data import io as volume_io
+
+    real = volume_io.write_volume
+
+    def full_disk_for_the_last_map(volume, path, dtype=None, tx=None):
+        if "confidence" in str(path):
+            raise OutputError(f"Could not write {path}: No space left on device")
+        return real(volume, path, dtype, tx)
+
+    monkeypatch.setattr(volume_io, "write_volume", full_disk_for_the_last_map)
+    out = tmp_path / "out"
+    rows = run_batch([s for s in manifest(cohort) if s.input.endswith("a.nii.gz")], out, "linear",
+                     maps=("consistency", "confidence"))           # the result and one map were staged
+    assert rows[0]["status"] == "failed" and "No space left" in rows[0]["error"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.csv"]    # neither placed; no staging left
+

@@ -179,7 +179,7 @@ def _cmd_infer_batch(args) -> int:
                          force=args.force, enforce_consistency=args.enforce_consistency, maps=tuple(args.maps),
                          workers=workers,
                          device=args.device, shard=shard, ray=args.ray,
-                         progress=bar)
+                         progress=bar, source=args.inputs)
     finally:
         bar.close()
     counts = {status: sum(r["status"] == status for r in rows) for status in ("done", "skipped", "failed")}
