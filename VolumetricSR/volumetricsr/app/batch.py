@@ -340,8 +340,8 @@ def check_outputs(studies: list[Study], outdir: "str | os.PathLike", maps: tuple
             outputs.append((target, f"{role} {target} ({s.row or 'of ' + s.input})"))
             real = Path(os.path.realpath(target.parent))
             if real != out and out not in real.parents:
-                raise OutputError(f"Output {s.output} ({s.row or s.input}) leads out of OUTDIR {outdir} (to {real}); "
-                                  "give a path inside OUTDIR.")
+                raise OutputError(f"Output {s.output} ({s.row or s.input}) leads out of OUTDIR {outdir} "
+                                  f"(to {real}); give a path inside OUTDIR.")
     inputs = {Path(s.input): f"input {s.input}" + (f" ({s.row})" if s.row else "") for s in studies}
     if source is not None and Path(source).is_dir():
         folder = Path(os.path.realpath(source))
@@ -351,14 +351,14 @@ def check_outputs(studies: list[Study], outdir: "str | os.PathLike", maps: tuple
         if folder in out.parents:
             raise OutputError(f"OUTDIR {outdir} is inside the input folder {source}: the next run would read it "
                               f"as a study; give a folder outside {source}.")
-    elif source is not None and Path(source).is_file():
+    elif source is not None and Path(source).is_file() and Path(source).suffix.lower() == ".csv":
         inputs[Path(source)] = f"manifest {source}"
-    elif source is not None:
+    _check_crossings(outputs, inputs)
+    if source is not None and not Path(source).exists():          # a glob pattern
         for target in (Path(outdir), *(path for path, _ in outputs)):
             if _glob_matches(str(source), target):
                 raise OutputError(f"OUTDIR {outdir}: the pattern {source} matches {target}, so the next run "
                                   "would read it as a study; give a folder the pattern does not match.")
-    _check_crossings(outputs, inputs)
 
 
 def _check_crossings(outputs: list[tuple[Path, str]], inputs: dict[Path, str]) -> None:
