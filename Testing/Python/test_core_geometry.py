@@ -84,3 +84,39 @@ def test_ambiguous_and_isotropic_and_coarser_targets():
         plan_grid(make_volume(spacing=(1, 1, 2.0)), 3.0)
     with pytest.raises(InputError, match="positive"):
         plan_grid(make_volume(), -1.0)
+
+
+@pytest.mark.parametrize("confidence", [False, True])
+def test_a_run_too_large_for_memory_is_refused_before_any_allocation(monkeypatch, confidence):
+    """``--spacing 0.00001``: refused with the size and the finest spacing that fits, which does fit
+    (and one 10 % finer does not); nothing output-sized is allocated before the refusal."""
+    import re
+    import tracemalloc
+
+    from volumetricsr.app import api
+
+    monkeypatch.setattr(api, "available_bytes", lambda: 64 << 20)
+    thick = make_volume(size_ijk=(24, 20, 6), spacing=(0.8, 0.8, 4.0))
+    tracemalloc.start()
+    with pytest.raises(InputError, match=r"Not enough memory: the result would be 24 x 20 x 2000001 voxels "
+                                         r"\(3\.58 GiB as float32\).* 64 MiB are available") as refused:
+        super_resolve(thick, "linear", 0.00001, confidence_map=confidence)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20
+    finest = float(re.search(r"--spacing ([0-9.e+-]+)\)", str(refused.value)).group(1))
+    api.check_memory(api.get_method("linear"), thick, finest, confidence=confidence)
+    with pytest.raises(InputError, match="Not enough memory"):
+        api.check_memory(api.get_method("linear"), thick, finest * 0.9, confidence=confidence)
+    out = super_resolve(thick, "linear", finest, confidence_map=confidence)
+    assert out.array.nbytes < 64 << 20
+
+
+def test_finest_spacing_for_a_slice_budget():
+    from volumetricsr.data.geometry import finest_spacing
+
+    grid = plan_grid(make_volume(size_ijk=(8, 8, 11), spacing=(1.0, 1.0, 3.0)), 1.0)
+    assert finest_spacing(grid, 31) == 1.0 and plan_grid(make_volume(size_ijk=(8, 8, 11), spacing=(1, 1, 3)),
+                                                          finest_spacing(grid, 31)).n_out == 31
+    assert finest_spacing(grid, 40) == 0.77          # 30/39 = 0.769..., rounded up
+    assert finest_spacing(grid, 11) is None and finest_spacing(grid, 5) is None

@@ -8,10 +8,11 @@ import numpy as np
 
 from volumetricsr.common import __version__
 from volumetricsr.compute.consistency import consistency, enforce_consistency as enforce
+from volumetricsr.compute.cpu_memory import available_bytes
 from volumetricsr.compute.device import resolve_device
-from volumetricsr.data.geometry import AxisLike, plan_grid, stack_spacing, through_plane_axis, to_stack
+from volumetricsr.data.geometry import AxisLike, finest_spacing, plan_grid, stack_spacing, through_plane_axis, to_stack
 from volumetricsr.common.errors import InputError
-from volumetricsr.data.io import cast_array, check_writable, read_volume, volume_files, write_volume
+from volumetricsr.data.io import cast_array, check_size, check_writable, read_volume, volume_files, write_volume
 from volumetricsr.data.writer import Transaction
 from volumetricsr.methods import Method, get_method
 from volumetricsr.methods.options import method_rules
@@ -66,6 +67,8 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     if options.get("thickness") is None:
         options["thickness"] = stated_thickness(volume, axis)
     m, _ = check_request(method, spacing, options)
+    check_memory(m, volume, spacing, axis, force, confidence=confidence_map, cast=dtype is not None,
+                 enforce=enforce_consistency, residual=consistency_map)
     results = {} if results is None else results
     if "profile" in m.option_rules or enforce_consistency or consistency_map:     # they use the profile
         options.update(acquired_profile(volume, axis, options.get("thickness"), options.get("profile"), results))
@@ -96,6 +99,54 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
     if dtype is not None:
         out = out.with_array(cast_array(out.array, volume.array.dtype if dtype == "input" else dtype))
     return out
+
+
+def check_memory(method: Method, volume: Volume, spacing: Optional[float] = None, axis: AxisLike = None,
+                 force: bool = False, *, confidence: bool = False, cast: bool = False, enforce: bool = False,
+                 residual: bool = False) -> None:
+    """Refuse, before any allocation, a run that needs more memory than the machine has available
+    (:func:`~volumetricsr.compute.cpu_memory.available_bytes`), saying the result's size and the finest
+    spacing that fits. The estimate: the method's (:meth:`~volumetricsr.methods.base.Method.memory_needed`)
+    and what a run adds here (the cast to another type, the consistency enforcement, the residual map)."""
+    try:
+        grid = plan_grid(volume, spacing, axis, force)
+    except InputError:
+        return                          # the run says what is wrong with the request itself
+    available = available_bytes()
+    if available is None:
+        return
+    fixed, per_slice = method.memory_needed(volume, grid.n_in, confidence)
+    out_slice = 4.0 * (volume.array.size // grid.n_in)
+    per_slice += (cast + 2 * enforce) * out_slice
+    fixed += 2 * residual * 4.0 * volume.array.size
+    need = fixed + per_slice * grid.n_out
+    if need <= available:
+        return
+    size = list(volume.size)
+    size[grid.axis] = grid.n_out
+    finest = finest_spacing(grid, int((available - fixed) // per_slice))
+    advice = (f"The finest spacing that fits is about {finest:g} mm (--spacing {finest:g})." if finest else
+              "Not even one slice more than the input's fits: free memory, or crop the volume first.")
+    raise InputError(f"Not enough memory: the result would be {' x '.join(map(str, size))} voxels "
+                     f"({_gib(out_slice * grid.n_out)} as float32); with the input and {method.title or method.name}'s "
+                     f"working memory the run needs about {_gib(need)}, and {_gib(available)} are available. {advice}")
+
+
+def check_result_size(volume: Volume, spacing: Optional[float], axis: AxisLike, force: bool, paths: list) -> None:
+    """Fail before any work when the result, written to each of ``paths`` (None: not asked for), would
+    be too large for its format (:func:`~volumetricsr.data.io.check_size`)."""
+    try:
+        grid = plan_grid(volume, spacing, axis, force)
+    except InputError:
+        return                          # the run says what is wrong with the request itself
+    size = list(volume.size)
+    size[grid.axis] = grid.n_out
+    for path in filter(None, paths):
+        check_size(path, tuple(size))
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
 
 
 def acquired_profile(volume: Volume, axis: AxisLike, thickness: Optional[float], profile: Optional[str],
@@ -175,6 +226,8 @@ def infer(input_path: "str | os.PathLike", output_path: "str | os.PathLike", met
         check_writable(path)
     with Transaction(outputs, {"input": input_path}, expand=volume_files) as tx:
         volume = read_volume(input_path, series)
+        check_result_size(volume, spacing, kwargs.get("axis"), kwargs.get("force", False),
+                          [output_path, maps.get("confidence_map")])
         results = kwargs.pop("results", None)
         results = {} if results is None else results
         out = super_resolve(volume, method, spacing, results=results, **{key: True for key in maps}, **kwargs)

@@ -75,3 +75,22 @@ def keep_freed_memory():
                 _LIBC.mallopt(M_MMAP_THRESHOLD, SETTLED_MMAP)
                 _LIBC.mallopt(M_TRIM_THRESHOLD, 2 * SETTLED_MMAP)
                 _LIBC.malloc_trim(0)
+
+
+def available_bytes() -> int | None:
+    """Memory a run can still take without swapping: the kernel's MemAvailable, capped by what the
+    process's cgroup (a container, a batch job) has left; None where it cannot be known (not Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    v1 = "/sys/fs/cgroup/memory/memory."
+    for limit, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                        (v1 + "limit_in_bytes", v1 + "usage_in_bytes")):
+        try:
+            with open(limit) as a, open(used) as b:
+                free = min(free, int(a.read().strip()) - int(b.read().strip()))
+        except (OSError, ValueError):        # no such cgroup file, or "max": no limit
+            continue
+    return max(free, 0)

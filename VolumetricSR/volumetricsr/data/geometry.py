@@ -107,6 +107,18 @@ def plan_grid(volume: Volume, spacing: Optional[float] = None, axis: AxisLike = 
     return ThroughPlaneGrid(a, n_in, n_out, thick, spacing_out, stack_spacing(volume, a))
 
 
+def finest_spacing(grid: ThroughPlaneGrid, max_slices: int) -> Optional[float]:
+    """The finest target spacing, rounded up to 3 significant digits, whose grid has at most
+    ``max_slices`` slices along ``grid``'s axis; None when none is finer than the slices' own."""
+    if max_slices <= grid.n_in:
+        return None
+    exact = grid.spacing_in * (grid.n_in - 1) / (max_slices - 1)
+    step = 10.0 ** (math.floor(math.log10(exact)) - 2)
+    spacing = float(f"{math.ceil(exact / step) * step:.3g}")
+    fine = spacing < grid.spacing_in * (1 - ISOTROPIC_TOLERANCE)
+    return spacing if fine and samples_over(grid.n_in, grid.spacing_in, spacing) <= max_slices else None
+
+
 def stack_spacing(volume: Volume, axis: int) -> tuple[float, float]:
     """The in-plane spacings (rows, columns) of a slice of :func:`to_stack` along ITK ``axis``
     (numpy order: rows = the higher ITK axis)."""

@@ -36,6 +36,9 @@ TRUNCATION_HINTS = ("not read completely", "fread got only", "but received", "un
 #: NIfTI datatype codes of scalar voxels and their numpy types (byte order added from the header).
 NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8",
                1280: "u8"}
+#: The most voxels along one axis a format holds (NIfTI-1 keeps the sizes in 16-bit fields; DICOM
+#: its rows and columns).
+MAX_AXIS_SIZE = {".nii": 32767, ".nii.gz": 32767, "dicom": 65535}
 #: Integers up to this size are exact in float32; beyond it, not all are.
 FLOAT32_EXACT = 2 ** 24
 #: DICOM tags copied from an input series into a written one (patient and study identity).
@@ -319,6 +322,16 @@ def check_writable(path: PathLike) -> str:
     elif target.is_dir():
         raise OutputError(f"Cannot write {target}: a folder of that name exists.")
     return fmt
+
+
+def check_size(path: PathLike, size: tuple[int, int, int]) -> None:
+    """Fail early, before any work, when a volume of ``size`` voxels (i, j, k) is too large for the
+    format of ``path`` (:data:`MAX_AXIS_SIZE`)."""
+    fmt = volume_format(path)
+    most = MAX_AXIS_SIZE.get(fmt)
+    if most is not None and max(size[:2] if fmt == "dicom" else size) > most:
+        raise OutputError(f"{path}: a {' x '.join(map(str, size))} volume does not fit the format, which holds at "
+                          f"most {most} voxels along an axis. Write .nrrd or .mha, or ask for a coarser spacing.")
 
 
 def volume_files(path: PathLike, writing: bool = False) -> list[Path]:

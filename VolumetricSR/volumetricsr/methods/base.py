@@ -67,6 +67,11 @@ class Method(ABC):
     uses_device: bool = False          # runs on a GPU when one is given
     experimental: bool = False         # built but not yet evaluated: left out of the demo's defaults
     option_rules: dict[str, Rule] = {}   # the keyword options ``run`` accepts, each with its rule
+    #: Output-sized float32 arrays a run holds at its peak beside the input, and how many more a
+    #: confidence map adds: peak RSS over the output's size, measured on 256x256x40 int16 at 5 mm
+    #: (the interpolations 2.2-2.4, 6.0 with the map; selfsr with a prior 4.9).
+    working_copies: float = 5.0
+    confidence_copies: float = 4.0
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -98,6 +103,14 @@ class Method(ABC):
         source = next((options[k] for k in self.saved_model_options if options.get(k)), None)
         note = self.load_card(source).spacing_warning(grid.spacing_in) if source else None
         return [note] if note else []
+
+    def memory_needed(self, volume: Volume, n_in: int, confidence: bool = False) -> tuple[float, float]:
+        """What a run on ``volume`` (``n_in`` slices along its through-plane axis) holds at its peak, an
+        estimate made before any allocation: (bytes whatever the output, bytes per output slice): the
+        input as read and its float32 stack; :attr:`working_copies` output slices and the 1-D weights."""
+        per_slice = volume.array.size // n_in
+        copies = self.working_copies + confidence * self.confidence_copies
+        return volume.array.nbytes + 4.0 * volume.array.size, copies * 4.0 * per_slice + 32.0 * (n_in + 64)
 
     def info(self) -> dict:
         return {k: getattr(self, k) for k in ("name", "title", "description", "modalities", "needs_model",

@@ -16,6 +16,7 @@ class Interpolation(Method):
     """Resamples each column of voxels along the through-plane axis with a 1-D kernel."""
 
     modalities = ("CT", "MR", "any")
+    working_copies, confidence_copies = 2.5, 4.0
 
     def __init__(self, name, title, description, weights, min_slices=2):
         self.name, self.title, self.description = name, title, description
