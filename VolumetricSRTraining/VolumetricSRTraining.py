@@ -17,7 +17,7 @@ from slicer.util import VTKObservationMixin
 
 from VolumetricSRLib.widgets import ParameterNodeWidgetMixin
 from VolumetricSRTrainingLib.command import TrainingSettings
-from VolumetricSRTrainingLib.logic import TrainingRun, slicer_launcher
+from VolumetricSRTrainingLib.logic import slicer_launcher, training_task
 
 
 class VolumetricSRTraining(ScriptedLoadableModule):
@@ -76,7 +76,7 @@ class VolumetricSRTrainingWidget(ParameterNodeWidgetMixin, ScriptedLoadableModul
 
     def cleanup(self) -> None:
         if self._run is not None:       # no trainer left running behind Slicer
-            self._run.close()
+            self._run.close(timeout=10.0)
         self.removeObservers()
 
     def _fillCombos(self) -> None:
@@ -124,15 +124,15 @@ class VolumetricSRTrainingWidget(ParameterNodeWidgetMixin, ScriptedLoadableModul
             DependencyInstaller(interactive=True).ensure(requirements_for(True))
             settings = self._settings()
             self.ui.logTextEdit.clear()
-            self._run = TrainingRun(settings, plot=LossPlot(settings.modelId), launcher=slicer_launcher,
-                                    on_status=self._onStatus, on_log=self.ui.logTextEdit.appendPlainText,
-                                    on_finished=self._onFinished).start()
+            self._run = training_task(settings, plot=LossPlot(settings.modelId), launcher=slicer_launcher,
+                                      on_status=self._onStatus, on_log=self.ui.logTextEdit.appendPlainText,
+                                      on_finished=self._onFinished).start()
             self._setRunning(True)
             self._timer.start()
 
     def onStop(self) -> None:
         if self._run is not None:
-            self._run.stop()
+            self._run.cancel()
             self.ui.statusLabel.text = "Stopping: a checkpoint is saved after the current step..."
 
     def _poll(self) -> None:
@@ -174,9 +174,9 @@ class VolumetricSRTrainingLogic(ScriptedLoadableModuleLogic):
         import logging
 
         result = []
-        run = TrainingRun(TrainingSettings(method, dataPath, modelId, epochs, device, resume, extraArgs, modelsDir),
-                          launcher=slicer_launcher, on_status=lambda f, t: logging.info(t), on_log=logging.info,
-                          on_finished=lambda ok, text: result.append((ok, text))).start()
+        run = training_task(TrainingSettings(method, dataPath, modelId, epochs, device, resume, extraArgs, modelsDir),
+                            launcher=slicer_launcher, on_status=lambda f, t: logging.info(t), on_log=logging.info,
+                            on_finished=lambda ok, text: result.append((ok, text))).start()
         run.wait(timeout)
         logging.info(result[0][1])
         return result[0][0]

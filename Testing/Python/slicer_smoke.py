@@ -95,7 +95,7 @@ def check_training_stop(slicer, report) -> None:
         from volumetricsr import write_volume
         from VolumetricSRLib import scene
         from VolumetricSRTrainingLib.command import TrainingSettings
-        from VolumetricSRTrainingLib.logic import TrainingRun, slicer_launcher
+        from VolumetricSRTrainingLib.logic import slicer_launcher, training_task
 
         folder = tempfile.mkdtemp(prefix="volumetricsr-smoke-")
         data = os.path.join(folder, "data")
@@ -107,14 +107,14 @@ def check_training_stop(slicer, report) -> None:
                                     modelsDir=os.path.join(folder, "models"),
                                     extraArgs=f"--crop 32 --steps-per-epoch 5 --val-every 1000 --arch {shlex.quote(arch)}")
         finished, log = [], []
-        run = TrainingRun(settings, launcher=slicer_launcher, on_log=log.append,
-                          on_finished=lambda ok, text: finished.append(text)).start()
+        run = training_task(settings, launcher=slicer_launcher, on_log=log.append,
+                            on_finished=lambda ok, text: finished.append(text)).start()
         deadline = time.monotonic() + 600
-        while run.poll() and run.last_record.get("event") != "step" and time.monotonic() < deadline:
+        while run.poll() and run.last_event.get("event") != "step" and time.monotonic() < deadline:
             slicer.app.processEvents()
             time.sleep(0.1)
         start = time.perf_counter()
-        run.stop()
+        run.cancel()
         _poll(slicer, run, 300)
         text = finished[0] if finished else "no outcome"
         ok = text.startswith("Stopped at step")

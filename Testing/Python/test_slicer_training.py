@@ -1,5 +1,6 @@
-"""VolumetricSRTraining glue: trainer command, JSON progress, live loss table, stop and resume, with a
-fake trainer script that follows the trainer's contract (see VolumetricSRTrainingLib/command.py)."""
+"""VolumetricSRTraining glue: trainer command, progress from its events, live loss table, stop and
+resume, with a fake trainer script that follows the trainer's contract (VolumetricSRTrainingLib/command.py)
+and writes the core's event schema (volumetricsr.common.progress)."""
 from __future__ import annotations
 
 import os
@@ -16,13 +17,16 @@ import slicer_standin
 slicer = slicer_standin.install()
 
 from VolumetricSRTrainingLib.command import TrainingSettings, build_command  # noqa: E402
-from VolumetricSRTrainingLib.history import LossHistory, describe, parse_record, progress_fraction  # noqa: E402
-from VolumetricSRTrainingLib.logic import TrainingRun, slicer_launcher  # noqa: E402
+from VolumetricSRLib.processtask import progress_fraction  # noqa: E402
+from VolumetricSRTrainingLib.history import LossHistory, describe  # noqa: E402
+from VolumetricSRTrainingLib.logic import slicer_launcher, training_task  # noqa: E402
+from volumetricsr.common.progress import read_event  # noqa: E402
 from VolumetricSRTrainingLib.plot import LossPlot  # noqa: E402
 
 FAKE_TRAINER = textwrap.dedent('''
     """Fake trainer: the CLI contract of train.py (VolumetricSRTrainingLib/command.py), no training."""
-    import argparse, json, os, signal, sys, time
+    import argparse, os, signal, sys, time
+    from volumetricsr.common.progress import event_line
     p = argparse.ArgumentParser()
     for a in ("--method", "--data", "--out", "--device", "--models-dir", "--workdir"):
         p.add_argument(a, required=a not in ("--data",))
@@ -38,15 +42,15 @@ FAKE_TRAINER = textwrap.dedent('''
     if args.stubborn:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print("loading data from", args.data, "resume" if args.resume else "fresh", flush=True)
-    print(json.dumps({"event": "start", "pid": os.getpid(), "models_dir": args.models_dir}), flush=True)
+    print(event_line("start", pid=os.getpid(), models_dir=args.models_dir), flush=True)
     if args.bad_bytes:
         sys.stdout.buffer.write(b"caf\\xe9 \\xff\\xfe not utf-8\\n")
         sys.stdout.flush()
     for epoch in range(1, args.epochs + 1):
-        print(json.dumps({"epoch": epoch, "step": epoch * 10, "total_steps": args.epochs * 10,
-                          "loss": 1.0 / epoch, "val_psnr": 30 + epoch}), flush=True)
+        print(event_line("epoch", epoch=epoch, step=epoch * 10, fraction=epoch / args.epochs, loss=1.0 / epoch,
+                         val_psnr=30 + epoch), flush=True)
         if os.path.exists(stop) and not args.stubborn:
-            print(json.dumps({"event": "stopped", "step": epoch * 10, "checkpoint": "last.pt"}), flush=True)
+            print(event_line("stopped", step=epoch * 10, checkpoint="last.pt"), flush=True)
             sys.exit(130)
         if args.fail and epoch == 2:
             print("Traceback: CUDA out of memory", flush=True)
@@ -96,15 +100,19 @@ def test_settings_are_checked(tmp_path):
     problems = " ".join(bad.problems())
     assert "does not exist" in problems and "model name" in problems and "at least one epoch" in problems
     with pytest.raises(ValueError):
-        TrainingRun(bad)
+        training_task(bad)
 
 
-def test_records_progress_and_text():
-    assert parse_record('{"step": 5, "loss": 0.5}') == {"step": 5, "loss": 0.5}
-    assert parse_record("epoch 1 done") is None and parse_record("{broken") is None and parse_record("[1]") is None
-    assert progress_fraction({"step": 30, "total_steps": 120}, 4) == 0.25
-    assert progress_fraction({"epoch": 3}, 4) == 0.75
-    assert progress_fraction({"loss": 1.0}, 4) is None
+def test_events_progress_and_text():
+    """Progress is the schema's ``fraction``, and only that: other spellings are not read."""
+    assert read_event('{"event": "step", "step": 5, "total": 20, "fraction": 0.25, "loss": 0.5}')["loss"] == 0.5
+    assert read_event('{"step": 5, "loss": 0.5}') is None          # not an event of the schema: shown as text
+    assert read_event("epoch 1 done") is None and read_event("{broken") is None and read_event("[1]") is None
+    assert progress_fraction({"event": "epoch", "epoch": 1, "step": 30, "fraction": 0.25}) == 0.25
+    assert progress_fraction({"event": "step", "step": 30, "total_steps": 120}) is None
+    assert progress_fraction({"event": "note", "fraction": "half"}) is None
+    assert progress_fraction({"event": "done", "fraction": 1.7}) == 1.0
+    assert progress_fraction({"loss": 1.0}) is None
     assert describe({"epoch": 2, "step": 20, "loss": 0.01234, "val_psnr": 38.214}) == \
         "epoch 2, step 20, loss 0.01234, val PSNR 38.21 dB"
     h = LossHistory()
@@ -115,37 +123,39 @@ def test_records_progress_and_text():
 def test_run_reads_progress_draws_the_curve_and_finishes(fake):
     script, settings = fake
     status, logs, finished = [], [], []
-    run = TrainingRun(settings, plot=LossPlot("tvsrn-mine"), python=sys.executable, script=script,
-                      on_status=lambda f, t: status.append((f, t)), on_log=logs.append,
-                      on_finished=lambda ok, text: finished.append((ok, text))).start()
+    plot = LossPlot("tvsrn-mine")
+    run = training_task(settings, plot=plot, python=sys.executable, script=script,
+                        on_status=lambda f, t: status.append((f, t)), on_log=logs.append,
+                        on_finished=lambda ok, text: finished.append((ok, text))).start()
     run.wait(30)
     assert finished == [(True, "Model tvsrn-mine trained; it is listed in the VolumetricSR module's model selector.")]
     assert [f for f, _ in status] == [None, 0.25, 0.5, 0.75, 1.0]
     assert status[-1][1] == "epoch 4, step 40, loss 0.25, val PSNR 34.00 dB"
     assert logs[0].startswith("loading data from") and logs[-1] == "not json {"
-    table = run.plot.table
+    table = plot.table
     assert list(table.columns["step"]) == [10, 20, 30, 40] and table.columns["loss"][1] == 0.5
-    assert slicer.modules.plots.logic().shown[-1] == run.plot.chart.GetID()
-    assert run.plot.series.GetID() in run.plot.chart.series_ids
+    assert slicer.modules.plots.logic().shown[-1] == plot.chart.GetID()
+    assert plot.series.GetID() in plot.chart.series_ids
 
 
 def test_failure_is_reported_with_the_exit_code(fake):
     script, settings = fake
-    finished = []
-    run = TrainingRun(settings, python=sys.executable, script=script, on_finished=lambda ok, t: finished.append((ok, t)))
-    run.process.args.append("--fail")
+    finished, history = [], LossHistory()
+    run = training_task(settings, history=history, python=sys.executable, script=script,
+                        on_finished=lambda ok, t: finished.append((ok, t)))
+    run.child.args.append("--fail")
     run.start().wait(30)
     assert finished == [(False, "Training failed (exit code 3); see the log above.")]
-    assert run.history.loss == [(10.0, 1.0), (20.0, 0.5)]
+    assert history.loss == [(10.0, 1.0), (20.0, 0.5)]
 
 
 def _start_slow(settings, script, *extra, **callbacks):
     """A long fake run through Slicer's launcher (stand-in), once it has reported two records."""
     settings.epochs = 500
     status = []
-    run = TrainingRun(settings, python=sys.executable, script=script, launcher=slicer_launcher,
-                      on_status=lambda f, t: status.append(t), **callbacks)
-    run.process.args += ["--slow", *extra]
+    run = training_task(settings, python=sys.executable, script=script, launcher=slicer_launcher,
+                        on_status=lambda f, t: status.append(t), **callbacks)
+    run.child.args += ["--slow", *extra]
     run.start()
     while run.poll() and len(status) < 2:
         time.sleep(0.01)
@@ -157,9 +167,9 @@ def test_stop_writes_the_stop_file_through_the_launcher_and_offers_resume(fake):
     script, settings = fake
     finished = []
     run, status = _start_slow(settings, script, on_finished=lambda ok, t: finished.append((ok, t)))
-    pid = run.process.child_pid
-    assert pid and pid != run.process.process.pid          # the real trainer, the launcher's child
-    run.stop()
+    pid = run.child.child_pid
+    assert pid and pid != run.child.process.pid          # the real trainer, the launcher's child
+    run.cancel()
     run.wait(30)
     assert finished[0][0] is False and finished[0][1].startswith("Stopped at step ") and "Resume" in finished[0][1]
     assert "checkpoint was saved" in finished[0][1] and len(status) < 500
@@ -171,8 +181,8 @@ def test_a_trainer_that_does_not_stop_is_killed_and_the_message_says_no_checkpoi
     script, settings = fake
     finished = []
     run, _ = _start_slow(settings, script, "--stubborn", on_finished=lambda ok, t: finished.append((ok, t)))
-    pid = run.process.child_pid
-    run.stop(grace_seconds=0.5)
+    pid = run.child.child_pid
+    run.cancel(grace_seconds=0.5)
     run.wait(30)
     assert finished[0][0] is False and "killed: no checkpoint was saved" in finished[0][1]
     time.sleep(0.2)
@@ -182,21 +192,21 @@ def test_a_trainer_that_does_not_stop_is_killed_and_the_message_says_no_checkpoi
 def test_closing_the_module_leaves_no_trainer_running(fake):
     script, settings = fake
     run, _ = _start_slow(settings, script, "--stubborn")
-    pid = run.process.child_pid
+    pid = run.child.child_pid
     run.close(timeout=0.5)
     time.sleep(0.2)
-    assert not alive(pid) and not run.process.running()
+    assert not alive(pid) and not run.child.running()
 
 
 def test_output_that_is_not_utf8_is_shown_and_reading_goes_on(fake):
     script, settings = fake
-    logs, finished = [], []
-    run = TrainingRun(settings, python=sys.executable, script=script, launcher=slicer_launcher, on_log=logs.append,
-                      on_finished=lambda ok, t: finished.append(ok))
-    run.process.args.append("--bad-bytes")
+    logs, finished, history = [], [], LossHistory()
+    run = training_task(settings, history=history, python=sys.executable, script=script, launcher=slicer_launcher,
+                        on_log=logs.append, on_finished=lambda ok, t: finished.append(ok))
+    run.child.args.append("--bad-bytes")
     run.start().wait(30)
     assert finished == [True] and any(line.startswith("caf\ufffd") for line in logs)
-    assert run.history.loss[-1] == (40.0, 0.25)                  # every record after it arrived
+    assert history.loss[-1] == (40.0, 0.25)                  # every record after it arrived
 
 
 def test_the_trainer_is_told_the_models_folder_set_inside_slicer(fake, monkeypatch, tmp_path):
@@ -205,9 +215,9 @@ def test_the_trainer_is_told_the_models_folder_set_inside_slicer(fake, monkeypat
     script, settings = fake
     monkeypatch.setenv("VOLUMETRICSR_MODELS", str(tmp_path / "chosen"))       # set inside Slicer, at run time
     settings.modelsDir = ""
-    run = TrainingRun(settings, python=sys.executable, script=script, launcher=slicer_launcher)
-    records, deliver = [], run.process.on_record
-    run.process.on_record = lambda r: records.append(r) or deliver(r)
+    run = training_task(settings, python=sys.executable, script=script, launcher=slicer_launcher)
+    records, deliver = [], run.on_event
+    run.on_event = lambda e: records.append(e) or deliver(e)
     run.start().wait(30)
     starts = [r for r in records if r.get("event") == "start"]
     assert starts and starts[0]["models_dir"] == str(tmp_path / "chosen")
@@ -233,9 +243,9 @@ def test_resume_needs_no_data(fake):
 
 
 def test_trainer_events_are_described():
-    assert describe({"event": "step", "step": 5, "total": 20, "loss": 0.5, "eta": 75.0}) == \
+    assert describe({"event": "step", "step": 5, "total": 20, "fraction": 0.25, "loss": 0.5, "eta": 75.0}) == \
         "step 5, loss 0.5, about 1 min 15 s left"
-    assert progress_fraction({"event": "step", "step": 5, "total": 20}, 100) == 0.25
+    assert progress_fraction({"event": "step", "step": 5, "total": 20, "fraction": 0.25}) == 0.25
     assert describe({"event": "stopped", "step": 7}) == "stopped, checkpoint saved, step 7"
     assert describe({"event": "model", "id": "tvsrn-mine"}) == "model tvsrn-mine written"
 
@@ -262,13 +272,13 @@ def test_real_trainer_end_to_end(tmp_path, monkeypatch):
     settings = TrainingSettings(method="tvsrn", dataPath=str(data), modelId="tvsrn-tiny", epochs=1, device="cpu",
                                 extraArgs="--max-steps 1 --crop 32 --val-crop 32 --threads 1 "
                                           "--arch '{\"channels\": 8, \"enc_layers\": 1, \"tab_layers\": 1, \"dec_layers\": 1}'")
-    finished, logs = [], []
-    run = TrainingRun(settings, plot=LossPlot("tvsrn-tiny"), python=sys.executable, script=TRAIN_PY,
-                      on_log=logs.append, on_finished=lambda ok, t: finished.append(ok)).start()
+    finished, logs, history, plot = [], [], LossHistory(), LossPlot("tvsrn-tiny")
+    run = training_task(settings, history=history, plot=plot, python=sys.executable, script=TRAIN_PY,
+                        on_log=logs.append, on_finished=lambda ok, t: finished.append(ok)).start()
     run.wait(120)
     assert finished == [True], "\n".join(logs[-20:])
-    assert run.history.loss and run.plot.table.columns["loss"].size == len(run.history.loss)
-    assert run.last_record.get("event") == "model"
+    assert history.loss and plot.table.columns["loss"].size == len(history.loss)
+    assert run.last_event.get("event") == "model"
     assert "tvsrn-tiny" in [i for i, _ in model_choices("tvsrn")]     # beside the shipped models
 
     thick = make_ct_volume(size_ijk=(24, 20, 5), spacing=(0.8, 0.8, 5.0), seed=3)
@@ -280,7 +290,7 @@ def test_real_trainer_end_to_end(tmp_path, monkeypatch):
 
 def test_the_ct_guided_method_trains_from_the_module_with_a_ct_and_mri_folder(tmp_path):
     """One data folder in the panel: for ctguided it holds ct/ and mri/ (the trainer's --data layout)."""
-    from volumetricsr.methods.ctguided.method import CTGuidedTask
+    from volumetricsr.methods.ctguided.task import CTGuidedTask
     from volumetricsr.app.train_cli import parse
 
     for d in ("ct", "mri"):

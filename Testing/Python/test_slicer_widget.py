@@ -220,7 +220,8 @@ def test_closing_the_scene_drops_a_running_task(qt_slicer, monkeypatch):
 
 
 FAKE = '''
-import argparse, json, sys, time
+import argparse, sys, time
+from volumetricsr.common.progress import event_line
 p = argparse.ArgumentParser()
 for a in ("--method", "--data", "--out", "--device", "--epochs", "--models-dir", "--workdir"):
     p.add_argument(a)
@@ -229,7 +230,7 @@ p.add_argument("--progress-json", action="store_true")
 a = p.parse_args()
 print("reading", a.data, flush=True)
 for s in range(1, 4):
-    print(json.dumps({"event": "step", "step": s, "total": 3, "loss": 1.0 / s, "eta": 3 - s}), flush=True)
+    print(event_line("step", step=s, total=3, fraction=s / 3, loss=1.0 / s, eta=3 - s), flush=True)
 '''
 
 

@@ -14,7 +14,6 @@ injectable: the modules pass :func:`slicer_launcher`; tests pass a stand-in of S
 """
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -29,18 +28,6 @@ from .runner import poll_until_done
 
 #: The core's command line, for a Python without the ``volumetricsr`` entry point.
 CLI_SNIPPET = "import sys; from volumetricsr.app.cli import main; sys.exit(main())"
-
-
-def parse_record(line: str) -> Optional[dict]:
-    """The JSON object on ``line``, or None for any other output (logged as text)."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def python_executable() -> str:
@@ -89,7 +76,8 @@ def kill_pid(pid: int) -> None:
 
 
 class ChildProcess:
-    """Callbacks, all from :meth:`poll`: ``on_record(dict)``, ``on_log(line)``,
+    """Callbacks, all from :meth:`poll`: ``on_record(event)`` for each line that is an event of the
+    core's schema (``volumetricsr.common.progress.read_event``), ``on_log(line)`` for any other,
     ``on_finished(returncode, stop)`` where ``stop`` is None (no stop asked), ``"stopped"`` (the
     child said so, with a ``stopped`` line, and exited), ``"ended"`` (it exited after the stop
     without saying so) or ``"killed"`` (it did not exit within the grace period)."""
@@ -163,6 +151,8 @@ class ChildProcess:
         if self._deadline is not None and self.stop_state == "asked" and time.monotonic() > self._deadline:
             self.stop_state = "killed"
             self.kill()
+        from volumetricsr.common.progress import read_event
+
         while not self._done:
             try:
                 line = self._lines.get_nowait()
@@ -178,7 +168,7 @@ class ChildProcess:
                 if self.on_finished:
                     self.on_finished(code, self.stop_state)
                 return False
-            record = parse_record(line)
+            record = read_event(line)
             if record is not None:
                 if record.get("event") == "start" and isinstance(record.get("pid"), int):
                     self.child_pid = record["pid"]

@@ -7,7 +7,7 @@ or failed run therefore leaves the scene as it was.
 Where it runs: :meth:`~SuperResolutionLogic.run` (blocking, the console API) computes in this
 process, which waits anyway. :meth:`~SuperResolutionLogic.start` (the panel's Apply, background)
 runs the instant methods (interpolations) in a thread of this process, and every method with a
-network or per-volume training in a child process (:class:`~.processtask.ProcessTask`): Slicer's
+network or per-volume training in a child process (:func:`~.processtask.infer_task`): Slicer's
 Python keeps the GIL on the main thread while the GUI idles, so a worker thread there would crawl.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Callable, Optional
 from . import scene
 from .dependencies import DependencyInstaller, requirements_for
 from .childprocess import slicer_launcher
-from .processtask import ProcessTask
+from .processtask import infer_task
 from .runner import BackgroundTask
 from .settings import RunSettings
 
@@ -170,8 +170,8 @@ class SuperResolutionLogic:
                 on_done(node)
 
         if not job.in_process:
-            return ProcessTask(job, launcher=self.launcher, on_progress=on_progress, on_done=done,
-                               on_cancelled=on_cancelled, on_error=on_error).start()
+            return infer_task(job, launcher=self.launcher, on_progress=on_progress, on_done=done,
+                              on_cancelled=on_cancelled, on_error=on_error).start()
         return BackgroundTask(lambda progress, cancel: self.compute(job, progress, cancel), job.cancel,
                               on_progress=on_progress, on_done=done, on_cancelled=on_cancelled,
                               on_error=on_error).start()

@@ -1,11 +1,10 @@
-"""Progress records from the trainer's JSON lines, and the loss history for the live curve."""
+"""The trainer's events (``volumetricsr.common.progress``) as a status line, and the loss history
+for the live curve. Progress is the events' ``fraction`` (``VolumetricSRLib.processtask``)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from typing import Optional
-
-from VolumetricSRLib.childprocess import parse_record  # noqa: F401  (the records' parser, shared)
 
 
 def _number(value) -> Optional[float]:
@@ -14,18 +13,6 @@ def _number(value) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return x if math.isfinite(x) else None
-
-
-def progress_fraction(record: dict, epochs: int) -> Optional[float]:
-    """Fraction done, from ``progress``, ``step``/``total`` (or ``total_steps``) or ``epoch``/``epochs``."""
-    for num, den in (("progress", None), ("step", "total"), ("step", "total_steps"), ("epoch", "epochs")):
-        value = _number(record.get(num))
-        if value is None:
-            continue
-        total = 1.0 if den is None else _number(record.get(den)) or (float(epochs) if den == "epochs" else None)
-        if total:
-            return min(max(value / total, 0.0), 1.0)
-    return None
 
 
 def describe(record: dict) -> str:

@@ -1,68 +1,53 @@
-"""Start, follow and stop one training run: the trainer process, its loss history and plot."""
+"""Start, follow and stop one training run: the trainer as a ProcessTask, its loss history and plot."""
 from __future__ import annotations
 
 from typing import Callable, Optional
 
-from VolumetricSRLib.childprocess import ChildProcess, popen_launcher, slicer_launcher  # noqa: F401
+from VolumetricSRLib.childprocess import popen_launcher, slicer_launcher  # noqa: F401  (the modules' launcher)
+from VolumetricSRLib.processtask import ProcessTask, progress_fraction
 
 from .command import TrainingSettings, build_command, environment
-from .history import LossHistory, describe, progress_fraction
+from .history import LossHistory, describe
 
 
-class TrainingRun:
-    """One trainer subprocess. ``on_status(fraction_or_None, text)`` and ``on_finished(ok, text)`` are
-    called from :meth:`poll`; ``plot`` (optional) gets the loss history after each new point."""
+def training_task(settings: TrainingSettings, *, history: Optional[LossHistory] = None, plot=None,
+                  launcher: Callable = popen_launcher, python: Optional[str] = None, script="find",
+                  on_status: Optional[Callable] = None, on_log: Optional[Callable] = None,
+                  on_finished: Optional[Callable] = None) -> ProcessTask:
+    """The trainer for ``settings`` as a (not yet started) :class:`ProcessTask`; its ``cancel`` asks for
+    a checkpoint and an exit (the trainer is killed if it has not exited two minutes later). Its
+    events fill ``history`` and redraw ``plot`` (optional). Called from ``poll``:
+    ``on_status(fraction_or_None, text)`` for each event, ``on_log(line)``, ``on_finished(ok, text)``."""
+    problems = settings.problems()
+    if problems:
+        raise ValueError(" ".join(problems))
+    history = LossHistory() if history is None else history
 
-    def __init__(self, settings: TrainingSettings, *, plot=None, launcher: Callable = popen_launcher,
-                 python: Optional[str] = None, script="find", on_status: Optional[Callable] = None,
-                 on_log: Optional[Callable] = None, on_finished: Optional[Callable] = None):
-        problems = settings.problems()
-        if problems:
-            raise ValueError(" ".join(problems))
-        self.settings, self.plot, self.history = settings, plot, LossHistory()
-        self.on_status, self.on_finished_cb = on_status, on_finished
-        self.last_record: dict = {}
-        self.process = ChildProcess(build_command(settings, python, script), env=environment(settings),
-                                     launcher=launcher, stop_file=settings.workdir() / "STOP",
-                                     on_record=self._record, on_log=on_log, on_finished=self._finished)
+    def event(e: dict) -> None:
+        if history.add(e) and plot is not None:
+            plot.update(history)
+        if on_status:
+            on_status(progress_fraction(e), describe(e))
 
-    def start(self) -> "TrainingRun":
-        self.process.start()
-        return self
+    def ended(code: int, stop: Optional[str]) -> None:
+        if on_finished:
+            on_finished(*outcome(settings.modelId, code, stop, task.last_event))
 
-    def stop(self, grace_seconds: float = 120.0) -> None:
-        """Ask for a checkpoint and an exit; the trainer is killed if it has not exited in ``grace_seconds``."""
-        self.process.stop(grace_seconds)
+    task = ProcessTask(build_command(settings, python, script), env=environment(settings), launcher=launcher,
+                       stop_file=settings.workdir() / "STOP", grace_seconds=120.0, on_event=event, on_log=on_log,
+                       on_finished=ended)
+    return task
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop, wait up to ``timeout`` s, then kill: nothing left running when the module closes."""
-        self.process.close(timeout)
 
-    def poll(self) -> bool:
-        return self.process.poll()
-
-    def wait(self, timeout: float = 60.0) -> None:
-        self.process.wait(timeout)
-
-    def _record(self, record: dict) -> None:
-        self.last_record = record
-        if self.history.add(record) and self.plot is not None:
-            self.plot.update(self.history)
-        if self.on_status:
-            self.on_status(progress_fraction(record, self.settings.epochs), describe(record))
-
-    def _finished(self, code: int, stop: Optional[str]) -> None:
-        model = self.settings.modelId
-        if stop == "stopped":
-            step = self.last_record.get("step")
-            ok, text = False, (f"Stopped{f' at step {step}' if step else ''}; a checkpoint was saved. "
-                               f"Tick 'Resume' and Start to continue {model}.")
-        elif stop == "killed":
-            ok, text = False, ("The trainer did not stop in time and was killed: no checkpoint was saved at the "
-                               f"stop; 'Resume' continues {model} from its last epoch's checkpoint, if any.")
-        elif code == 0:
-            ok, text = True, f"Model {model} trained; it is listed in the VolumetricSR module's model selector."
-        else:
-            ok, text = False, f"Training failed (exit code {code}); see the log above."
-        if self.on_finished_cb:
-            self.on_finished_cb(ok, text)
+def outcome(model: str, code: int, stop: Optional[str], last_event: dict) -> tuple[bool, str]:
+    """``(ok, text)`` of a trainer that ended with ``code`` (``stop`` as in ``ChildProcess``)."""
+    if stop == "stopped":
+        step = last_event.get("step")
+        return False, (f"Stopped{f' at step {step}' if step else ''}; a checkpoint was saved. "
+                       f"Tick 'Resume' and Start to continue {model}.")
+    if stop == "killed":
+        return False, ("The trainer did not stop in time and was killed: no checkpoint was saved at the "
+                       f"stop; 'Resume' continues {model} from its last epoch's checkpoint, if any.")
+    if code == 0:
+        return True, f"Model {model} trained; it is listed in the VolumetricSR module's model selector."
+    return False, f"Training failed (exit code {code}); see the log above."
