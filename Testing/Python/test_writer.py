@@ -72,7 +72,7 @@ def test_a_legal_name_of_245_characters_is_written(tmp_path):
 
 
 @pytest.mark.parametrize("outputs, inputs, says", [
-    ({"output": "in.nii.gz"}, {"input": "in.nii.gz"}, "is the input file"),
+    ({"output": "in.nii.gz"}, {"input": "in.nii.gz"}, "would overwrite the input"),
     ({"output": "series/x.nii.gz"}, {"input": "series"}, "one inside the other"),
     ({"output": "d"}, {"input": "d/in.nii.gz"}, "one inside the other"),
     ({"output": "o.nii.gz", "--confidence-map": "o.nii.gz"}, {}, "would write the same file"),

@@ -49,7 +49,7 @@ from typing import Optional
 
 from volumetricsr.common.errors import Cancelled, InputError, OutputError, VolumetricSRError
 from volumetricsr.data.io import is_volume_file, volume_files, volume_name
-from volumetricsr.data.writer import check_folder, remove_stale_staging, write_text
+from volumetricsr.data.writer import check_folder, check_paths, remove_stale_staging, write_text
 
 REPORT_FIELDS = ("input", "output", "status", "seconds", "input_size", "input_spacing", "output_size",
                  "output_spacing", "consistency_rms", "slice_profile", "device", "error")
@@ -316,14 +316,6 @@ def _glob_matches(pattern: str, path: Path) -> bool:
     return len(want) == len(have) and all(fnmatch.fnmatchcase(h, w) for w, h in zip(want, have))
 
 
-def _file_id(path: Path) -> Optional[tuple[int, int]]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 def check_outputs(studies: list[Study], outdir: "str | os.PathLike", maps: tuple = (),
                   source: "str | os.PathLike | None" = None, report: Optional[Path] = None) -> None:
     """Raise :class:`OutputError`, before any work, for what the module's docstring lists: OUTDIR a
@@ -334,15 +326,15 @@ def check_outputs(studies: list[Study], outdir: "str | os.PathLike", maps: tuple
     out = Path(os.path.realpath(outdir))
     if out.exists() and not out.is_dir():
         raise OutputError(f"OUTDIR {outdir} is a file: give a folder for the outputs (a missing one is made).")
-    outputs = [(report, f"report {report}")] if report is not None else []
+    outputs = [("report", report)] if report is not None else []
     for s in studies:
         for role, target in study_outputs(s, outdir, maps).items():
-            outputs.append((target, f"{role} {target} ({s.row or 'of ' + s.input})"))
+            outputs.append((f"{role} ({s.row or 'of ' + s.input})", target))
             real = Path(os.path.realpath(target.parent))
             if real != out and out not in real.parents:
                 raise OutputError(f"Output {s.output} ({s.row or s.input}) leads out of OUTDIR {outdir} "
                                   f"(to {real}); give a path inside OUTDIR.")
-    inputs = {Path(s.input): f"input {s.input}" + (f" ({s.row})" if s.row else "") for s in studies}
+    inputs = [("input" + (f" ({s.row})" if s.row else ""), Path(s.input)) for s in studies]
     if source is not None and Path(source).is_dir():
         folder = Path(os.path.realpath(source))
         if out == folder:
@@ -352,42 +344,13 @@ def check_outputs(studies: list[Study], outdir: "str | os.PathLike", maps: tuple
             raise OutputError(f"OUTDIR {outdir} is inside the input folder {source}: the next run would read it "
                               f"as a study; give a folder outside {source}.")
     elif source is not None and Path(source).is_file() and Path(source).suffix.lower() == ".csv":
-        inputs[Path(source)] = f"manifest {source}"
-    _check_crossings(outputs, inputs)
+        inputs.append(("manifest", Path(source)))
+    check_paths(outputs, inputs, volume_files)
     if source is not None and not Path(source).exists():          # a glob pattern
-        for target in (Path(outdir), *(path for path, _ in outputs)):
+        for target in (Path(outdir), *(path for _, path in outputs)):
             if _glob_matches(str(source), target):
                 raise OutputError(f"OUTDIR {outdir}: the pattern {source} matches {target}, so the next run "
                                   "would read it as a study; give a folder the pattern does not match.")
-
-
-def _check_crossings(outputs: list[tuple[Path, str]], inputs: dict[Path, str]) -> None:
-    """:func:`~.writer.check_paths` for a cohort, by lookups: no file an output writes is an input
-    (by path or by file), lies inside one (a DICOM folder) or holds one, or is another output's."""
-    read: dict = {}
-    holding: dict[Path, str] = {}
-    for path, what in inputs.items():
-        for f in volume_files(path):
-            key = Path(os.path.abspath(f))
-            read[key] = what
-            read[_file_id(key)] = what
-            for parent in key.parents:
-                holding.setdefault(parent, what)
-    read.pop(None, None)
-    written: dict[Path, str] = {}
-    for path, what in outputs:
-        for f in volume_files(path, True):
-            key = Path(os.path.abspath(f))
-            hit = read.get(key) or read.get(_file_id(key))
-            if hit:
-                raise OutputError(f"{what} would overwrite the {hit}: give the outputs other names or another OUTDIR.")
-            hit = holding.get(key) or next((read[p] for p in key.parents if p in read), None)
-            if hit:
-                raise OutputError(f"{what} and the {hit} are one inside the other: write outside the inputs.")
-            hit = written.get(key)
-            if hit and hit != what:
-                raise OutputError(f"{what} and {hit} would write the same file: give each its own name.")
-            written[key] = what
 
 
 def _stopped(stop: str, todo: list[Study], rows: dict, outdir: Path, maps: tuple) -> Cancelled:

@@ -44,47 +44,67 @@ def _key(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def _inside(inner: Path, outer: Path) -> bool:
-    return inner != outer and outer in inner.parents
-
-
-def _same_file(a: Path, b: Path) -> bool:
+def _file_id(path: Path) -> Optional[tuple[int, int]]:
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
+        st = os.stat(path)
     except OSError:
-        return False
+        return None
+    return st.st_dev, st.st_ino
 
 
-def check_paths(outputs: Mapping[str, PathLike], inputs: Mapping[str, PathLike] = {},
-                expand: Expand = _just) -> None:
-    """Raise :class:`OutputError` when an output would touch an input or another output.
+Roles = Union[Mapping[str, PathLike], Iterable[tuple[str, PathLike]]]
 
-    ``outputs`` and ``inputs`` map a role ("output", "--confidence-map", "input") to a path;
-    ``expand(path, writing)`` gives every file a path involves (a .mhd and its data file)."""
-    written: list[tuple[str, Path, Path]] = []      # (role, the path given, one file it writes)
-    for role, p in outputs.items():
-        written += [(role, Path(p), _key(f)) for f in expand(Path(p), True)]
-    read = [(role, Path(p), _key(f)) for role, p in inputs.items() for f in expand(Path(p), False)]
-    for role, given, w in written:
-        for in_role, in_given, r in read:
-            if w == r or _same_file(w, r):
-                if w == _key(given) and r == _key(in_given):
-                    what = f"is the {in_role} file" if w == r else f"is the same file as the {in_role} {in_given}"
+
+def _pairs(roles: Roles) -> Iterable[tuple[str, PathLike]]:
+    return roles.items() if isinstance(roles, Mapping) else roles
+
+
+def check_paths(outputs: Roles, inputs: Roles = {}, expand: Expand = _just) -> None:
+    """Raise :class:`OutputError` when an output would touch an input or another output: the same path,
+    the same file under another name (a link), a companion data file, one inside the other.
+
+    ``outputs`` and ``inputs`` map a role ("output", "--confidence-map", "input", "output (line 2)")
+    to a path (a mapping, or pairs where roles repeat); ``expand(path, writing)`` gives every file a path involves (a .mhd and its data file).
+    In linear time, by lookups: a cohort may have many thousand studies."""
+    read: dict = {}                        # a file read (by path and by device and inode) -> who reads it
+    holding: dict[Path, tuple] = {}        # every folder above a file read -> who reads it
+    for role, p in _pairs(inputs):
+        for f in expand(Path(p), False):
+            key, reader = _key(f), (role, Path(p), _key(f) != _key(p))
+            read[key] = read[_file_id(key)] = reader
+            for parent in key.parents:
+                holding.setdefault(parent, reader)
+    read.pop(None, None)
+    written: dict[Path, tuple] = {}        # a file written, and every folder above it -> who writes it
+    for role, p in _pairs(outputs):
+        given = Path(p)
+        for f in expand(given, True):
+            w = _key(f)
+            reader = read.get(w) or read.get(_file_id(w))
+            if reader:
+                in_role, in_given, companion = reader
+                if companion:
+                    what = f"would write {w.name}, the data file of the {in_role} {in_given}"
+                elif w != _key(given):
+                    what = f"would write {w.name}, which is the {in_role} {in_given}"
                 else:
-                    whose = f"the {in_role} {in_given}" if r == _key(in_given) else \
-                        f"the data file of the {in_role} {in_given}"
-                    what = f"would write {w.name}, which is {whose}"
+                    link = "" if w == _key(in_given) else " (the same file under another name)"
+                    what = f"would overwrite the {in_role} {in_given}{link}"
                 raise OutputError(f"{role} {given} {what}: give another path (an input is never overwritten).")
-            if _inside(w, r) or _inside(r, w):
-                raise OutputError(f"{role} {given} and the {in_role} {in_given} are one inside the other: "
+            reader = holding.get(w) or next((read[q] for q in w.parents if q in read), None)
+            if reader:
+                raise OutputError(f"{role} {given} and the {reader[0]} {reader[1]} are one inside the other: "
                                   f"write outside the input.")
-    for i, (role, given, w) in enumerate(written):
-        for role2, given2, w2 in written[i + 1:]:
-            if role2 == role:
-                continue
-            if w == w2 or _same_file(w, w2) or _inside(w, w2) or _inside(w2, w):
-                raise OutputError(f"{role} {given} and {role2} {given2} would write the same file "
-                                  f"({w.name}): give each its own path.")
+            same = written.get(w)
+            outer = next((written[q] for q in w.parents if q in written and written[q][2]), None)
+            for other, how in ((same, "would write the same file" if same and same[2] else "are one inside the other"),
+                               (outer, "are one inside the other")):
+                if other and other[:2] != (role, given):
+                    raise OutputError(f"{role} {given} and {other[0]} {other[1]} {how} ({w.name}): give each its "
+                                      f"own path.")
+            written[w] = (role, given, True)
+            for parent in w.parents:
+                written.setdefault(parent, (role, given, False))
 
 
 def check_folder(target: Path) -> None:
