@@ -159,3 +159,38 @@ def test_the_torch_methods_listed_before_an_install_are_the_registered_ones():
 
     assert TORCH_PROBLEM == "" and load_torch_methods() == ""
     assert {name: get_method(name).title for name in TORCH_METHODS} == TORCH_METHODS
+
+
+@pytest.fixture
+def wide(tmp_path):
+    """int32 beyond 2^24, constant along the slices: every output slice must equal them exactly."""
+    plane = 100000001 + np.arange(20)[None, :] * 3 - np.arange(16)[:, None]
+    vol = make_volume(size_ijk=(20, 16, 6), spacing=(0.8, 0.8, 4.0)).with_array(
+        np.repeat(plane[None], 6, axis=0).astype(np.int32))
+    return write_volume(vol, tmp_path / "wide.nrrd"), plane
+
+
+@pytest.mark.parametrize("method", ["linear", "bspline", "sinc"])
+@pytest.mark.parametrize("extra", [[], ["--enforce-consistency", "--thickness", "4"]])
+def test_integers_beyond_float32_keep_their_values(tmp_path, capsys, wide, method, extra):
+    path, plane = wide
+    code, _, err = run(capsys, "infer", path, tmp_path / "o.nrrd", "--method", method, "--dtype", "input",
+                       "--quiet", *extra)
+    out = read_volume(tmp_path / "o.nrrd").array
+    assert code == 0 and "warning" not in err, err
+    assert out.dtype == np.int32 and out.shape[0] == 26 and (out == plane).all()    # float32: 100000008
+
+
+def test_integers_beyond_float32_rounded_get_one_warning_saying_so(tmp_path, capsys, wide, monkeypatch):
+    from volumetricsr.methods.interpolation import LINEAR
+
+    path, plane = wide
+    code, _, err = run(capsys, "infer", path, tmp_path / "f.nrrd", "--method", "linear", "--quiet")
+    warned = [ln for ln in err.splitlines() if "warning" in ln]
+    assert code == 0 and len(warned) == 1 and "the result is float32 (--dtype input keeps them): they were " \
+        "rounded, by up to 4" in warned[0], err
+    monkeypatch.setattr(LINEAR, "keeps_wide_values", False)          # a method that computes in float32
+    code, _, err = run(capsys, "infer", path, tmp_path / "i.nrrd", "--method", "linear", "--dtype", "input", "--quiet")
+    warned = [ln for ln in err.splitlines() if "warning" in ln]
+    assert code == 0 and len(warned) == 1 and "Linear computes in float32: they were rounded" in warned[0], err
+    assert not (read_volume(tmp_path / "i.nrrd").array == plane).all()      # it said so because they were

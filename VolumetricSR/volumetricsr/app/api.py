@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -11,7 +12,7 @@ from volumetricsr.compute.consistency import consistency, enforce_consistency as
 from volumetricsr.compute.cpu_memory import available_bytes
 from volumetricsr.compute.device import resolve_device
 from volumetricsr.data.geometry import AxisLike, finest_spacing, plan_grid, stack_spacing, through_plane_axis, to_stack
-from volumetricsr.common.errors import InputError
+from volumetricsr.common.errors import InputError, Notice
 from volumetricsr.data.io import cast_array, check_size, check_writable, read_volume, volume_files, write_volume
 from volumetricsr.data.writer import Transaction
 from volumetricsr.methods import Method, get_method
@@ -20,7 +21,7 @@ from volumetricsr.common.options import check_options, check_spacing
 from volumetricsr.data.profile_estimation import LAGS, estimate_profile
 from volumetricsr.data.profiles import PROFILES
 from volumetricsr.common.progress import CancelToken, ProgressCallback
-from volumetricsr.data.volume import Volume
+from volumetricsr.data.volume import FLOAT32_EXACT, Volume, beyond_float32
 
 
 #: How the acquired slices were made, which every method takes: consistency re-thickens with it, and
@@ -96,9 +97,29 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
             made = {**metadata["derivation"], "description": f"VolumetricSR {what} of a {m.title or m.name} result, "
                                                              "in intensity units: a map, not an image"}
             results[key] = results[key].with_array(results[key].array, metadata={**volume.metadata, "derivation": made})
-    if dtype is not None:
-        out = out.with_array(cast_array(out.array, volume.array.dtype if dtype == "input" else dtype))
-    return out
+    target = None if dtype is None else np.dtype(volume.array.dtype if dtype == "input" else dtype)
+    rounded = rounding(m, volume, out, target)
+    if rounded:
+        warnings.warn(rounded, Notice, stacklevel=2)
+        results.setdefault("warnings", []).append(rounded)
+    return out.with_array(cast_array(out.array, np.float32 if target is None else target))
+
+
+def rounding(method: Method, volume: Volume, out: Volume, target: Optional[np.dtype]) -> Optional[str]:
+    """Why values of ``volume`` that float32 cannot hold (integers beyond 2^24) lost their exact values
+    on the way to ``out`` cast to ``target`` (None: float32), or None if they kept them (a method that
+    computes in float64, :attr:`~volumetricsr.methods.base.Method.keeps_wide_values`, and a wide type)."""
+    largest = beyond_float32(volume.array)
+    if not largest:
+        return None
+    if out.array.dtype != np.float64:
+        why = f"{method.title or method.name} computes in float32"
+    elif target is None or target.kind == "f" and target.itemsize < 8:
+        why = "the result is float32 (--dtype input keeps them)"
+    else:
+        return None
+    return (f"The input holds values up to {largest:.10g}, beyond the {FLOAT32_EXACT} (2^24) that float32 holds "
+            f"exactly, and {why}: they were rounded, by up to {np.spacing(np.float32(largest)) / 2:g}.")
 
 
 def check_memory(method: Method, volume: Volume, spacing: Optional[float] = None, axis: AxisLike = None,

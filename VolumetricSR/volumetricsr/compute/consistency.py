@@ -40,16 +40,18 @@ def thickening_matrix(n_in: int, n_out: int, spacing_in: float, thickness: Optio
 
 def _residual(output: Volume, acquired: Volume, thickness: Optional[float],
               profile: str) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """The through-plane axis, the output as a stack (float32), ``D`` and ``X - D Y`` (acquired slices first)."""
+    """The through-plane axis, the output as a stack, ``D`` and ``X - D Y`` (acquired slices first); in
+    float64 for a float64 output (values float32 cannot hold), else float32."""
     grow = np.subtract(output.size, acquired.size)
     axis = int(np.argmax(grow))
     if grow[axis] <= 0 or np.count_nonzero(grow) != 1:
         raise InputError(f"The result ({output.size}) must have more slices than the acquired volume "
                          f"({acquired.size}) along one axis and the same size along the others.")
-    y = to_stack(output.array, axis).astype(np.float32)
-    x = to_stack(acquired.array, axis).astype(np.float32)
+    kind = np.float64 if output.array.dtype == np.float64 else np.float32
+    y = to_stack(output.array, axis).astype(kind)
+    x = to_stack(acquired.array, axis).astype(kind)
     d = thickening_matrix(x.shape[0], y.shape[0], acquired.spacing[axis], thickness, profile)
-    return axis, y, d, x - np.tensordot(d.astype(np.float32), y, axes=1)
+    return axis, y, d, x - np.tensordot(d.astype(kind), y, axes=1)
 
 
 @dataclass
@@ -78,8 +80,9 @@ def consistency(output: Volume, acquired: Volume, thickness: Optional[float] = N
 def enforce_consistency(output: Volume, acquired: Volume, thickness: Optional[float] = None,
                         profile: str = "gaussian") -> Volume:
     """``output`` changed as little as possible (least squares along the through-plane axis, for
-    every in-plane pixel) so that re-thickening it gives ``acquired``; float32."""
+    every in-plane pixel) so that re-thickening it gives ``acquired``; float32 (float64 for a float64
+    ``output``)."""
     axis, y, d, r = _residual(output, acquired, thickness, profile)
     a = np.linalg.solve(d @ d.T, r.reshape(r.shape[0], -1).astype(np.float64))   # (D D^T)^-1 (X - D Y), all pixels
-    y += np.tensordot(d.T, a, axes=1).reshape(y.shape).astype(np.float32)
+    y += np.tensordot(d.T, a, axes=1).reshape(y.shape).astype(y.dtype)
     return output.with_array(np.ascontiguousarray(from_stack(y, axis)))

@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from volumetricsr.common.errors import InputError, Notice, OutputError
-from volumetricsr.data.volume import Volume, check_scalar_volume, nonfinite_error
+from volumetricsr.data.volume import FLOAT32_EXACT, Volume, check_scalar_volume, nonfinite_error
 from volumetricsr.data.writer import Transaction, check_folder
 
 PathLike = Union[str, os.PathLike]
@@ -39,8 +39,6 @@ NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u
 #: The most voxels along one axis a format holds (NIfTI-1 keeps the sizes in 16-bit fields; DICOM
 #: its rows and columns).
 MAX_AXIS_SIZE = {".nii": 32767, ".nii.gz": 32767, "dicom": 65535}
-#: Integers up to this size are exact in float32; beyond it, not all are.
-FLOAT32_EXACT = 2 ** 24
 #: DICOM tags copied from an input series into a written one (patient and study identity).
 STUDY_TAGS = ("0010|0010", "0010|0020", "0010|0030", "0010|0040", "0020|000d", "0008|0020",
               "0008|0030", "0008|0050", "0008|0060", "0020|0052", "0008|103e", "0020|0011",

@@ -44,10 +44,12 @@ def sinc_weights(positions: np.ndarray, n: int, radius: int = SINC_RADIUS) -> np
 
 
 def apply_along_first_axis(weights: np.ndarray, stack: np.ndarray,
-                           on_chunk: Optional[Callable[[float], None]] = None, chunks: int = 16) -> np.ndarray:
-    """``out[m] = sum_n weights[m, n] * stack[n]``, in row chunks so progress and cancel can run."""
-    w = weights.astype(np.float32)
-    out = np.empty((w.shape[0],) + stack.shape[1:], dtype=np.float32)
+                           on_chunk: Optional[Callable[[float], None]] = None, chunks: int = 16,
+                           dtype=np.float32) -> np.ndarray:
+    """``out[m] = sum_n weights[m, n] * stack[n]``, in row chunks so progress and cancel can run;
+    computed and returned as ``dtype``."""
+    w = weights.astype(dtype)
+    out = np.empty((w.shape[0],) + stack.shape[1:], dtype=dtype)
     rows = stack.shape[1]
     bounds = np.linspace(0, rows, min(chunks, rows) + 1).astype(int)
     for c, (r0, r1) in enumerate(zip(bounds[:-1], bounds[1:])):

@@ -8,6 +8,8 @@ import numpy as np
 from volumetricsr.common.errors import InputError
 
 AXIS_NAMES = "IJK"
+#: Integers up to this magnitude are exact in float32; beyond it, not all are.
+FLOAT32_EXACT = 2 ** 24
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,14 @@ def nonfinite_error(what: str, count: int) -> InputError:
     """The one message for voxels that are NaN or infinite (``what``: "The input", a file)."""
     return InputError(f"{what} has {count} NaN or infinite voxels. Replace them (for example with the "
                       "background value) before super-resolution.")
+
+
+def beyond_float32(array: np.ndarray) -> float:
+    """The largest magnitude in ``array`` when its type holds values float32 cannot hold exactly (32-
+    and 64-bit integers, float64) and it has some beyond :data:`FLOAT32_EXACT`; else 0."""
+    wide = array.dtype.itemsize >= (8 if array.dtype.kind == "f" else 4)
+    if array.size == 0 or array.dtype.kind not in "iuf" or not wide:
+        return 0.0
+    largest = max(abs(float(array.max())), abs(float(array.min())))
+    return largest if largest > FLOAT32_EXACT else 0.0
+

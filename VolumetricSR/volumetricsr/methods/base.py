@@ -16,7 +16,7 @@ from volumetricsr.common.options import Rule, check_options
 from volumetricsr.data.normalization import guess_modality
 from volumetricsr.data.geometry import AxisLike, ThroughPlaneGrid, output_volume, plan_grid, to_stack
 from volumetricsr.common.progress import CancelToken, ProgressCallback, report
-from volumetricsr.data.volume import Volume, check_scalar_volume
+from volumetricsr.data.volume import Volume, beyond_float32, check_scalar_volume
 
 
 @dataclass
@@ -72,6 +72,9 @@ class Method(ABC):
     #: (the interpolations 2.2-2.4, 6.0 with the map; selfsr with a prior 4.9).
     working_copies: float = 5.0
     confidence_copies: float = 4.0
+    #: Computes in float64 when the input holds values float32 cannot hold exactly (integers beyond
+    #: 2^24): a method that is exact in the data's own arithmetic (the interpolations) keeps them.
+    keeps_wide_values: bool = False
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -109,8 +112,9 @@ class Method(ABC):
         estimate made before any allocation: (bytes whatever the output, bytes per output slice): the
         input as read and its float32 stack; :attr:`working_copies` output slices and the 1-D weights."""
         per_slice = volume.array.size // n_in
+        item = 8.0 if self.keeps_wide_values and beyond_float32(volume.array) else 4.0
         copies = self.working_copies + confidence * self.confidence_copies
-        return volume.array.nbytes + 4.0 * volume.array.size, copies * 4.0 * per_slice + 32.0 * (n_in + 64)
+        return volume.array.nbytes + item * volume.array.size, copies * item * per_slice + 32.0 * (n_in + 64)
 
     def info(self) -> dict:
         return {k: getattr(self, k) for k in ("name", "title", "description", "modalities", "needs_model",
@@ -123,7 +127,8 @@ class Method(ABC):
             confidence: bool = False, **options) -> Volume:
         """Upsample ``volume`` along its through-plane axis to ``spacing`` mm (default: isotropic).
 
-        The input is never modified; the result is a new float32 :class:`Volume` with the input's
+        The input is never modified; the result is a new float32 (float64: see
+        :attr:`keeps_wide_values`) :class:`Volume` with the input's
         origin, direction and physical extent. Options are checked first, then the volume and the
         grid, then the fitness of the input for the method (``force`` overrides a misfit). ``results``: a dict the method fills with what the
         run reports besides the volume (methods are shared objects: nothing of a run stays on them).
@@ -142,7 +147,8 @@ class Method(ABC):
         for message in self.fitness(volume, grid, options, force):
             ctx.warn(message)
         ctx.check()
-        stack = to_stack(volume.array, grid.axis).astype(np.float32)   # a copy: the input stays as it is
+        kind = np.float64 if self.keeps_wide_values and beyond_float32(volume.array) else np.float32
+        stack = to_stack(volume.array, grid.axis).astype(kind)   # a copy: the input stays as it is
         out = self.upsample(stack, grid, ctx, **options)
         if ctx.spread is not None:
             if ctx.spread.count < 2:

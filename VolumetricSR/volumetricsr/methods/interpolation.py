@@ -17,6 +17,7 @@ class Interpolation(Method):
 
     modalities = ("CT", "MR", "any")
     working_copies, confidence_copies = 2.5, 4.0
+    keeps_wide_values = True
 
     def __init__(self, name, title, description, weights, min_slices=2):
         self.name, self.title, self.description = name, title, description
@@ -28,7 +29,8 @@ class Interpolation(Method):
             ctx.report(fraction, f"{self.title} interpolation")
 
         kernels = [self] + [k for k in KERNELS if k is not self and k.min_slices <= grid.n_in]
-        parts = (apply_along_first_axis(k.weights(grid.input_positions(), grid.n_in), stack, step) for k in kernels)
+        parts = (apply_along_first_axis(k.weights(grid.input_positions(), grid.n_in), stack, step, dtype=stack.dtype)
+                 for k in kernels)      # float64 for values float32 cannot hold (keeps_wide_values)
         return combine(parts, lambda y: y, ctx.spread, fuse=False)
 
 
