@@ -24,6 +24,18 @@ def clean_scene():
     slicer_standin.reset()
 
 
+def test_loading_the_modules_does_not_import_the_core():
+    """Slicer imports every module file at startup: the core (and PyTorch, which it tries) is imported
+    only when a module is used."""
+    import subprocess
+    import sys
+
+    code = ("import sys, slicer_standin; slicer_standin.install(); import VolumetricSR, VolumetricSRTraining; "
+            "print(sorted(m for m in ('volumetricsr', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=slicer_standin.HERE.parent, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
 def test_console_api_returns_the_new_node():
     node = add_node(make_volume(size_ijk=(16, 14, 6), spacing=(0.9, 0.9, 4.5)))
     out = VolumetricSR.VolumetricSRLogic().run(node, method="bspline", spacing=1.5, device="auto")

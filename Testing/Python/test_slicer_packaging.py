@@ -53,6 +53,20 @@ def test_only_the_module_file_sits_at_the_top_of_a_module_folder(module):
     assert {p.name for p in (REPO / module).glob("*.py")} == {f"{module}.py"}
 
 
+@pytest.mark.parametrize("module", MODULES)
+def test_the_module_file_is_thin_and_ctest_finds_every_self_test_check(module):
+    """The module file is the module class and thin Widget/Logic/Test classes over its Lib (at most 150
+    lines); each check of ``<module>Lib/selftest.py`` is a ``test_*`` method of the module's Test class,
+    which ``slicer.testing.runUnitTest`` (ctest) loads by name."""
+    text = (REPO / module / f"{module}.py").read_text()
+    assert len(text.splitlines()) <= 150
+    test_class = next(c for c in ast.walk(ast.parse(text)) if isinstance(c, ast.ClassDef) and c.name == f"{module}Test")
+    methods = {f.name for f in test_class.body if isinstance(f, ast.FunctionDef)}
+    checks = [f.name for f in ast.parse((REPO / module / f"{module}Lib" / "selftest.py").read_text()).body
+              if isinstance(f, ast.FunctionDef) and [a.arg for a in f.args.args] == ["test", "Logic"]]
+    assert checks and sorted(f"test_{name}" for name in checks) == sorted(m for m in methods if m.startswith("test_"))
+
+
 def test_extension_cmake():
     text = (REPO / "CMakeLists.txt").read_text()
     assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', text)
@@ -69,6 +83,11 @@ def ui_widgets(module: str) -> dict[str, ET.Element]:
     return {w.get("name"): w for w in tree.iter("widget")}
 
 
+def widget_code(module: str) -> str:
+    """The module file and its panel (``<module>Lib/widget.py``): the code that names .ui widgets."""
+    return "\n".join((REPO / module / path).read_text() for path in (f"{module}.py", f"{module}Lib/widget.py"))
+
+
 def parameter_fields(module: str) -> set[str]:
     tree = ast.parse((REPO / module / f"{module}.py").read_text())
     cls = next(c for c in ast.walk(tree) if isinstance(c, ast.ClassDef) and c.name == f"{module}ParameterNode")
@@ -78,7 +97,7 @@ def parameter_fields(module: str) -> set[str]:
 @pytest.mark.parametrize("module", MODULES)
 def test_ui_names_every_widget_the_code_uses(module):
     widgets = ui_widgets(module)
-    used = set(re.findall(r"self\.ui\.(\w+)", (REPO / module / f"{module}.py").read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", widget_code(module)))
     assert used and sorted(used - set(widgets)) == []
 
 
@@ -111,7 +130,7 @@ def test_ui_loads_in_qt_with_the_widgets_the_code_uses(module):
     from ui_preview import child, load_ui
 
     w = load_ui(REPO / module / "Resources" / "UI" / f"{module}.ui")
-    used = set(re.findall(r"self\.ui\.(\w+)", (REPO / module / f"{module}.py").read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", widget_code(module)))
     assert sorted(n for n in used if child(w, n) is None) == []
 
 

@@ -1,7 +1,8 @@
 """Glue between 3D Slicer and the plain-Python ``volumetricsr`` core.
 
-Modules here that do not name Slicer (geometry, runner, settings, dependencies, devices, modelstore)
-import without it; ``scene`` and ``logic`` use ``slicer``/``vtk`` and are tested against the stand-in in
+Modules here that do not name Slicer (geometry, runner, settings, dependencies, devices, modelstore,
+childprocess, processtask) import without it; ``scene``, ``logic``, ``widget`` (the panel) and
+``selftest`` (the module's self-test) use ``slicer``/``vtk`` and are tested against the stand-in in
 Testing/Python/slicer_standin.
 """
 import os
