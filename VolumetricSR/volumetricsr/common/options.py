@@ -92,11 +92,31 @@ class Triple:
 
 
 @dataclass(frozen=True)
+class Several:
+    """``count`` values, each following ``item`` (``--loss-slices A B``)."""
+
+    item: Any
+    count: int
+
+    def __call__(self, name: str, value) -> tuple:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != self.count:
+            raise InputError(f"{label(name)} needs {self.count} values, each {self.item.describe()}; got {value!r}.")
+        return tuple(self.item(name, v) for v in value)
+
+
+@dataclass(frozen=True)
 class OneOf:
     values: tuple
 
+    def canonical(self, value):
+        """A text ``value`` as declared (any case, spaces around it dropped; lower case if not declared)."""
+        if not isinstance(value, str):
+            return value
+        key = value.strip().lower()
+        return next((v for v in self.values if isinstance(v, str) and v.lower() == key), key)
+
     def __call__(self, name: str, value):
-        key = value.strip().lower() if isinstance(value, str) else value
+        key = self.canonical(value)
         if key not in self.values:
             raise InputError(f"{label(name)} must be one of {', '.join(map(str, self.values))}; got {value!r}.")
         return key
@@ -145,7 +165,8 @@ class Option:
     line), its rule (type, range or choices: the checks, the CLI flag and the Slicer panel's range all
     come from it), its default (None: the method's or budget's own) and its help. ``flag``/``const``:
     an on/off option shown as one flag that sets ``const`` (``--no-gmap`` sets ``gmap`` False).
-    ``metavar``: the value's name in the help (a Triple's three)."""
+    ``metavar``: the value's name in the help (a Triple's three). ``negatable``: an on/off option with
+    both ``--name`` and ``--no-name`` (not given: None, the task decides)."""
 
     name: str
     rule: Any
@@ -155,6 +176,7 @@ class Option:
     const: Any = None
     metavar: Any = None
     many: bool = False          # one or more values on the command line
+    negatable: bool = False
 
     @property
     def cli_flag(self) -> str:
@@ -165,12 +187,17 @@ class Option:
         kwargs: dict = {"dest": self.name, "help": self.help, "default": self.default}
         if self.flag:
             kwargs.update(action="store_const", const=self.const)
+        elif self.negatable:
+            kwargs.update(action=argparse.BooleanOptionalAction)
         elif isinstance(self.rule, OneOf) and set(self.rule.values) <= {True, False}:
             kwargs.update(action="store_const", const=True)
         elif isinstance(self.rule, OneOf):
-            kwargs.update(choices=[str(v) for v in self.rule.values], type=str.lower, nargs="+" if self.many else None)
+            kwargs.update(choices=[str(v) for v in self.rule.values], type=self.rule.canonical,
+                          nargs="+" if self.many else None)
         elif isinstance(self.rule, Triple):
             kwargs.update(type=_kind(self.rule.item), nargs=3, metavar=self.metavar or ("D", "H", "W"))
+        elif isinstance(self.rule, Several):
+            kwargs.update(type=_kind(self.rule.item), nargs=self.rule.count, metavar=self.metavar)
         else:
             kwargs.update(type=_kind(self.rule), **({"metavar": self.metavar} if self.metavar else {}))
         parser.add_argument(self.cli_flag, **kwargs)
