@@ -67,14 +67,11 @@ def test_no_module_takes_part_in_an_import_cycle():
 
 TOY = '''"""Toy: a plane method over a row upsampler, as docs/architecture.md's "Adding a method" says."""
 import numpy as np
-import torch
 
-from volumetricsr.compute.export import write_model
 from volumetricsr.compute.networks import RowUpsampler
 from volumetricsr.methods.base import RunContext, register
 from volumetricsr.methods.options import method_rules
 from volumetricsr.methods.plane import PlaneMethod
-from volumetricsr.training.tasks import OneNetworkTask, register_task
 
 
 class Toy(PlaneMethod):
@@ -94,19 +91,21 @@ class Toy(PlaneMethod):
 
 
 TOY = register(Toy())
+'''
+
+TOY_TASK = '''"""Toy: its training task."""
+import numpy as np
+import torch
+
+from volumetricsr.common.options import Count, Option
+from volumetricsr.compute.networks import RowUpsampler
+from volumetricsr.training.tasks import OneNetworkTask, register_task
 
 
 @register_task("toy")
 class ToyTask(OneNetworkTask):
     method = "toy"
-
-    @classmethod
-    def add_arguments(cls, p):
-        p.add_argument("--factor", type=int, default=2)
-
-    @classmethod
-    def config_from_args(cls, args):
-        return {"factor": args.factor}
+    options = (Option("factor", Count(2, 16), "thin slices per thick slice", default=2),)
 
     @classmethod
     def from_config(cls, config, device, cache=None):
@@ -160,9 +159,11 @@ def test_adding_a_method_as_the_guide_says(tmp_path, monkeypatch, capsys):
     (package.parent / "__init__.py").write_text("")
     (package / "__init__.py").write_text('"""Toy."""\n')
     (package / "method.py").write_text(TOY)
+    (package / "task.py").write_text(TOY_TASK)                         # 5. and task.py
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("VOLUMETRICSR_MODELS", str(tmp_path / "models"))
     importlib.import_module("toymethods.toy.method")                   # 3. importing it registers it
+    importlib.import_module("toymethods.toy.task")
     toy = get_method("toy")
     with pytest.raises(KeyError, match="undeclared"):                  # 2. options come from the declarations
         method_rules("toy_strength")

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from volumetricsr import super_resolve
 from volumetricsr.compute import engine
 from volumetricsr.compute.engine import sliding_window_inference
-from volumetricsr.methods.clade import method as clade
-from volumetricsr.methods.clade.method import CladeTask, ImagePool, PlanePatches, gmap_loss
+from volumetricsr.methods.clade import task as clade_task
+from volumetricsr.methods.clade.data import PlanePatches
+from volumetricsr.methods.clade.losses import ImagePool, gmap_loss
+from volumetricsr.methods.clade.task import CladeTask
 from volumetricsr.compute.networks.clade import DemodConv2d, Generator, PatchDiscriminator
 from volumetricsr.data.phantom import make_phantom
 from volumetricsr.data.simulate import simulate_thick
@@ -116,14 +118,14 @@ def test_generator_and_discriminator_steps_alternate(monkeypatch):
     task = CladeTask(CONFIG, _sampler())
     before = {k: [p.detach().clone() for p in m.parameters()] for k, m in task.modules().items()}
     calls = []
-    real = clade.optimize
+    real = clade_task.optimize
 
     def spy(loss, opt, *a, **k):
         calls.append(("g" if opt is task.opt_g else "d",
                       all(p.grad is None for p in [*task.d_x.parameters(), *task.d_y.parameters()])))
         real(loss, opt, *a, **k)
 
-    monkeypatch.setattr(clade, "optimize", spy)
+    monkeypatch.setattr(clade_task, "optimize", spy)
     row = task.train_step(0, np.random.default_rng(0))
     assert [c[0] for c in calls] == ["g", "d"]
     assert calls[0][1], "the generator step must not backpropagate into the discriminators"

@@ -10,8 +10,9 @@ from scipy.ndimage import gaussian_filter
 from volumetricsr import InputError, Volume, super_resolve, write_volume
 from volumetricsr.app.cli import main
 from volumetricsr.common.errors import ModelError
-from volumetricsr.methods.ctguided.method import (CTGUIDED_DEFAULTS, CTGuidedTask, citnet_losses, crop4, degrade,
-                                           mr_kernel)
+from volumetricsr.methods.ctguided.data import mr_kernel
+from volumetricsr.methods.ctguided.losses import citnet_losses, crop4, degrade
+from volumetricsr.methods.ctguided.task import CTGUIDED_DEFAULTS, CTGuidedTask
 from volumetricsr.compute.models import ModelCard
 from volumetricsr.compute.networks.munit import CITNet
 from volumetricsr.compute.networks.rdn import RDN
@@ -131,7 +132,7 @@ def test_edge_pyramid_ignores_polarity_and_offset_but_sees_blur():
 
 
 def test_lsgan_scores():
-    from volumetricsr.methods.ctguided.method import lsgan
+    from volumetricsr.training.losses import lsgan
 
     assert float(lsgan([torch.ones(2, 1, 3, 3), torch.ones(1, 1, 2, 2)], True)) == 0
     assert float(lsgan([torch.ones(2, 1, 3, 3)], False)) == 1

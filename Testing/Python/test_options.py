@@ -12,11 +12,13 @@ from volumetricsr.app.cli import build_parser
 from volumetricsr.app.train_cli import COMMON_OPTIONS
 from volumetricsr.app.train_cli import build_parser as train_parser
 from volumetricsr.common.errors import InputError
-from volumetricsr.common.options import Count, Number, OneOf, Triple
+from volumetricsr.common.options import Count, Number, OneOf, Several, Triple
 from volumetricsr.methods import available_methods
 from volumetricsr.methods.options import GROUPS, METHOD_OPTIONS, RUN_OPTIONS
+from volumetricsr.training.tasks import get_task, trainable
 
-APP = Path(__file__).resolve().parents[2] / "VolumetricSR" / "volumetricsr" / "app"
+CORE = Path(__file__).resolve().parents[2] / "VolumetricSR" / "volumetricsr"
+APP = CORE / "app"
 
 
 def _actions(parser: argparse.ArgumentParser) -> dict:
@@ -26,15 +28,20 @@ def _actions(parser: argparse.ArgumentParser) -> dict:
 
 def _matches(action: argparse.Action, option) -> None:
     rule = option.rule
-    assert action.option_strings == [option.cli_flag] and action.help == option.help
+    negated = [f"--no-{option.cli_flag[2:]}"] if option.negatable else []
+    assert action.option_strings == [option.cli_flag, *negated] and action.help == option.help
     if option.flag:
         assert action.const == option.const
+    elif option.negatable:
+        assert isinstance(action, argparse.BooleanOptionalAction)
     elif isinstance(rule, OneOf) and set(rule.values) <= {True, False}:
         assert action.const is True and action.nargs == 0
     elif isinstance(rule, OneOf):
         assert action.choices == [str(v) for v in rule.values]
     elif isinstance(rule, Triple):
         assert action.nargs == 3 and action.type is {Count: int, Number: float}[type(rule.item)]
+    elif isinstance(rule, Several):
+        assert action.nargs == rule.count and action.type is {Count: int, Number: float}[type(rule.item)]
     elif isinstance(rule, (Count, Number)):
         assert action.type is {Count: int, Number: float}[type(rule)]
 
@@ -54,6 +61,30 @@ def test_the_common_training_flags_are_made_from_their_declarations():
     actions = {a.dest: a for a in train_parser(None)._actions}
     for option in COMMON_OPTIONS.values():
         _matches(actions[option.name], option)
+
+
+def test_every_trainable_tasks_flags_and_checks_are_made_from_its_declarations():
+    """``volumetricsr train --method M``: M's own flags are its task's declared options (flag, help,
+    default, range or choices), and its checks their rules."""
+    common = {a.dest for a in train_parser(None)._actions}
+    assert {"clade", "ctguided", "selfsr", "tvsrn"} <= set(trainable())
+    for method in trainable():
+        task = get_task(method)
+        actions = {a.dest: a for a in train_parser(method)._actions if a.dest not in common}
+        assert sorted(actions) == sorted(o.name for o in task.options), method
+        assert task.option_rules == {o.name: o.rule for o in task.options}, method
+        for option in task.options:
+            _matches(actions[option.name], option)
+            assert actions[option.name].default == option.default, (method, option.name)
+
+
+def test_no_task_module_writes_a_flag_by_hand():
+    """Every training flag comes from a declaration: no ``add_argument`` call (and so no literal range or
+    choice list in one) in the methods' packages, the task interface or the slice profiles."""
+    for path in [*(CORE / "methods").rglob("*.py"), CORE / "training" / "tasks.py", CORE / "data" / "profiles.py"]:
+        calls = [node.lineno for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)
+                 and getattr(node.func, "attr", "") == "add_argument"]
+        assert not calls, f"{path.relative_to(CORE)}:{calls}"
 
 
 def test_every_method_checks_its_options_with_the_declared_rules():

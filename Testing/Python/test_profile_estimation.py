@@ -91,7 +91,7 @@ def test_every_simulation_takes_the_same_profile_description(tmp_path):
     and consistency: the thick slices of one are the thick slices of the others."""
     from volumetricsr.compute.consistency import thickening_matrix
     from volumetricsr.data.io import write_volume
-    from volumetricsr.methods.ctguided.method import mr_kernel
+    from volumetricsr.methods.ctguided.data import mr_kernel
     from volumetricsr.data.normalization import Normalization
     from volumetricsr.data.profiles import slice_profile_weights
     from volumetricsr.data.simulate import thick_weights

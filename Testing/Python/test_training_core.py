@@ -10,7 +10,8 @@ import torch
 from test_training import NORM, TINY_ARCH, thin_ct, thin_folder  # noqa: F401  (thin_folder: a fixture)
 from volumetricsr import InputError, write_volume
 from volumetricsr.app.cli import main as cli_main
-from volumetricsr.methods.selfsr.method import BUDGETS, SelfSRTask
+from volumetricsr.methods.selfsr.method import BUDGETS
+from volumetricsr.methods.selfsr.task import SelfSRTask
 from volumetricsr.training.samplers import PatchSampler
 from volumetricsr.compute.networks.row_upsampler import RowUpsampler
 from volumetricsr.training import checkpoint as ckpt

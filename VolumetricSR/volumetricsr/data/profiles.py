@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from volumetricsr.common.options import Number
+from volumetricsr.common.options import Number, OneOf, Option
 
 PROFILES = ("gaussian", "rect", "triangle")
 _SUBSAMPLES = 64
@@ -19,12 +19,13 @@ DEFAULT_PROFILE = ("gaussian", 1.0)
 THICKNESS_RATIO = Number(0.0, 10.0)
 
 
-def add_profile_arguments(parser) -> None:
-    """``--profile`` and ``--thickness-ratio`` of a training command that simulates thick slices."""
-    parser.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE[0],
-                        help="slice profile of the simulated thick slices (as simulate-thick and infer --profile)")
-    parser.add_argument("--thickness-ratio", type=float, default=DEFAULT_PROFILE[1], metavar="R",
-                        help="their FWHM as a multiple of the slice spacing (< 1: gaps, > 1: overlap)")
+#: ``--profile`` and ``--thickness-ratio`` of a training command that simulates thick slices.
+PROFILE_OPTIONS = (
+    Option("profile", OneOf(PROFILES), "slice profile of the simulated thick slices (as simulate-thick and infer "
+           "--profile)", default=DEFAULT_PROFILE[0]),
+    Option("thickness_ratio", THICKNESS_RATIO, "their FWHM as a multiple of the slice spacing (< 1: gaps, > 1: overlap)",
+           default=DEFAULT_PROFILE[1], metavar="R"),
+)
 
 
 def thickness_of(profile: tuple, spacing: float) -> float:

@@ -23,9 +23,12 @@ def load_torch_methods() -> str:
         import torch  # noqa: F401
         # each registers its method and its training task
         import volumetricsr.methods.clade.method  # noqa: F401
+        import volumetricsr.methods.clade.task  # noqa: F401
         import volumetricsr.methods.ctguided.method  # noqa: F401
+        import volumetricsr.methods.ctguided.task  # noqa: F401
         import volumetricsr.methods.selfsr.method  # noqa: F401
         import volumetricsr.methods.selfsr.priors  # noqa: F401
+        import volumetricsr.methods.selfsr.task  # noqa: F401
         import volumetricsr.methods.tvsrn.method  # noqa: F401
         import volumetricsr.methods.tvsrn.task  # noqa: F401
     except Exception as exc:   # not only ImportError: a torch whose libraries fail to load raises OSError

@@ -17,6 +17,8 @@ AXES = ("i", "j", "k")
 BUDGETS = ("fast", "balanced", "quality", "prior")
 SEED = Count(0, 2**32 - 1)
 ON_OFF = OneOf((True, False))
+#: The modality of a training task's volumes, which sets their intensity scaling (auto: from their values).
+MODALITY = OneOf(("auto", "CT", "MR"))
 
 _DECLARED = (
     # the acquired slices: every method (consistency re-thickens with them; selfsr learns with them)

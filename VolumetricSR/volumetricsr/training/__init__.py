@@ -1,7 +1,7 @@
-"""Training: one loop core (:mod:`.loop`), the work-folder harness around it (:mod:`.trainer`),
-per-method tasks (:mod:`.tasks`), the data
-(:mod:`.data`), checkpoints (:mod:`.checkpoint`) and model export (:mod:`.export`).
+"""Training: one loop core (:mod:`.loop`), the work-folder harness around it (:mod:`.trainer`), the task
+interface (:mod:`.tasks`; each method's task is in its package), thick/thin pairs (:mod:`.pairs`), patch
+samplers (:mod:`.samplers`), shared losses (:mod:`.losses`) and checkpoints (:mod:`.checkpoint`).
 
-Entry point: ``volumetricsr train --method tvsrn --data DIR --out MODEL_ID`` (see :mod:`.cli`); the
+Entry point: ``volumetricsr train --method tvsrn --data DIR --out MODEL_ID`` (see :mod:`volumetricsr.app.train_cli`); the
 submodules are imported on use, so the command line can say clearly when PyTorch is missing.
 """

@@ -1,6 +1,7 @@
 """Training tasks: what one method needs trained. The loop core (:mod:`.loop`) runs the steps;
 :class:`~.trainer.Trainer` adds the work folder; ``volumetricsr train`` builds the task from its
-own command-line options (:meth:`Task.add_arguments`).
+own command-line options, declared once in :attr:`Task.options` (their flags and checks are made
+from the declarations).
 
 A task owns its networks, optimizers and schedulers and any other state that must survive a resume
 (:meth:`Task.extras`: GradScalers, image pools, EMA weights: objects with ``state_dict`` /
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from volumetricsr.common.errors import InputError
+from volumetricsr.common.options import rules_of
 from volumetricsr.data.profiles import DEFAULT_PROFILE
 from volumetricsr.common.progress import CancelToken
 
@@ -50,7 +52,14 @@ class Task:
     best_metric: Optional[str] = "val_psnr"   # higher is better; None: no best, the last state is the result
     final_stage: Optional[str] = None         # the result is the best (or last) of this stage; None: any
     defaults: dict = {}
-    option_rules: dict = {}     # rules for this task's command-line options (volumetricsr.common.options)
+    options: tuple = ()         # this task's command-line options (volumetricsr.common.options.Option)
+    option_rules: dict = {}     # their rules, made from ``options``
+    required: tuple = ()        # the options a new run must be given (a resumed one has its own)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "options" in vars(cls):
+            cls.option_rules = rules_of(cls.options)
 
     def __init__(self, config: dict, device: str = "cpu"):
         self.config, self.device = config, device
@@ -58,11 +67,21 @@ class Task:
     # -- command line (``volumetricsr train --method M``) ----------------------------------------
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """This method's own training options."""
+        """This method's own training options: a flag for each of :attr:`options`."""
+        for option in cls.options:
+            option.add_to(parser)
+
+    @classmethod
+    def check_required(cls, args: argparse.Namespace) -> None:
+        for name in cls.required:
+            if not getattr(args, name):
+                raise InputError(f"--{name.replace('_', '-')} is needed (unless --resume).")
 
     @classmethod
     def config_from_args(cls, args: argparse.Namespace) -> dict:
-        return copy.deepcopy(cls.defaults)
+        """The defaults, updated with the value of each of :attr:`options`."""
+        cls.check_required(args)
+        return {**copy.deepcopy(cls.defaults), **{name: getattr(args, name) for name in cls.option_rules}}
 
     @classmethod
     def from_config(cls, config: dict, device: str, cache: Optional[Path] = None) -> "Task":

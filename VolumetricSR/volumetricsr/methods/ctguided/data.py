@@ -6,6 +6,8 @@ per line (the first column; relative paths are relative to the list; ``#`` comme
 made isotropic at the spacing the MR network produces (:func:`read_hr_ct`); the MRIs keep their
 acquisition and get isotropic in-plane voxels (:func:`read_lr_mri`). Intensities go to [-1, 1]:
 CT in the HU window, MR between its robust percentiles (:func:`~volumetricsr.data.normalization.for_modality`).
+Training draws patches from them (:class:`CTPatches`, :class:`ThickPlanePatches`) and validates on
+the MRIs' own in-plane slices (:func:`in_plane_pairs`).
 """
 from __future__ import annotations
 
@@ -14,16 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.ndimage import gaussian_filter1d
 
 from volumetricsr.common.errors import InputError
 from volumetricsr.data.geometry import plan_grid, samples_over, to_stack
 from volumetricsr.data.io import is_volume_file, read_volume, volume_name
 from volumetricsr.data.normalization import for_modality
+from volumetricsr.data.profiles import slice_profile_weights, thickness_of
 from volumetricsr.data.resampling import fine_in_plane, resample_axis
+from volumetricsr.training.pairs import plane_patch
+from volumetricsr.training.samplers import PatchSampler
 
 #: CT voxels above this (HU) are the body; the CT is cropped to them (plus a margin) before training.
 BODY_HU = -500.0
+#: Thick slices a training MRI needs (the CITNet's attribute encoder halves the image four times).
+MIN_SLICES = 5
 
 
 def volume_list(spec: "str | Path", what: str) -> list[Path]:
@@ -111,3 +119,51 @@ def read_hr_ct(path: Path, spacing: float, margin: int = 4) -> np.ndarray:
         array = _resample_to(array, axis, s, spacing)
     norm = for_modality("CT")
     return norm.forward(array, norm.low, norm.high) * 2 - 1
+
+
+class CTPatches:
+    """Low/high-resolution pairs from isotropic CTs: planes along every axis, degraded by D along one
+    of their in-plane directions (:class:`~volumetricsr.training.samplers.PatchSampler`, which favours edges)."""
+
+    def __init__(self, volumes: list[np.ndarray], factor: int, kernel: np.ndarray, patch: int):
+        self.samplers = [PatchSampler(np.ascontiguousarray(np.moveaxis(v, axis, 0)), factor, kernel,
+                                      *np.moveaxis(v, axis, 0).shape[1:], patch)
+                         for v in volumes for axis in range(3)]
+
+    def batch(self, size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.samplers[int(rng.integers(len(self.samplers)))].batch(size, rng)
+
+
+class ThickPlanePatches:
+    """Patches of ``rows`` consecutive thick slices x ``width`` columns from the planes of low-resolution
+    stacks that contain the thick axis (both orientations), randomly mirrored left-right."""
+
+    def __init__(self, stacks: list[np.ndarray], rows: int, width: int):
+        self.stacks = stacks
+        self.rows = min(rows, *(s.shape[0] for s in stacks))
+        self.width = min(width, *(min(s.shape[1:]) for s in stacks))
+        if self.rows < MIN_SLICES or self.width < 16:
+            raise InputError(f"The MRIs need at least {MIN_SLICES} slices and 16 x 16 in-plane voxels to train on "
+                             f"(the smallest has {self.rows} slices of width {self.width}).")
+
+    def batch(self, size: int, rng: np.random.Generator) -> torch.Tensor:
+        size2 = (self.rows, self.width)
+        out = [plane_patch(self.stacks[int(rng.integers(len(self.stacks)))], 1 + int(rng.integers(2)), size2, rng)
+               for _ in range(size)]
+        return torch.from_numpy(np.stack(out))[:, None]
+
+
+def mr_kernel(shape: str, spacing: float, factor: int, ratio: float = 1.0) -> np.ndarray:
+    """The slice profile ``shape`` with FWHM ``ratio`` x ``spacing`` of MR slices ``spacing`` mm apart,
+    sampled at ``spacing / factor``."""
+    return slice_profile_weights(shape, thickness_of((shape, ratio), spacing), spacing / factor)
+
+
+def in_plane_pairs(mr: LowResMR, factor: int, profile: tuple, patch: int, count: int,
+                   rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` fixed low/high-resolution pairs from the MR's own in-plane slices, degraded by D
+    along one in-plane axis at the network's output spacing (the validation set)."""
+    hr = mr.spacing / factor
+    rows, cols = (samples_over(m, mr.fine, hr) for m in mr.stack.shape[1:])
+    sampler = PatchSampler(mr.stack, factor, mr_kernel(profile[0], mr.spacing, factor, profile[1]), rows, cols, patch)
+    return sampler.batch(count, rng)

@@ -10,52 +10,35 @@ The network works on the low-resolution grid and emits ``f = ceil(thick / in-pla
 row, so the in-plane training images are first resampled to the spacing ``thick / f``; its output
 is resampled to the requested grid at the end (cubic B-spline). Anisotropic in-plane spacing is
 made isotropic (finest spacing) for the duration of the run and restored afterwards.
+
+The training is in :mod:`.task`, the intensity scaling in :mod:`.data`, the per-modality priors a
+run may start from in :mod:`.priors`.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from volumetricsr.common.errors import InputError
 from volumetricsr.data.geometry import ThroughPlaneGrid, samples_over
 from volumetricsr.compute.models import ModelCard, list_models, user_models_dir
 from volumetricsr.compute.networks.row_upsampler import RowUpsampler
-from volumetricsr.data.normalization import Normalization
 from volumetricsr.common.options import OneOf, label
 from volumetricsr.data.profiles import slice_profile_weights
 from volumetricsr.common.progress import scaled
 from volumetricsr.data.resampling import fine_in_plane
-from volumetricsr.training.loop import Loop, autocast, needs_scaler, optimize
 from volumetricsr.training.samplers import PatchSampler
-from volumetricsr.training.tasks import OneNetworkTask
 from volumetricsr.methods.base import RunContext, register
 from volumetricsr.methods.plane import PlaneMethod
 from volumetricsr.methods.options import method_rules
-
-NORMALIZATION = {"kind": "percentile", "low": 0.5, "high": 99.5}
-#: The network sees intensities up to this many percentile ranges beyond the range (no MR or CT tissue
-#: lies there); beyond it (metal) the input's values are interpolated back (:func:`~.network.restore_clipped`).
-HEADROOM = 1.0
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much the per-volume network learns: its size and its training iterations."""
-
-    iterations: int
-    batch_size: int
-    features: int
-    blocks: int
-    expansion: int
-    patch: int = 48          # patch width (high-resolution columns) and height on the fine grid
-
+from volumetricsr.methods.selfsr.data import NORMALIZATION, network_scale
+from volumetricsr.methods.selfsr.task import Budget, train_network
 
 BUDGETS = {
     "fast": Budget(iterations=1200, batch_size=16, features=16, blocks=4, expansion=2),        # CPU default
@@ -63,77 +46,13 @@ BUDGETS = {
     "quality": Budget(iterations=20000, batch_size=32, features=32, blocks=8, expansion=4, patch=64),  # GPU default
     "prior": Budget(iterations=0, batch_size=16, features=16, blocks=4, expansion=2),   # the prior alone: seconds
 }
-#: The budgets whose network is the priors' (:mod:`.selfsr_priors`): budget prior applies one alone,
+#: The budgets whose network is the priors' (:mod:`.priors`): budget prior applies one alone,
 #: budget fast starts from one when one fits (``prior``: auto, an id, or none).
 PRIOR_BUDGETS = ("fast", "prior")
 
 
-# ----------------------------------------------------------------------------- data
-
-def network_scale(array: np.ndarray) -> tuple[np.ndarray, float, float, tuple[float, float]]:
-    """``array`` as the network sees it (float32): robust percentiles to [0, 1], clipped
-    :data:`HEADROOM` ranges beyond; with those percentiles ``lo``, ``hi`` and the clipping window."""
-    lo, hi = Normalization.from_dict(NORMALIZATION).range_of(array)
-    window = lo - HEADROOM * (hi - lo), hi + HEADROOM * (hi - lo)     # what the network learns and returns
-    return ((np.clip(array, *window) - lo) / (hi - lo)).astype(np.float32), lo, hi, window
-
-
-# ----------------------------------------------------------------------------- training
-
-class SelfSRTask(OneNetworkTask):
-    """Per-volume training on the loop core: Adam + one-cycle, L1, AMP on a GPU (a GradScaler for fp16)."""
-
-    method = "selfsr"
-    best_metric = None
-
-    def __init__(self, net: RowUpsampler, sampler: PatchSampler, budget: Budget, iterations: int, device: str):
-        super().__init__({"budget": asdict(budget), "iterations": iterations}, device)
-        self.net, self.sampler, self.batch_size = net.to(device), sampler, budget.batch_size
-        self.amp = torch.device(device).type == "cuda"
-        self.opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=1e-3, total_steps=max(iterations, 1),
-                                                         pct_start=0.1)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler(device, self.amp))
-
-    def extras(self):
-        return {"scaler": self.scaler}
-
-    def train_step(self, step: int, rng: np.random.Generator) -> dict[str, float]:
-        low, high = self.sampler.batch(self.batch_size, rng)
-        self.net.train()
-        with autocast(self.device, self.amp):
-            loss = F.l1_loss(self.net(low.to(self.device)).float(), high.to(self.device))
-        optimize(loss, self.opt, scaler=self.scaler)
-        self.sched.step()
-        return {"loss": float(loss.detach())}
-
-
-def train_network(net: RowUpsampler, sampler: PatchSampler, budget: Budget, iterations: int,
-                  ctx: RunContext, progress, rng: np.random.Generator, every: int = 50) -> list[float]:
-    """Train ``net`` through the loop core; returns the loss curve (the mean of every ``every`` iterations)."""
-    loop = Loop(SelfSRTask(net, sampler, budget, iterations, ctx.device), iterations, steps_per_epoch=every,
-                rng=rng, cancel=ctx.cancel)
-    curve = []
-
-    def on_event(name: str, fields: dict) -> None:
-        if name == "epoch":
-            curve.append(float(np.mean([r["loss"] for r in loop.history[-every:]])))
-            ctx.check()
-            if progress:
-                progress(loop.step / iterations, f"training {loop.step}/{iterations}, L1 {curve[-1]:.4f}")
-
-    loop.on_event = on_event
-    loop.run()
-    ctx.check()
-    return curve
-
-
-# ----------------------------------------------------------------------------- inference
-
-# ----------------------------------------------------------------------------- the method
-
 def find_prior(modality: Optional[str], factor: int) -> Optional[ModelCard]:
-    """The prior (:mod:`.selfsr_priors`) for ``modality`` ('CT', 'MR'; None: unknown, so none) at ``factor``."""
+    """The prior (:mod:`.priors`) for ``modality`` ('CT', 'MR'; None: unknown, so none) at ``factor``."""
     if modality is None:
         return None
     return next((card for card in list_models("selfsr") if card.extra.get("prior") and card.modality == modality

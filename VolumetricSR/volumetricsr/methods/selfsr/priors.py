@@ -4,7 +4,7 @@ What thick-slice volumes of one modality have in common (edges, textures, how a 
 blurs them) need not be learnt again on every volume: a prior is selfsr's ``fast`` network trained
 on in-plane pairs (blurred along one axis with a slice profile, every ``f``-th row kept) from the
 thin volumes of one modality at one factor, over a mix of profiles (Gaussian, box, gaps). selfsr
-starts from the prior that matches the volume's modality and factor (:func:`.selfsr.find_prior`) and fine-
+starts from the prior that matches the volume's modality and factor (:func:`.method.find_prior`) and fine-
 tunes it on the volume itself; budget ``prior`` applies it with no per-volume training.
 
 A prior is never used for a volume whose modality is unknown: the DICOM modality, else Hounsfield
@@ -14,7 +14,6 @@ Trained with ``volumetricsr train --method selfsr --data THIN_VOLUMES --factor F
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Optional
 
@@ -24,13 +23,16 @@ import torch.nn.functional as F
 
 from volumetricsr.common.errors import InputError
 from volumetricsr.data.normalization import guess_modality
-from volumetricsr.common.options import BATCH, Count
+from volumetricsr.common.options import BATCH, Count, Option, text
 from volumetricsr.data.profiles import slice_profile_weights
 from volumetricsr.data.resampling import fine_in_plane
 from volumetricsr.training.loop import optimize
 from volumetricsr.training.tasks import OneNetworkTask, register_task
 from volumetricsr.data.volume import Volume
-from volumetricsr.methods.selfsr.method import BUDGETS, NORMALIZATION, RowUpsampler, network_scale
+from volumetricsr.compute.networks.row_upsampler import RowUpsampler
+from volumetricsr.methods.options import MODALITY
+from volumetricsr.methods.selfsr.data import NORMALIZATION, network_scale
+from volumetricsr.methods.selfsr.method import BUDGETS
 from volumetricsr.training.samplers import PatchSampler
 
 #: The slice profiles a prior learns over: (shape, FWHM in slice spacings); contiguous, gaps, overlap.
@@ -70,23 +72,14 @@ class SelfSRPriorTask(OneNetworkTask):
     method = "selfsr"
     best_metric = None
     defaults = {"factor": 4, "modality": "auto", "lr": 1e-3, "batch_size": 16, "slice_step": 4}
-    option_rules = {"factor": Count(2, 16), "batch_size": BATCH, "slice_step": Count(1, 64)}
-
-    @classmethod
-    def add_arguments(cls, p) -> None:
-        d = cls.defaults
-        p.add_argument("--data", help="thin volumes of one modality: a folder, one file, or a CSV/text list")
-        p.add_argument("--factor", type=int, default=d["factor"], help="slices added per slice (the prior's factor)")
-        p.add_argument("--modality", choices=["auto", "CT", "MR"], default=d["modality"])
-        p.add_argument("--slice-step", type=int, default=d["slice_step"], help="use every n-th plane (memory)")
-        p.add_argument("--batch-size", type=int, default=d["batch_size"])
-
-    @classmethod
-    def config_from_args(cls, args) -> dict:
-        if not args.data:
-            raise InputError("--data is needed (unless --resume).")
-        return {**copy.deepcopy(cls.defaults), "data": str(args.data), "factor": args.factor,
-                "modality": args.modality, "slice_step": args.slice_step, "batch_size": args.batch_size}
+    required = ("data",)
+    options = (
+        Option("data", text, "thin volumes of one modality: a folder, one file, or a CSV/text list"),
+        Option("factor", Count(2, 16), "slices added per slice (the prior's factor)", default=defaults["factor"]),
+        Option("modality", MODALITY, "", default=defaults["modality"]),
+        Option("slice_step", Count(1, 64), "use every n-th plane (memory)", default=defaults["slice_step"]),
+        Option("batch_size", BATCH, "", default=defaults["batch_size"]),
+    )
 
     @classmethod
     def from_config(cls, config: dict, device: str, cache: Optional[Path] = None) -> "SelfSRPriorTask":

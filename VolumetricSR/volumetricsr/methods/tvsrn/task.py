@@ -13,14 +13,15 @@ from volumetricsr.compute.engine import sliding_window_inference
 from volumetricsr.common.errors import InputError
 from volumetricsr.data.metrics import evaluate
 from volumetricsr.data.normalization import Normalization
-from volumetricsr.common.options import BATCH, FRACTION, Count, Number
+from volumetricsr.common.options import BATCH, FRACTION, Count, Number, OneOf, Option, Several, text
 from volumetricsr.compute.predictors import native_bf16
-from volumetricsr.data.profiles import THICKNESS_RATIO, add_profile_arguments
+from volumetricsr.data.profiles import PROFILE_OPTIONS
 from volumetricsr.common.progress import CancelToken
 from volumetricsr.data.volume import Volume
 from volumetricsr.training import pairs as tdata
 from volumetricsr.training.loop import autocast, optimize
 from volumetricsr.training.tasks import OneNetworkTask, WarmupCosine, register_task, simulated_profile
+from volumetricsr.methods.options import ON_OFF
 
 
 # The training default adds the learned linear image skip (``base``, started at the least-squares fit)
@@ -47,45 +48,38 @@ class TVSRNTask(OneNetworkTask):
 
     method = "tvsrn"
     defaults = TVSRN_DEFAULTS
-    option_rules = {"val_fraction": FRACTION, "val_crop": Count(0, 4096), "batch_size": BATCH, "crop": Count(8, 4096),
-                    "foreground": FRACTION, "lr": Number(0.0, 1.0), "weight_decay": FRACTION,
-                    "warmup": Count(0, 10**7), "factor": Count(2, 16), "thickness_ratio": THICKNESS_RATIO}
-
-    @classmethod
-    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
-        d = cls.defaults
-        p.add_argument("--data", help="RPLHR-CT folder (train/val with 1mm/ and 5mm/), a CSV/text list of "
-                                      "thin[,thick[,split]] lines, or a folder of thin volumes (pseudo-pairs)")
-        p.add_argument("--val-fraction", type=float, default=d["val_fraction"],
-                       help="cases (or slab) held out when no split is given")
-        p.add_argument("--val-split", choices=["case", "slab"], default=d["val_split"],
-                       help="hold out whole cases, or the last slab of every case")
-        p.add_argument("--val-crop", type=int, default=d["val_crop"],
-                       help="validate on the in-plane centre NxN (0: whole volumes)")
-        p.add_argument("--batch-size", type=int, default=d["batch_size"])
-        p.add_argument("--crop", type=int, default=d["crop"], help="in-plane size of the random training crops")
-        p.add_argument("--no-flip", action="store_true", help="no random left-right flips")
-        p.add_argument("--foreground", type=float, metavar="LEVEL",
-                       help="centre crops on pixels above this normalised intensity (e.g. 0.25 = -256 HU with "
-                            "the CT window): less training time spent on air")
-        p.add_argument("--fit-base", action=argparse.BooleanOptionalAction, default=None,
-                       help="start the network's linear base (arch 'base') at the least-squares thick-to-thin "
-                            "map of the training data (default: yes when the network has a base)")
-        p.add_argument("--loss-slices", type=int, nargs=2, metavar=("A", "B"),
-                       help="train on thin slices A..B-1 of each window only (default: all)")
-        p.add_argument("--lr", type=float, default=d["lr"])
-        p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
-        p.add_argument("--warmup", type=int, default=d["warmup"], help="linear LR warm-up steps before the cosine decay")
-        p.add_argument("--factor", type=int, default=d["arch"]["factor"], help="thin slices per thick slice")
-        p.add_argument("--arch", default="{}", help="JSON of network arguments, e.g. "
-                       "'{\"base\": \"bspline\", \"init\": \"balanced\", \"final_norm\": true}'")
-        p.add_argument("--amp", action="store_true", help="bf16 autocast in training steps (faster on recent GPUs)")
-        add_profile_arguments(p)
+    required = ("data",)
+    options = (
+        Option("data", text, "RPLHR-CT folder (train/val with 1mm/ and 5mm/), a CSV/text list of thin[,thick[,split]] "
+               "lines, or a folder of thin volumes (pseudo-pairs)"),
+        Option("val_fraction", FRACTION, "cases (or slab) held out when no split is given",
+               default=defaults["val_fraction"]),
+        Option("val_split", OneOf(("case", "slab")), "hold out whole cases, or the last slab of every case",
+               default=defaults["val_split"]),
+        Option("val_crop", Count(0, 4096), "validate on the in-plane centre NxN (0: whole volumes)",
+               default=defaults["val_crop"]),
+        Option("batch_size", BATCH, "", default=defaults["batch_size"]),
+        Option("crop", Count(8, 4096), "in-plane size of the random training crops", default=defaults["crop"]),
+        Option("flip", ON_OFF, "no random left-right flips", default=defaults["flip"], flag="--no-flip", const=False),
+        Option("foreground", FRACTION, "centre crops on pixels above this normalised intensity (e.g. 0.25 = -256 HU "
+               "with the CT window): less training time spent on air", metavar="LEVEL"),
+        Option("fit_base", ON_OFF, "start the network's linear base (arch 'base') at the least-squares thick-to-thin "
+               "map of the training data (default: yes when the network has a base)", negatable=True),
+        Option("loss_slices", Several(Count(0, 4096), 2), "train on thin slices A..B-1 of each window only (default: "
+               "all)", metavar=("A", "B")),
+        Option("lr", Number(0.0, 1.0), "", default=defaults["lr"]),
+        Option("weight_decay", FRACTION, "", default=defaults["weight_decay"]),
+        Option("warmup", Count(0, 10**7), "linear LR warm-up steps before the cosine decay", default=defaults["warmup"]),
+        Option("factor", Count(2, 16), "thin slices per thick slice", default=defaults["arch"]["factor"]),
+        Option("arch", text, "JSON of network arguments, e.g. '{\"base\": \"bspline\", \"init\": \"balanced\", "
+               "\"final_norm\": true}'", default="{}"),
+        Option("amp", ON_OFF, "bf16 autocast in training steps (faster on recent GPUs)", default=defaults["amp"]),
+        *PROFILE_OPTIONS,
+    )
 
     @classmethod
     def config_from_args(cls, args: argparse.Namespace) -> dict:
-        if not args.data:
-            raise InputError("--data is needed (unless --resume).")
+        cls.check_required(args)
         try:
             arch = json.loads(args.arch)
         except ValueError as exc:
@@ -96,7 +90,7 @@ class TVSRNTask(OneNetworkTask):
             raise InputError(f"Unknown network arguments {sorted(unknown)}; known: {sorted(config['arch'])}.")
         config["arch"].update(arch, factor=args.factor)
         config.update(lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, batch_size=args.batch_size,
-                      crop=args.crop, flip=not args.no_flip, foreground=args.foreground,
+                      crop=args.crop, flip=args.flip, foreground=args.foreground,
                       fit_base=config["arch"]["base"] is not None if args.fit_base is None else args.fit_base,
                       val_crop=args.val_crop, data=str(args.data), val_fraction=args.val_fraction,
                       val_split=args.val_split, amp=args.amp, loss_slices=args.loss_slices,
