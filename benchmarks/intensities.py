@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VolumetricSR"))
 
 from volumetricsr import read_volume, super_resolve  # noqa: E402
-from volumetricsr.methods import network
-from volumetricsr.methods.selfsr import method as selfsr  # noqa: E402
+from volumetricsr.methods import network  # noqa: E402
+from volumetricsr.methods.selfsr import data as selfsr_data  # noqa: E402
 from volumetricsr.data.metrics import evaluate  # noqa: E402
 from volumetricsr.data.simulate import simulate_thick  # noqa: E402
 
@@ -34,12 +34,12 @@ OPTIONS = {"tvsrn": dict(precision="fp32", compile=False), "selfsr": dict(budget
 
 def without_restoration():
     """Undo the restoration for one run: returns a function that puts it back."""
-    saved = network.restore_clipped, selfsr.restore_clipped, selfsr.HEADROOM
-    network.restore_clipped = lambda out, stack, lo, hi: out
-    selfsr.HEADROOM = np.inf           # no clipping of the volume selfsr learns from (and so nothing to restore)
+    saved = network.restore_clipped, selfsr_data.HEADROOM
+    network.restore_clipped = lambda out, stack, lo, hi: out     # every network method's (plane_output's too)
+    selfsr_data.HEADROOM = np.inf      # no clipping of the volume selfsr learns from (and so nothing to restore)
 
     def undo():
-        network.restore_clipped, selfsr.restore_clipped, selfsr.HEADROOM = saved
+        network.restore_clipped, selfsr_data.HEADROOM = saved
     return undo
 
 
