@@ -6,6 +6,8 @@ The README's table of bad inputs is generated from ``CASES`` (``python Testing/P
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import sys
@@ -157,6 +159,62 @@ CASES = [
          "not a file in the card's folder"),
     Case("model", "a model id that does not exist", f"infer {CT} {OUT} --method tvsrn --model nope", "No model 'nope'"),
     Case("model", "a card that is not JSON", f"infer {CT} {OUT} --method tvsrn --model {{in}}/broken.json", "not readable JSON"),
+    # readers (issue 28, item 2): NaN/inf in every format, scaled NIfTI, what the C libraries say
+    Case("file", "NaN voxels (NIfTI .nii.gz)", "infer {in}/nan.nii.gz " + OUT, "nan.nii.gz has 1 NaN or infinite voxels"),
+    Case("file", "infinite voxels (NIfTI .nii)", "infer {in}/inf.nii " + OUT, "inf.nii has 1 NaN or infinite voxels"),
+    Case("file", "-inf voxels in a scaled NIfTI (scl_slope 2)", "infer {in}/ninf_scaled.nii.gz " + OUT,
+         "has 1 NaN or infinite voxels"),
+    Case("file", "NaN voxels (NRRD, float64)", "infer {in}/nan64.nrrd " + OUT, "has 1 NaN or infinite voxels"),
+    Case("file", "infinite voxels (.nhdr and its data file)", "infer {in}/inf.nhdr " + OUT,
+         "has 1 NaN or infinite voxels"),
+    Case("file", "-inf voxels (MetaImage .mhd, float64)", "infer {in}/ninf.mhd " + OUT, "has 1 NaN or infinite voxels"),
+    Case("file", "NIfTI scaling beyond float32 (scl_slope 1e38)", "infer {in}/huge_scale.nii " + OUT,
+         r"intensity scaling \(scl_slope 1e\+38, scl_inter 0\) takes voxels beyond what a 32-bit float holds"),
+    Case("file", "a scaled NIfTI cut to half its bytes", "infer {in}/cut_scaled.nii.gz " + OUT, "is truncated"),
+    Case("file", "a NIfTI whose data starts past its end (vox_offset)", "infer {in}/far.nii " + OUT, "is truncated"),
+    Case("file", "a NIfTI with a negative vox_offset", "infer {in}/before.nii " + OUT,
+         "does not say where its voxels are.*vox_offset"),
+    Case("file", "a NIfTI header announcing more slices than it holds", "infer {in}/more.nii " + OUT, "is truncated"),
+    Case("file", "a negative pixdim that contradicts the sform (ITK warns)", "infer {in}/negpix.nii.gz " + OUT,
+         "describes the voxel geometry in two ways that disagree .*unexpected scales in sform"),
+    Case("file", "a zero pixdim (NIfTI)", "infer {in}/zeropix.nii " + OUT, "two ways that disagree"),
+    Case("file", "a NaN pixdim (NIfTI)", "infer {in}/nanpix.nii.gz " + OUT, "two ways that disagree"),
+    Case("file", "a NaN spacing in an NRRD header", "infer {in}/nanspace.nrrd " + OUT,
+         "not an image SimpleITK can read.*space vector"),
+    Case("file", "a .dcm that is not DICOM inside", "infer {in}/fake/x.dcm " + OUT, "Could not read DICOM file"),
+    # one line for every mistake (item 3): the command line, memory, format limits, model cards
+    Case("option", "a missing argument", "infer " + CT, r"required: output \(`volumetricsr infer --help`"),
+    Case("option", "a number that is not one (--spacing abc)", f"infer {CT} {OUT} --spacing abc",
+         "argument --spacing: invalid float value: 'abc'"),
+    Case("option", "an unknown flag", f"infer {CT} {OUT} --bogus", r"unrecognized arguments: --bogus \(`volumetricsr infer"),
+    Case("option", "an unknown command", "upsample " + CT, "invalid choice: 'upsample'"),
+    Case("option", "--window with two values", f"infer {CT} {OUT} --window 4 16", "argument --window: expected 3"),
+    Case("option", "--device tpu", f"infer {CT} {OUT} --device tpu", "argument --device: invalid choice: 'tpu'"),
+    Case("option", "train --method magic", "train --method magic --out m", r"invalid choice: 'magic' .*volumetricsr train"),
+    Case("option", "train without --out", "train --method tvsrn --data {in}", "required: --out"),
+    Case("option", "a result larger than memory (--spacing 0.0000001)", f"infer {CT} {{out}}/o.nrrd --spacing 0.0000001",
+         r"Not enough memory: the result would be 24 x 20 x 200000001 voxels \(358 GiB as float32\).*The finest "
+         "spacing that fits is about"),
+    Case("option", "selfsr on a result larger than memory", f"infer {CT} {{out}}/o.nrrd --method selfsr --spacing 1e-7",
+         "Not enough memory: .*Self-supervised"),
+    Case("output", "more slices than NIfTI holds (--spacing 0.0001)", f"infer {CT} {OUT} --spacing 0.0001",
+         "a 24 x 20 x 200001 volume does not fit the format, which holds at most 32767"),
+    Case("model", "a card that is JSON null", f"infer {CT} {OUT} --method tvsrn --model {{in}}/cards/null.json",
+         "holds null, not a card"),
+    Case("model", "a card that is a JSON list", f"infer {CT} {OUT} --method tvsrn --model {{in}}/cards/list.json",
+         r"holds \[1, 2\], not a card"),
+    Case("model", "a card nested too deep to parse", f"infer {CT} {OUT} --method tvsrn --model {{in}}/cards/deep.json",
+         "not readable JSON"),
+    Case("model", "a card whose native_factor is text", f"infer {CT} {OUT} --method tvsrn --model factor",
+         'native_factor must be a number above 0, not "five"'),
+    Case("model", "a card whose architecture args are null", f"infer {CT} {OUT} --method tvsrn --model noargs",
+         "architecture must be an object"),
+    Case("model", "a card whose window has a 0", f"infer {CT} {OUT} --method tvsrn --model window0",
+         "window must be three whole numbers above 0"),
+    Case("model", "a card whose slice spacing is text", f"infer {CT} {OUT} --method tvsrn --model spacingtext",
+         "slice_spacing_mm must be a spacing in mm"),
+    Case("model", "export-onnx of a card that is JSON null", "export-onnx --model {in}/cards/null.json {out}/x.onnx",
+         "holds null, not a card"),
     # outputs
     Case("output", "an unwritable folder", f"infer {CT} {{unwritable}}/o.nii.gz", "is not writable"),
     Case("output", "a folder that does not exist", f"infer {CT} {{out}}/missing/o.nii.gz", "does not exist"),
@@ -253,6 +311,47 @@ def _write_inputs(folder: Path) -> None:
     write_model(models, "own", state, {**fields, "method": "selfsr"})
     card = write_model(models, "escape", state, fields)
     (models / "escape.json").write_text(card.path.read_text().replace('"escape.pt"', '"../escape.pt"'))
+    for name, bad in {"factor": {"native_factor": "five"}, "noargs": {"architecture": {"name": "tvsrn", "args": None}},
+                      "window0": {"window": [4, 0, 16]}, "spacingtext": {"slice_spacing_mm": "5"}}.items():
+        card = write_model(models, name, state, fields)
+        card.path.write_text(json.dumps({**json.loads(card.path.read_text()), **bad}))
+    _write_reader_inputs(folder, ct)
+
+
+def _write_reader_inputs(folder: Path, ct) -> None:
+    """Files for the readers' cases: non-finite voxels in every format, NIfTI headers with scaling,
+    offsets, sizes and pixdims that do not fit their data, a fake .dcm, and malformed model cards."""
+    from conftest import edit_nifti
+    from volumetricsr.data.io import write_volume
+
+    def with_bad(value, dtype=np.float32):
+        array = ct.array.astype(dtype)
+        array[2, 3, 4] = value
+        return ct.with_array(array)
+
+    ints = ct.with_array(ct.array.astype(np.int16))
+    write_volume(with_bad(np.nan), folder / "nan.nii.gz")
+    write_volume(with_bad(np.inf), folder / "inf.nii")
+    edit_nifti(write_volume(with_bad(-np.inf), folder / "ninf_scaled.nii.gz"), scl_slope=2.0)
+    write_volume(with_bad(np.nan, np.float64), folder / "nan64.nrrd")
+    write_volume(with_bad(np.inf), folder / "inf.nhdr")
+    write_volume(with_bad(-np.inf, np.float64), folder / "ninf.mhd")
+    edit_nifti(write_volume(ints, folder / "huge_scale.nii"), scl_slope=1e38)
+    whole = edit_nifti(write_volume(ints, folder / "scaled.nii.gz"), scl_slope=2.0, scl_inter=-10.0).read_bytes()
+    (folder / "cut_scaled.nii.gz").write_bytes(whole[:len(whole) // 2])
+    edit_nifti(write_volume(ints, folder / "far.nii"), vox_offset=1e9)
+    edit_nifti(write_volume(ints, folder / "before.nii"), vox_offset=-5)
+    edit_nifti(write_volume(ints, folder / "more.nii"), dim={3: 60})
+    edit_nifti(write_volume(ints, folder / "negpix.nii.gz"), pixdim={1: -0.8})
+    edit_nifti(write_volume(ints, folder / "zeropix.nii"), pixdim={2: 0.0})
+    edit_nifti(write_volume(ints, folder / "nanpix.nii.gz"), pixdim={3: np.nan})
+    nrrd = write_volume(ints, folder / "nanspace.nrrd")
+    nrrd.write_bytes(re.sub(rb"space directions: \([0-9.]+,", b"space directions: (nan,", nrrd.read_bytes()))
+    (folder / "fake").mkdir()
+    (folder / "fake" / "x.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 100)
+    (folder / "cards").mkdir()
+    for name, text in {"null": "null", "list": "[1, 2]", "deep": "[" * 100000}.items():
+        (folder / "cards" / f"{name}.json").write_text(text)
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +362,9 @@ def inputs(tmp_path_factory):
 
 
 def _snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+    """Every path under ``folder``: its size, modification time and (a file's) SHA-256."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns,
+                                         p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest())
             for p in folder.rglob("*")}
 
 

@@ -69,8 +69,9 @@ class Method(ABC):
     option_rules: dict[str, Rule] = {}   # the keyword options ``run`` accepts, each with its rule
     #: Output-sized float32 arrays a run holds at its peak beside the input, and how many more a
     #: confidence map adds: peak RSS over the output's size, measured on 256x256x40 int16 at 5 mm
-    #: (the interpolations 2.2-2.4, 6.0 with the map; selfsr with a prior 4.9).
-    working_copies: float = 5.0
+    #: (the interpolations 2.2-2.4, 6.0 with the map; selfsr with a prior 4.9) and 512x512x120 at
+    #: 5 mm to 1 mm (selfsr training: 6.5, docs/reliability.md).
+    working_copies: float = 6.5
     confidence_copies: float = 4.0
     #: Computes in float64 when the input holds values float32 cannot hold exactly (integers beyond
     #: 2^24): a method that is exact in the data's own arithmetic (the interpolations) keeps them.
