@@ -53,7 +53,8 @@ def data_dir() -> Path:
 
 #: NIfTI-1 header fields a test may set: byte offset and numpy type (little-endian, as SimpleITK writes).
 NIFTI1_FIELDS = {"dim": (40, "<i2"), "datatype": (70, "<i2"), "pixdim": (76, "<f4"), "vox_offset": (108, "<f4"),
-                 "scl_slope": (112, "<f4"), "scl_inter": (116, "<f4")}
+                 "scl_slope": (112, "<f4"), "scl_inter": (116, "<f4"), "qform_code": (252, "<i2"),
+                 "sform_code": (254, "<i2")}
 
 
 def edit_nifti(path: Path, **fields) -> Path:

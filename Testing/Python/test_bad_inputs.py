@@ -182,6 +182,8 @@ CASES = [
     Case("file", "a NaN spacing in an NRRD header", "infer {in}/nanspace.nrrd " + OUT,
          "not an image SimpleITK can read.*space vector"),
     Case("file", "a .dcm that is not DICOM inside", "infer {in}/fake/x.dcm " + OUT, "Could not read DICOM file"),
+    Case("file", "a spacing of 1e-30 mm in the header (found by test_properties)", "infer {in}/tiny.mha " + OUT,
+         "has a voxel spacing of 1e-30 mm along I, outside 1e-05 to 100000 mm"),
     # one line for every mistake (item 3): the command line, memory, format limits, model cards
     Case("option", "a missing argument", "infer " + CT, r"required: output \(`volumetricsr infer --help`"),
     Case("option", "a number that is not one (--spacing abc)", f"infer {CT} {OUT} --spacing abc",
@@ -347,6 +349,8 @@ def _write_reader_inputs(folder: Path, ct) -> None:
     edit_nifti(write_volume(ints, folder / "nanpix.nii.gz"), pixdim={3: np.nan})
     nrrd = write_volume(ints, folder / "nanspace.nrrd")
     nrrd.write_bytes(re.sub(rb"space directions: \([0-9.]+,", b"space directions: (nan,", nrrd.read_bytes()))
+    mha = write_volume(ints, folder / "tiny.mha")
+    mha.write_bytes(re.sub(rb"ElementSpacing = [0-9.]+", b"ElementSpacing = 1e-30", mha.read_bytes()))
     (folder / "fake").mkdir()
     (folder / "fake" / "x.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 100)
     (folder / "cards").mkdir()

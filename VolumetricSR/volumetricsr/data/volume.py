@@ -8,6 +8,9 @@ import numpy as np
 from volumetricsr.common.errors import InputError
 
 AXIS_NAMES = "IJK"
+#: Voxel spacings a header may state, in mm (10 nm to 100 m); beyond them it is wrong, and the
+#: ratios the methods compute from them overflow.
+SPACING_RANGE = (1e-5, 1e5)
 #: Integers up to this magnitude are exact in float32; beyond it, not all are.
 FLOAT32_EXACT = 2 ** 24
 
@@ -81,6 +84,11 @@ def check_scalar_volume(volume: Volume, name: str = "input") -> None:
             raise nonfinite_error(f"The {name}", bad)
     if min(volume.spacing) <= 0:
         raise InputError(f"The {name} has a non-positive voxel spacing {volume.spacing}.")
+    low, high = SPACING_RANGE
+    odd = [f"{s:g} mm along {AXIS_NAMES[a]}" for a, s in enumerate(volume.spacing) if not low <= s <= high]
+    if odd:
+        raise InputError(f"The {name} has a voxel spacing of {', '.join(odd)}, outside {low:g} to {high:g} mm: "
+                         "its header is wrong. Fix it (each axis's spacing in mm) before super-resolution.")
 
 
 def nonfinite_error(what: str, count: int) -> InputError:
