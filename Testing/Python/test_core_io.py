@@ -223,3 +223,15 @@ def test_a_nifti_header_that_contradicts_itself_gets_one_message_and_no_itk_warn
     assert "\n" not in str(caught.value) and "0x" not in str(caught.value)
     assert capfd.readouterr().err == ""          # ITK's warnings are in our message, not on the terminal
 
+
+
+@pytest.mark.parametrize("text", ["1\\x\\3", "", "1\\2", "1\\nan\\3"])
+def test_a_malformed_dicom_position_names_the_file_and_tag(text):
+    from volumetricsr.data.io import _numbers
+
+    class Reader:
+        def GetMetaData(self, tag):
+            return text
+
+    with pytest.raises(InputError, match=r"s3\.dcm has a malformed tag \(0020,0032\).*not 3 numbers"):
+        _numbers(Reader(), "0020|0032", 3, "s3.dcm")

@@ -286,13 +286,13 @@ def _check_slice_positions(files) -> dict:
         if n == 0:
             tags = {t: reader.GetMetaData(t) for t in STUDY_TAGS if reader.HasMetaDataKey(t)}
             if reader.HasMetaDataKey("0020|0037"):
-                cosines = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+                cosines = _numbers(reader, "0020|0037", 6, f)
                 normal = np.cross(cosines[:3], cosines[3:])
             else:
                 return tags
         if not reader.HasMetaDataKey("0020|0032"):
             return tags
-        positions.append(np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")]) @ normal)
+        positions.append(_numbers(reader, "0020|0032", 3, f) @ normal)
     gaps = np.diff(np.sort(positions))
     if len(gaps):
         median = float(np.median(gaps))
@@ -303,6 +303,18 @@ def _check_slice_positions(files) -> dict:
                 "or missing or duplicated slices). Super-resolution needs equally spaced slices: check the "
                 "series is complete, or resample it to a uniform spacing first.")
     return tags
+
+
+def _numbers(reader, tag: str, count: int, file: str) -> np.ndarray:
+    """The ``count`` numbers of a DICOM tag (``a\\b\\c``), or an InputError naming the file and tag."""
+    try:
+        values = np.array([float(v) for v in reader.GetMetaData(tag).split("\\")])
+    except ValueError:
+        values = np.array([])
+    if values.size != count or not np.isfinite(values).all():
+        raise InputError(f"DICOM file {file} has a malformed tag ({tag.replace('|', ',')}): "
+                         f"{reader.GetMetaData(tag).strip()[:60]!r}, not {count} numbers. Fix or remove the file.")
+    return values
 
 
 # ----------------------------------------------------------------------------- writing
