@@ -6,16 +6,12 @@ Console API (blocking, returns the new volume node)::
     import VolumetricSR
     out = VolumetricSR.VolumetricSRLogic().run(slicer.util.getNode("CT"), method="bspline", spacing=1.0)
 """
-from typing import Annotated
-
 import slicer
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
-from slicer import vtkMRMLScalarVolumeNode
 
-from VolumetricSRLib import HOMEPAGE, selftest, settings as S
+from VolumetricSRLib import HOMEPAGE, selftest
 from VolumetricSRLib.logic import SuperResolutionLogic
 from VolumetricSRLib.widget import SuperResolutionPanel
 
@@ -32,38 +28,6 @@ class VolumetricSR(ScriptedLoadableModule):
             "trained network along the through-plane axis. The result is a new volume beside the input. "
             f'See the <a href="{HOMEPAGE}#3d-slicer">README</a>.')
         self.parent.acknowledgementText = "Built on 3D Slicer, PyTorch and SimpleITK."
-
-
-@parameterNodeWrapper
-class VolumetricSRParameterNode:
-    """Panel state saved with the scene; field names match VolumetricSRLib.settings.RunSettings."""
-
-    inputVolume: vtkMRMLScalarVolumeNode
-    outputVolume: vtkMRMLScalarVolumeNode     # None: create "<input> SR <method>"
-    method: str = "bspline"
-    model: str = ""
-    isotropic: bool = True
-    spacing: Annotated[float, WithinRange(0.01, 100.0)] = 1.0
-    axis: Annotated[str, Choice(list(S.AXES))] = "auto"
-    device: str = "auto"
-    backend: str = "torch"
-    precision: Annotated[str, Choice(list(S.PRECISIONS))] = "auto"
-    windowSlices: Annotated[int, WithinRange(0, 64)] = 0
-    windowSize: Annotated[int, WithinRange(0, 1024)] = 0
-    overlapSlices: Annotated[float, WithinRange(S.METHOD_DEFAULT, 0.95)] = S.METHOD_DEFAULT
-    overlapInPlane: Annotated[float, WithinRange(S.METHOD_DEFAULT, 0.95)] = S.METHOD_DEFAULT
-    batchSize: Annotated[int, WithinRange(0, 64)] = 0
-    budget: Annotated[str, Choice(list(S.BUDGETS))] = "auto"
-    iterations: Annotated[int, WithinRange(0, 1000000)] = 0
-    seed: Annotated[int, WithinRange(0, 2147483647)] = 0
-    stride: Annotated[int, WithinRange(-1, 32)] = -1
-    planes: Annotated[int, WithinRange(0, 2)] = 0
-    force: bool = False
-    enforceConsistency: bool = False
-    consistencyMap: bool = False
-    confidenceMap: bool = False
-    sliceThickness: Annotated[float, WithinRange(0.0, 200.0)] = 0.0
-    sliceProfile: Annotated[str, Choice(list(S.PROFILES))] = "auto"
 
 
 class VolumetricSRWidget(SuperResolutionPanel, ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -92,7 +56,11 @@ class VolumetricSRLogic(ScriptedLoadableModuleLogic, SuperResolutionLogic):
         SuperResolutionLogic.__init__(self)
 
     def getParameterNode(self):
-        return VolumetricSRParameterNode(super().getParameterNode())
+        """The panel's state, saved with the scene: the fields of VolumetricSRLib.settings.RunSettings,
+        their ranges and choices made from the core's option declarations."""
+        from VolumetricSRLib.settings import parameter_node_class
+
+        return parameter_node_class()(super().getParameterNode())
 
 
 class VolumetricSRTest(ScriptedLoadableModuleTest):

@@ -6,12 +6,9 @@ reads its ``--progress-json`` lines, and stops it with its stop file (it saves a
 would reach only Slicer's launcher). The trained model is written to the user models folder, where
 the VolumetricSR module lists it.
 """
-from typing import Annotated
-
 import slicer
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 
 from VolumetricSRTrainingLib import selftest
@@ -34,18 +31,6 @@ class VolumetricSRTraining(ScriptedLoadableModule):
         self.parent.acknowledgementText = "Built on 3D Slicer and PyTorch."
 
 
-@parameterNodeWrapper
-class VolumetricSRTrainingParameterNode:
-    method: str = "tvsrn"
-    dataPath: str = ""
-    modelId: str = ""
-    epochs: Annotated[int, WithinRange(1, 10000)] = 100
-    device: str = "auto"
-    resume: bool = False
-    extraArgs: str = ""
-    modelsDir: str = ""      # "": the user models folder, which the VolumetricSR module lists
-
-
 class VolumetricSRTrainingWidget(TrainingPanel, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Panel: settings, Start/Stop, log, progress and loss curve (VolumetricSRTrainingLib.widget)."""
 
@@ -63,7 +48,11 @@ class VolumetricSRTrainingLogic(ScriptedLoadableModuleLogic):
     """Scripting: ``VolumetricSRTrainingLogic().train(method, data, model_id, epochs, device)`` blocks."""
 
     def getParameterNode(self):
-        return VolumetricSRTrainingParameterNode(super().getParameterNode())
+        """The panel's state, saved with the scene: the fields of TrainingSettings (its epochs' range
+        from the trainer's declaration)."""
+        from VolumetricSRLib.settings import parameter_node_class
+
+        return parameter_node_class(TrainingSettings, "VolumetricSRTrainingParameterNode")(super().getParameterNode())
 
     def train(self, method: str, dataPath: str, modelId: str, epochs: int = 100, device: str = "auto",
               resume: bool = False, extraArgs: str = "", timeout: float = 7 * 24 * 3600.0, modelsDir: str = "") -> bool:

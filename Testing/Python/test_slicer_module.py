@@ -95,7 +95,7 @@ def test_a_dicom_series_stated_thickness_reaches_the_run_and_the_panel_can_overr
     from volumetricsr.data.profiles import PROFILES
     from VolumetricSRLib import scene, settings
 
-    assert settings.PROFILES == ("auto",) + PROFILES
+    assert settings.offered()["sliceProfile"].choices == ("auto",) + PROFILES
     node = add_node(make_volume(size_ijk=(16, 14, 6), spacing=(0.9, 0.9, 4.5)))
     node.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4 1.2.5 1.2.6 1.2.7 1.2.8")   # as Slicer's DICOM plugin
     slicer.dicomDatabase.instances["1.2.3"] = {"0018,0050": "7.0"}                  # 7 mm slices, 4.5 mm apart

@@ -89,9 +89,17 @@ def widget_code(module: str) -> str:
 
 
 def parameter_fields(module: str) -> set[str]:
-    tree = ast.parse((REPO / module / f"{module}.py").read_text())
-    cls = next(c for c in ast.walk(tree) if isinstance(c, ast.ClassDef) and c.name == f"{module}ParameterNode")
-    return {s.target.id for s in cls.body if isinstance(s, ast.AnnAssign)}
+    """The module's parameter node fields: those of the settings class it is made from, and its node references."""
+    import dataclasses
+
+    import slicer_standin
+
+    slicer_standin.install()
+    from VolumetricSRLib.settings import RunSettings
+    from VolumetricSRTrainingLib.command import TrainingSettings
+
+    cls = {"VolumetricSR": RunSettings, "VolumetricSRTraining": TrainingSettings}[module]
+    return {f.name for f in dataclasses.fields(cls)} | set(getattr(cls, "NODES", {}))
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -29,6 +29,9 @@ from ui_preview import load_ui  # noqa: E402
 import VolumetricSR  # noqa: E402
 import VolumetricSRTraining  # noqa: E402
 from VolumetricSRLib.logic import SuperResolutionLogic  # noqa: E402
+from VolumetricSRLib.settings import RunSettings, offered, per_method_options  # noqa: E402
+from VolumetricSRTrainingLib.command import TrainingSettings  # noqa: E402
+from volumetricsr.app.train_cli import COMMON_OPTIONS  # noqa: E402
 
 
 class PythonQtStyle:
@@ -41,7 +44,12 @@ class PythonQtStyle:
         return self._w.metaObject().indexOfProperty(name) >= 0
 
     def __getattr__(self, name):
-        return self._w.property(name) if self._property(name) else getattr(self._w, name)
+        if self._property(name):
+            return self._w.property(name)
+        attr = getattr(self._w, name)
+        if isinstance(attr, (types.BuiltinMethodType, types.MethodType)):     # PythonQt passes the widgets themselves
+            return lambda *args: attr(*(a._w if isinstance(a, PythonQtStyle) else a for a in args))
+        return attr
 
     def __setattr__(self, name, value):
         if not self._property(name):
@@ -99,6 +107,61 @@ def test_panel_follows_the_parameter_node(qt_slicer):
     assert not w.ui.deviceComboBox.enabled
     w.ui.methodComboBox.currentIndex = w.ui.methodComboBox.findData("sinc")   # the user picks a method
     assert p.method == "sinc"
+
+
+def declared_widgets(ui, cls=RunSettings) -> dict:
+    """``{field: widget}`` of the panel's settings made from option declarations (bound to the
+    parameter node by ``SlicerParameterName``, or, the backend, filled by the panel)."""
+    ways = offered(cls)
+    bound = {w.property("SlicerParameterName"): w for w in vars(ui).values()}
+    return {f: w for f, w in {**bound, "backend": getattr(ui, "backendComboBox", None)}.items() if f in ways}
+
+
+def test_the_panels_offer_every_setting_as_declared(qt_slicer):
+    """At setup each spin box gets the declared range and each combo box the declared choices (from the
+    parameter node, as Slicer's GUI connectors give them), and each widget the declared help."""
+    w, _ = sr_widget()
+    widgets, ways = declared_widgets(w.ui), offered()
+    assert set(widgets) == set(ways) - {"model"}            # the model list: the method's models
+    for field, widget in widgets.items():
+        way = ways[field]
+        assert widget.toolTip == way.tooltip, field
+        if way.range:
+            assert (widget.minimum, widget.maximum) == pytest.approx(way.range), field
+        elif way.choices:
+            items = [widget.itemData(i) or widget.itemText(i) for i in range(widget.count)]
+            assert items == list(way.choices), field
+    assert (w.ui.seedSpinBox.minimum, w.ui.seedSpinBox.maximum) == (0, 2**32 - 1)      # the core's seeds, all
+    t = VolumetricSRTraining.VolumetricSRTrainingWidget()
+    t.setup()
+    epochs = COMMON_OPTIONS["epochs"].rule
+    assert (t.ui.epochsSpinBox.minimum, t.ui.epochsSpinBox.maximum) == (epochs.low, epochs.high)
+    assert t.ui.epochsSpinBox.toolTip == offered(TrainingSettings)["epochs"].tooltip
+
+
+def test_the_panel_shows_the_options_each_method_takes(qt_slicer):
+    """A method's option rows are shown when it takes the option (``Method.options``), and a section
+    of them is enabled while it shows one: ctguided was offered backend, window and overlap, which it
+    then dropped."""
+    from volumetricsr import available_methods
+
+    add_node(make_volume())
+    w, p = sr_widget()
+    rows = {f: widget for f, widget in declared_widgets(w.ui).items()
+            if offered()[f].option.name in per_method_options()}
+    assert {"backend", "windowSlices", "batchSize", "budget", "stride"} <= set(rows)
+    for method in available_methods():
+        p.method = method.name
+        for field, widget in rows.items():
+            assert visible(widget) == (offered()[field].option.name in method.options), (method.name, field)
+    p.method = "ctguided"
+    assert visible(w.ui.batchSizeSpinBox) and not visible(w.ui.backendComboBox) and not visible(w.ui.overlapSlicesSpinBox)
+    assert not visible(w.ui.backendComboBoxLabel) and w.ui.advancedCollapsibleButton.enabled
+    assert not w.ui.selfSupervisedCollapsibleButton.enabled
+    p.method = "bspline"
+    assert not w.ui.advancedCollapsibleButton.enabled and not w.ui.selfSupervisedCollapsibleButton.enabled
+    p.method = "clade"
+    assert visible(w.ui.strideSpinBox) and w.ui.selfSupervisedCollapsibleButton.enabled
 
 
 def test_the_default_input_is_never_a_volume_the_input_list_cannot_show(qt_slicer):

@@ -106,7 +106,7 @@ def fill_volumetricsr(w) -> None:
     from volumetricsr.data.geometry import plan_grid
     from VolumetricSRLib.devices import device_choices
     from VolumetricSRLib.panel import method_html, method_items
-    from VolumetricSRLib.settings import BACKEND_TITLES, PRECISIONS, PROFILES, AXES
+    from VolumetricSRLib.settings import BACKEND_TITLES, offered
 
     data = REPO.parent / "shared" / "data" / "chest_ct_8mm_lungpetctdx.nii.gz"
     name = "Lung-PET-CT-Dx A0002 8 mm"
@@ -126,14 +126,14 @@ def fill_volumetricsr(w) -> None:
         child(w, n).setVisible(False)
     child(w, "isotropicCheckBox").setChecked(False)
     child(w, "spacingSpinBox").setValue(1.0)
-    for n, items in (("axisComboBox", AXES), ("precisionComboBox", PRECISIONS), ("sliceProfileComboBox", PROFILES)):
-        child(w, n).addItems(list(items))
+    for n, field in (("axisComboBox", "axis"), ("precisionComboBox", "precision"), ("sliceProfileComboBox", "sliceProfile")):
+        child(w, n).addItems(list(offered()[field].choices))
     child(w, "outputSelector").addItem("Create new volume")
     for value, label in device_choices():
         child(w, "deviceComboBox").addItem(label, value)
     child(w, "deviceComboBox").setEnabled(False)
     child(w, "deviceNoticeLabel").setVisible(False)
-    child(w, "backendComboBox").addItems(list(BACKEND_TITLES.values()))
+    child(w, "backendComboBox").addItems([BACKEND_TITLES.get(v, v) for v in offered()["backend"].choices])
     child(w, "backendComboBox").setEnabled(False)
     child(w, "advancedCollapsibleButton").setEnabled(False)
     child(w, "selfSupervisedCollapsibleButton").setEnabled(False)

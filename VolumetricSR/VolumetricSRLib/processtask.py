@@ -197,7 +197,8 @@ def infer_task(job, *, launcher: Callable = popen_launcher, python: Optional[str
                     raise
                 on_error(exc, traceback.format_exc())
         elif on_error:
-            message = errors[-1] if errors else f"The run ended with exit code {code}: {task.log[-1] if task.log else ''}"
+            last = task.log[-1] if task.log else ""
+            message = errors[-1] if errors else f"The run ended with exit code {code}: {last}"
             on_error(VolumetricSRError(message), "\n".join(task.log))
 
     task = ProcessTask(args, env={**core_environment(), **env}, launcher=launcher, stop_file=folder / "STOP",

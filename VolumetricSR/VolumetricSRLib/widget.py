@@ -12,7 +12,7 @@ import qt
 import slicer
 import vtk
 
-from .settings import BACKEND_TITLES, settings_from
+from .settings import BACKEND_TITLES, RunSettings, offered, per_method_options, settings_from
 
 
 class ParameterNodeWidgetMixin:
@@ -56,6 +56,17 @@ class ParameterNodeWidgetMixin:
         """The user picked an item: store its value in the parameter node's ``field``."""
         if self._parameterNode and not self._updating and combo.currentIndex >= 0:
             setattr(self._parameterNode, field, combo.itemData(combo.currentIndex))
+
+    def declaredWidgets(self, settings_class, **by_hand) -> dict:
+        """``{field: widget}`` of the settings of ``settings_class`` made from option declarations: the
+        widgets bound to the parameter node (their ranges and choices come with it) and ``by_hand``
+        (lists the panel fills). Each gets its option's help as tooltip."""
+        ways = offered(settings_class)
+        bound = {w.property("SlicerParameterName"): w for w in vars(self.ui).values()}
+        widgets = {f: w for f, w in {**bound, **by_hand}.items() if f in ways}
+        for f, w in widgets.items():
+            w.toolTip = ways[f].tooltip
+        return widgets
 
     def loadPanelUI(self, path: str):
         """The module's .ui (``Resources/<path>``) in its panel; its widgets as attributes."""
@@ -108,8 +119,10 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
         self.ui.progressBar.visible = False
         self.ui.compareButton.enabled = False
 
-        for name, title in BACKEND_TITLES.items():
-            self.ui.backendComboBox.addItem(title, name)
+        declared = self.declaredWidgets(RunSettings, backend=self.ui.backendComboBox, model=self.ui.modelComboBox)
+        self._optionRows = {f: (w, getattr(self.ui, w.objectName + "Label", None)) for f, w in declared.items()}
+        for value in offered()["backend"].choices:
+            self.ui.backendComboBox.addItem(BACKEND_TITLES.get(value, value), value)
         self._fillMethods()
         self._fillDevices()
         self.initializeParameterNode()
@@ -262,20 +275,15 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
             pending = method is None and not self._coreError and p.method in self._pendingMethods()
             if method is not None and method.name != self._modelsFor:   # e.g. a scene loaded with another method
                 self._fillModels()
-            network = method is not None and method.needs_model
             self.ui.methodDescriptionLabel.text = (method_html(method) if method else
                                                    pending_html(p.method) if pending else self._coreError)
             for w in (self.ui.modelLabel, self.ui.modelComboBox, self.ui.importModelButton, self.ui.modelCardLabel):
                 w.visible = uses_models(method)
-            self.ui.advancedCollapsibleButton.enabled = network
-            self.ui.selfSupervisedCollapsibleButton.enabled = method is not None and method.trains_per_volume
-            for w in (self.ui.strideSpinBoxLabel, self.ui.strideSpinBox, self.ui.planesSpinBoxLabel, self.ui.planesSpinBox):
-                w.visible = method is not None and "stride" in method.options
-            self.ui.backendComboBox.enabled = network
+            self._showOptionsOf(method)
             self.ui.deviceComboBox.enabled = method is not None and method.uses_device
             self.ui.spacingSpinBox.enabled = not p.isotropic
-            s = settings_from(p)
             if not self._coreError:
+                s = settings_from(p)
                 self.ui.geometryLabel.text = geometry_summary(p.inputVolume, s.target_spacing, s.target_axis)
             running = self._task is not None
             self.ui.applyButton.enabled = bool(p.inputVolume) and (method is not None or pending
@@ -283,6 +291,21 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
             self.ui.applyButton.toolTip = "Run" if p.inputVolume else "Select an input volume"
         finally:
             self._updating = False
+
+    def _showOptionsOf(self, method) -> None:
+        """Show the rows of the options ``method`` takes (``method.options``), hide the others; a
+        section of such rows is enabled while it shows one. The model list follows ``uses_models``."""
+        takes, per_method = set(method.options) if method is not None else set(), per_method_options()
+        shown = []
+        for f, (widget, label) in self._optionRows.items():
+            option = offered()[f].option.name
+            if option in per_method and option != "model":
+                for w in (widget, label) if label is not None else (widget,):
+                    w.visible = option in takes
+                if option in takes:
+                    shown.append(widget)
+        for section in (self.ui.advancedCollapsibleButton, self.ui.selfSupervisedCollapsibleButton):
+            section.enabled = any(section.isAncestorOf(w) for w in shown)
 
     # --- actions ---------------------------------------------------------------------------------
     def onApply(self) -> None:

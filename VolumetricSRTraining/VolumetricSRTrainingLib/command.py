@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from VolumetricSRLib.childprocess import CLI_SNIPPET, core_environment, python_executable
+from VolumetricSRLib.settings import offered, option
 
 #: Where the headless script is: in this package (source tree and built extension alike).
 TRAIN_SCRIPT_CANDIDATES = (Path(__file__).resolve().parent / "train.py",)
@@ -28,11 +29,18 @@ class TrainingSettings:
     method: str = "tvsrn"
     dataPath: str = ""
     modelId: str = ""
-    epochs: int = 100
+    epochs: int = option("epochs", 100)
     device: str = "auto"            # auto, cpu, mps, cuda or cuda:N (N is passed as CUDA_VISIBLE_DEVICES)
     resume: bool = False
     extraArgs: str = ""             # further trainer options, e.g. "--crop 128 --batch-size 2"
     modelsDir: str = ""             # where the model goes ("": the user models folder the main module lists)
+
+    @staticmethod
+    def declarations() -> dict:
+        """The declared options these settings set (``volumetricsr train``'s common options)."""
+        from volumetricsr.app.train_cli import COMMON_OPTIONS
+
+        return COMMON_OPTIONS
 
     def models_dir(self) -> Path:
         from volumetricsr.compute.models import user_models_dir
@@ -55,8 +63,12 @@ class TrainingSettings:
             out.append(f"Extra trainer options: {exc}.")
         if not MODEL_ID.match(self.modelId or ""):
             out.append("The model name may use letters, digits, '.', '_' and '-' (for example tvsrn-ct-x5-mine).")
-        if self.epochs < 1:
-            out.append("Train for at least one epoch.")
+        from volumetricsr.common.errors import InputError
+
+        try:
+            offered(TrainingSettings)["epochs"].rule("epochs", self.epochs)
+        except InputError as exc:
+            out.append(str(exc))
         return out
 
 

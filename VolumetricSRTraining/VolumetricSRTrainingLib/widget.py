@@ -4,6 +4,7 @@ process), its log, progress and live loss curve. The module's widget class inher
 from __future__ import annotations
 
 import slicer
+from VolumetricSRLib.settings import settings_from
 from VolumetricSRLib.widget import ParameterNodeWidgetMixin
 
 from .command import TrainingSettings
@@ -23,6 +24,7 @@ class TrainingPanel(ParameterNodeWidgetMixin):
         self.logic = logic
         self._timer = self.pollTimer(200, self._poll)
 
+        self.declaredWidgets(TrainingSettings)
         self._fillCombos()
         self.ui.methodComboBox.currentIndexChanged.connect(lambda i: self.storeData("method", self.ui.methodComboBox))
         self.ui.deviceComboBox.currentIndexChanged.connect(lambda i: self.storeData("device", self.ui.deviceComboBox))
@@ -73,9 +75,7 @@ class TrainingPanel(ParameterNodeWidgetMixin):
         self.ui.startButton.toolTip = " ".join(problems) or "Start training in a separate process."
 
     def _settings(self) -> TrainingSettings:
-        p = self._parameterNode
-        return TrainingSettings(method=p.method, dataPath=p.dataPath, modelId=p.modelId, epochs=p.epochs,
-                                device=p.device, resume=p.resume, extraArgs=p.extraArgs, modelsDir=p.modelsDir)
+        return settings_from(self._parameterNode, TrainingSettings)
 
     def onStart(self) -> None:
         from VolumetricSRLib.dependencies import DependencyInstaller, requirements_for
