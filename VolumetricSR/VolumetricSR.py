@@ -65,25 +65,13 @@ class VolumetricSRLogic(ScriptedLoadableModuleLogic, SuperResolutionLogic):
 
 class VolumetricSRTest(ScriptedLoadableModuleTest):
     """Runs inside Slicer: MRHead made thick, super-resolved with B-spline, geometry and values checked
-    (the checks: VolumetricSRLib.selftest)."""
+    (the checks: VolumetricSRLib.selftest; those that need PyTorch skip where it does not import)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        self.test_bspline_geometry_and_values()
-        self.setUp()
-        self.test_background_run_and_cancel()
-        self.setUp()
-        self.test_trust_maps()
-        from volumetricsr.methods import TORCH_PROBLEM
-
-        if TORCH_PROBLEM:      # a Slicer without (a working) PyTorch: the network test cannot run
-            self.delayDisplay(f"test_tiny_model skipped: PyTorch does not import here ({TORCH_PROBLEM})")
-            return
-        self.setUp()
-        self.test_tiny_model()
+        selftest.run_checks(self)
 
     def test_bspline_geometry_and_values(self):
         selftest.bspline_geometry_and_values(self, VolumetricSRLogic)

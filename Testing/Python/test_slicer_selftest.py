@@ -34,18 +34,30 @@ def sample_data(monkeypatch):
     monkeypatch.setitem(sys.modules, "SampleData", module)
 
 
-def test_the_slicer_self_test_passes_against_the_stand_in(sample_data, tmp_path, monkeypatch):
+def ran(capsys) -> dict:
+    """``{check: outcome}`` from what unittest's runner printed (verbosity 2)."""
+    lines = capsys.readouterr().err.splitlines()
+    return {line.split()[0]: line.rsplit("... ", 1)[1] for line in lines if line.startswith("test_") and "... " in line}
+
+
+def test_the_slicer_self_test_passes_against_the_stand_in_as_ctest_runs_it(sample_data, tmp_path, monkeypatch, capsys):
+    """As ctest: ``slicer.testing.runUnitTest`` loads each test_* method by name (setUp before each)."""
+    import slicer.testing
+
     monkeypatch.setenv("VOLUMETRICSR_MODELS", str(tmp_path))
     slicer_standin.reset()
-    test = VolumetricSR.VolumetricSRTest()
-    test.runTest()
+    slicer.testing.runUnitTest([], "VolumetricSR")
+    assert ran(capsys) == {"test_background_run_and_cancel": "ok", "test_bspline_geometry_and_values": "ok",
+                           "test_tiny_model": "ok", "test_trust_maps": "ok"}
 
 
-def test_the_training_self_test_passes_against_the_stand_in(tmp_path, monkeypatch):
+def test_the_training_self_test_passes_against_the_stand_in(tmp_path, monkeypatch, capsys):
+    """As Reload and Test: the module's runTest."""
     import VolumetricSRTraining
 
     monkeypatch.setattr(slicer.app, "temporaryPath", str(tmp_path))
-    VolumetricSRTraining.VolumetricSRTrainingTest().runTest()
+    VolumetricSRTraining.VolumetricSRTraining(types.SimpleNamespace()).runTest()
+    assert ran(capsys) == {"test_tiny_training": "ok", "test_trainer_help": "ok"}
 
 
 def test_the_smoke_script_for_a_real_slicer_runs_against_the_stand_in(sample_data, tmp_path, monkeypatch):

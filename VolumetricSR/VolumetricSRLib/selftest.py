@@ -9,6 +9,7 @@ Each check is a function of the module's ``ScriptedLoadableModuleTest`` (``test`
 import os
 import tempfile
 import time
+import unittest
 
 import numpy as np
 import slicer
@@ -16,6 +17,26 @@ import vtk
 
 from . import scene
 
+
+def run_checks(test) -> None:
+    """*Reload and Test*: every ``test_*`` method of ``test``'s class run as ctest runs them
+    (``slicer.testing.runUnitTest``: each its own case after ``setUp``, a skip reported as a skip);
+    raises if one fails."""
+    cases = unittest.TestLoader().loadTestsFromTestCase(type(test))
+    for case in cases:
+        if hasattr(test, "messageDelay"):
+            case.messageDelay = test.messageDelay
+    result = unittest.TextTestRunner(verbosity=2).run(cases)
+    if not result.wasSuccessful():
+        raise AssertionError(f"{type(test).__name__}: {len(result.failures) + len(result.errors)} check(s) failed")
+
+
+def skip_without_torch(test) -> None:
+    """Skip the calling check where PyTorch does not import (a Slicer without it, e.g. a build machine)."""
+    from volumetricsr.methods import TORCH_PROBLEM
+
+    if TORCH_PROBLEM:
+        test.skipTest(f"PyTorch does not import here ({TORCH_PROBLEM})")
 
 
 def thick_mrhead(factor=4):
@@ -90,6 +111,7 @@ def background_run_and_cancel(test, Logic):
 def tiny_model(test, Logic):
     """A tiny TVSRN (random weights, written as a model card in a temporary models folder) and a short
     self-supervised run, through the same logic the panel uses: network methods end to end."""
+    skip_without_torch(test)
     import torch
     from volumetricsr.compute.networks.tvsrn import TVSRN
     from volumetricsr.compute.export import write_model

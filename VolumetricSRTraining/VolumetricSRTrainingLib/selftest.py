@@ -11,6 +11,7 @@ import tempfile
 import numpy as np
 import slicer
 from VolumetricSRLib.childprocess import ChildProcess
+from VolumetricSRLib.selftest import run_checks, skip_without_torch  # noqa: F401  (run_checks: the module's runTest)
 
 from .command import TrainingSettings, environment, trainer_head
 from .logic import slicer_launcher
@@ -18,6 +19,7 @@ from .logic import slicer_launcher
 
 def tiny_training(test, Logic):
     """Two smooth synthetic volumes; one tiny TVSRN step through the console API writes a model."""
+    skip_without_torch(test)      # training needs PyTorch, in the trainer's Python as in Slicer's
     from volumetricsr import Volume, write_volume
 
     folder = tempfile.mkdtemp(dir=slicer.app.temporaryPath)
@@ -39,6 +41,7 @@ def tiny_training(test, Logic):
 
 def trainer_help(test, Logic):
     """The trainer starts through Slicer's launcher and lists its options."""
+    skip_without_torch(test)
     lines, codes = [], []
     proc = ChildProcess(trainer_head() + ["--help"], env=environment(TrainingSettings()), launcher=slicer_launcher,
                         on_log=lines.append, on_finished=lambda code, stopped: codes.append(code)).start()

@@ -1,4 +1,6 @@
 """Stand-in for ``slicer.ScriptedLoadableModule``: the base classes' members the module files use."""
+import importlib
+import logging
 import os
 import sys
 import unittest
@@ -6,7 +8,13 @@ import unittest
 
 class ScriptedLoadableModule:
     def __init__(self, parent):
-        self.parent = parent
+        self.parent, self.moduleName = parent, type(self).__name__
+
+    def runTest(self, msec=100, **kwargs):
+        """*Reload and Test*, as Slicer's: the module's ``<ModuleName>Test().runTest()``."""
+        testCase = getattr(importlib.import_module(self.__module__), self.moduleName + "Test")()
+        testCase.messageDelay = msec
+        testCase.runTest(**kwargs)
 
 
 class _Layout:
@@ -54,5 +62,25 @@ class ScriptedLoadableModuleLogic:
 
 
 class ScriptedLoadableModuleTest(unittest.TestCase):
-    def delayDisplay(self, message, msec=None):
+    """As Slicer's (5.8 and later): ``runTest`` (*Reload and Test*) calls every method with "test" in
+    its name, each after ``setUp``; an exception from one, a skip included, ends it. ctest does not
+    call ``runTest``: see ``slicer.testing.runUnitTest``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.moduleTestNames = [m for m in dir(self) if "test" in m and callable(getattr(self, m))]
+
+    def delayDisplay(self, message, requestedDelay=None, msec=None):
         pass
+
+    def runTest(self):
+        if not self.moduleTestNames:
+            logging.warning("No test is defined in " + self.__class__.__name__)
+            return
+        self.setUpClass()
+        for test_name in self.moduleTestNames:
+            self.setUp()
+            logging.info(f"Running {test_name}")
+            getattr(self, test_name)()
+            self.tearDown()
+        self.tearDownClass()
