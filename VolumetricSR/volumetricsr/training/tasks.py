@@ -22,17 +22,13 @@ import torch
 
 from volumetricsr.common.errors import InputError
 from volumetricsr.common.options import rules_of
+from volumetricsr.common.registry import registrar
 from volumetricsr.data.profiles import DEFAULT_PROFILE
 from volumetricsr.common.progress import CancelToken
 
 _TASKS: dict[str, Callable] = {}
-
-
-def register_task(name: str):
-    def deco(cls):
-        _TASKS[name] = cls
-        return cls
-    return deco
+#: Decorator: ``volumetricsr train --method name`` trains with this task class.
+register_task = registrar(_TASKS)
 
 
 def get_task(name: str) -> Callable:

@@ -3,12 +3,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from volumetricsr.common.registry import registrar
+
 ARCHITECTURES: dict[str, Callable] = {}
-
-
-def register_architecture(name: str):
-    """Decorator: ``name`` in a card's ``architecture`` builds the network with this factory."""
-    def deco(factory):
-        ARCHITECTURES[name] = factory
-        return factory
-    return deco
+#: Decorator: ``name`` in a card's ``architecture`` builds the network with this factory.
+register_architecture = registrar(ARCHITECTURES)
