@@ -7,8 +7,8 @@ from volumetricsr.common import __version__  # noqa: F401
 from volumetricsr.compute import threads  # noqa: F401  (first: OpenMP's wait policy must be set before torch loads it)
 from volumetricsr.compute import cpu_memory  # noqa: F401  (first: sets PyTorch's huge-page switch before torch allocates)
 from volumetricsr.app.api import infer, super_resolve
-from volumetricsr.common.errors import (AlreadyIsotropicError, Cancelled, InputError, ModelError, OutputError, TrainingError,
-                     VolumetricSRError)
+from volumetricsr.common.errors import (AlreadyIsotropicError, Cancelled, InputError, ModelError, OutputError,
+                                        TrainingError, VolumetricSRError)
 from volumetricsr.data.geometry import ThroughPlaneGrid, plan_grid, through_plane_axis
 from volumetricsr.data.io import read_volume, write_volume
 from volumetricsr.methods import Method, available_methods, get_method, register

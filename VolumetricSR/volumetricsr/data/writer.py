@@ -64,7 +64,8 @@ def check_paths(outputs: Roles, inputs: Roles = {}, expand: Expand = _just) -> N
     the same file under another name (a link), a companion data file, one inside the other.
 
     ``outputs`` and ``inputs`` map a role ("output", "--confidence-map", "input", "output (line 2)")
-    to a path (a mapping, or pairs where roles repeat); ``expand(path, writing)`` gives every file a path involves (a .mhd and its data file).
+    to a path (a mapping, or pairs where roles repeat); ``expand(path, writing)`` gives every file a
+    path involves (a .mhd and its data file).
     In linear time, by lookups: a cohort may have many thousand studies."""
     read: dict = {}                        # a file read (by path and by device and inode) -> who reads it
     holding: dict[Path, tuple] = {}        # every folder above a file read -> who reads it

@@ -36,7 +36,8 @@ def load_torch_methods() -> str:
     else:
         HAS_TORCH, TORCH_PROBLEM = True, ""
     base.UNAVAILABLE_HINT = "" if not TORCH_PROBLEM else (
-        f" The network methods ({', '.join(TORCH_METHODS)}) need PyTorch, which does not import here ({TORCH_PROBLEM}).")
+        f" The network methods ({', '.join(TORCH_METHODS)}) need PyTorch, which does not import here "
+        f"({TORCH_PROBLEM}).")
     return TORCH_PROBLEM
 
 

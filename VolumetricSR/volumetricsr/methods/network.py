@@ -18,7 +18,8 @@ from volumetricsr.common.options import label
 from volumetricsr.compute.export import export_onnx
 from volumetricsr.compute.predictors import OnnxPredictor, TorchPredictor
 from volumetricsr.common.progress import scaled
-from volumetricsr.data.resampling import apply_along_first_axis, bspline_weights, linear_weights, resample_axis, resample_in_plane
+from volumetricsr.data.resampling import (apply_along_first_axis, bspline_weights, linear_weights, resample_axis,
+                                         resample_in_plane)
 from volumetricsr.methods.base import Method, RunContext
 from volumetricsr.methods.options import BACKENDS, method_rules
 

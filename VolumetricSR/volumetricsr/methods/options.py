@@ -6,7 +6,8 @@ flags, the API's checks and the Slicer panel's ranges and choices are all made f
 """
 from __future__ import annotations
 
-from volumetricsr.common.options import BATCH, FRACTION, SPACING, THREADS, Count, Number, OneOf, Option, Triple, rules_of, text
+from volumetricsr.common.options import (BATCH, FRACTION, SPACING, THREADS, Count, Number, OneOf, Option, Triple,
+                                         rules_of, text)
 from volumetricsr.compute.choices import BLENDS, NORMS, PRECISIONS
 from volumetricsr.data.profiles import PROFILES
 
