@@ -282,6 +282,31 @@ def test_closing_the_scene_drops_a_running_task(qt_slicer, monkeypatch):
     assert len(slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")) == 1
 
 
+def test_close_scene_during_a_child_run_stops_the_child_and_removes_its_files(qt_slicer):
+    """File > Close Scene (the scene's Clear: its close events) while a child process runs: the child
+    is stopped at once, not left to run until Slicer exits, its temporary folder is removed, and the
+    panel is ready for the next scene."""
+    import os
+
+    add_node(make_volume(size_ijk=(40, 40, 8), spacing=(1.0, 1.0, 4.0)))
+    w, p = sr_widget()
+    p.method, p.iterations = "selfsr", 100000
+    w.onApply()
+    task = w._task
+    deadline = time.monotonic() + 60
+    while task.child.child_pid is None and time.monotonic() < deadline:
+        w._poll()
+        time.sleep(0.02)
+    pid, folder = task.child.child_pid, task.folder
+    assert pid is not None and folder.is_dir()
+    slicer.mrmlScene.Clear(0)
+    assert not folder.exists() and w._task is None and not w._timer.isActive() and visible(w.ui.applyButton)
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert w._parameterNode is not None and w._parameterNode.inputVolume is None   # the new, empty scene
+
+
 FAKE = '''
 import argparse, sys, time
 from volumetricsr.common.progress import event_line

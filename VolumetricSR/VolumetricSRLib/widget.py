@@ -128,9 +128,15 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        if self._task is not None:       # no run left behind Slicer: a child is stopped, then killed
-            getattr(self._task, "close", self._task.cancel)()
+        self._dropTask()
         self.removeObservers()
+
+    def _dropTask(self) -> None:
+        """Stop the running task for good, with no callback: a child is asked to stop, killed if it
+        has not ended a few seconds later, and its temporary folder removed; no run is left behind."""
+        if self._task is not None:
+            getattr(self._task, "close", self._task.cancel)()
+            self._task = None
 
     def enter(self) -> None:
         ParameterNodeWidgetMixin.enter(self)
@@ -138,8 +144,7 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None:   # its nodes are going away: stop it and ignore whatever it returns
-            self._task.cancel()
-            self._task = None
+            self._dropTask()
             self._timer.stop()
             self._setRunning(False)
         self._lastResult = None

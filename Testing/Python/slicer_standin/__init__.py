@@ -24,7 +24,9 @@ def install():
 
 
 def reset():
+    """A fresh Slicer: no observers left from earlier tests' widgets, an empty scene, no recorded calls."""
     import slicer
 
+    slicer.mrmlScene.observers.clear()
     slicer.mrmlScene.Clear()
     slicer.util.calls.clear()

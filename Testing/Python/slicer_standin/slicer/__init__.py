@@ -197,20 +197,39 @@ dicomDatabase = _DICOMDatabase()
 
 
 class vtkMRMLScene:
-    StartCloseEvent, EndCloseEvent = 66001, 66002
+    # vtkMRMLScene.h: StateEvent | StartEvent | CloseState, StateEvent | EndEvent | CloseState
+    StartCloseEvent, EndCloseEvent = 0x2000 | 0x0100 | 0x0003, 0x2000 | 0x0200 | 0x0003
 
     def __init__(self):
         self.nodes = []
         self.singletons = {}      # parameter nodes by module: they survive Clear, their values do not
+        self.observers = {}       # tag -> (event, callback)
+        self._tags = itertools.count(1)
 
     def GetFirstNodeByClass(self, class_name):
         return next(iter(self.GetNodesByClass(class_name)), None)
 
+    def AddObserver(self, event, callback, priority=0.0):
+        tag = next(self._tags)
+        self.observers[tag] = (event, callback)
+        return tag
+
+    def RemoveObserver(self, tag):
+        self.observers.pop(tag, None)
+
+    def InvokeEvent(self, event):
+        for observed, callback in list(self.observers.values()):
+            if observed == event:
+                callback(self, event)
+
     def Clear(self, *_):
+        """As vtkMRMLScene::Clear (File > Close Scene): StartCloseEvent, the nodes removed, EndCloseEvent."""
+        self.InvokeEvent(self.StartCloseEvent)
         self.nodes.clear()
         for node in self.singletons.values():     # Clear(0) resets singletons rather than removing them
             node.parameters.clear()
         vtkMRMLSubjectHierarchyNode.instance = vtkMRMLSubjectHierarchyNode()
+        self.InvokeEvent(self.EndCloseEvent)
 
     def AddNewNodeByClass(self, class_name, name=""):
         node = _CLASSES[class_name](name)

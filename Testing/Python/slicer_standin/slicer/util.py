@@ -17,24 +17,29 @@ def startupEnvironment():
 
 
 class VTKObservationMixin:
-    """Observers on objects that keep an ``observers`` list (the stand-in parameter nodes); others ignored."""
+    """As Slicer's: an object with ``AddObserver`` (the scene) is observed through it (its tag kept
+    for ``RemoveObserver``); the stand-in parameter nodes keep an ``observers`` list; others are ignored."""
 
     def __init__(self):
         self.Observations = []
 
     def addObserver(self, obj, event, callback):
-        self.Observations.append((obj, event, callback))
-        if hasattr(obj, "observers"):
+        tag = obj.AddObserver(event, callback, 0.0) if hasattr(obj, "AddObserver") else None
+        self.Observations.append((obj, event, callback, tag))
+        if tag is None and hasattr(obj, "observers"):
             obj.observers.append(callback)
 
     def removeObserver(self, obj, event, callback):
-        self.Observations.remove((obj, event, callback))
-        if hasattr(obj, "observers"):
+        tag = next(t for o, e, c, t in self.Observations if (o, e, c) == (obj, event, callback))
+        self.Observations.remove((obj, event, callback, tag))
+        if tag is not None:
+            obj.RemoveObserver(tag)
+        elif hasattr(obj, "observers"):
             obj.observers.remove(callback)
 
     def removeObservers(self):
-        for obs in list(self.Observations):
-            self.removeObserver(*obs)
+        for obj, event, callback, _ in list(self.Observations):
+            self.removeObserver(obj, event, callback)
 #: What confirmOkCancelDisplay answers; tests set it.
 confirm_answer = True
 
