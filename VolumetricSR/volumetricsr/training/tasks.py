@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -187,3 +188,18 @@ class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
 
     def get_lr(self) -> list[float]:
         return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much a per-volume method trains: iterations, batch size and network width (a method's
+    budget adds what else it sizes)."""
+
+    iterations: int
+    batch_size: int
+    features: int
+
+
+def default_budget(name: Optional[str], device: str) -> str:
+    """The budget named, else the default: fast on a CPU, quality on a GPU."""
+    return name or ("fast" if device == "cpu" else "quality")

@@ -46,15 +46,13 @@ from volumetricsr.methods.options import method_rules
 from volumetricsr.methods.clade.data import PATCH, PlanePatches, Prepared, prepare
 from volumetricsr.methods.clade.losses import loss_weights
 from volumetricsr.methods.clade.task import CladeTask
+from volumetricsr.training.tasks import Budget as TrainingBudget, default_budget
 
 STRIDES = {"CT": 6, "MR": 12}
 
 
 @dataclass(frozen=True)
-class Budget:
-    iterations: int
-    batch_size: int
-    features: int
+class Budget(TrainingBudget):
     stride: Optional[int]        # None: the paper's for the modality; 0: whole planes
     planes: int                  # low-resolution orientations trained on and generated (the paper: 1)
 
@@ -87,7 +85,7 @@ class Clade(PlaneMethod):
                  iterations: Optional[int] = None, seed: int = 0, stride: Optional[int] = None, norm: str = "demod",
                  gmap: bool = True, planes: Optional[int] = None, residual: bool = True,
                  batch_size: Optional[int] = None, model: Optional[str] = None) -> np.ndarray:
-        b = BUDGETS[budget or ("fast" if ctx.device == "cpu" else "quality")]
+        b = BUDGETS[default_budget(budget, ctx.device)]
         n, rows, cols = stack.shape
         if model:
             card = self.load_card(model)

@@ -39,6 +39,7 @@ from volumetricsr.methods.plane import PlaneMethod
 from volumetricsr.methods.options import method_rules
 from volumetricsr.methods.selfsr.data import NORMALIZATION, network_scale
 from volumetricsr.methods.selfsr.task import Budget, train_network
+from volumetricsr.training.tasks import default_budget
 
 BUDGETS = {
     "fast": Budget(iterations=1200, batch_size=16, features=16, blocks=4, expansion=2),        # CPU default
@@ -82,7 +83,7 @@ class SelfSupervised(PlaneMethod):
                  profile: str = "gaussian", model: Optional[str] = None, warm_start: Optional[str] = None,
                  save_model: Optional[str] = None, batch_size: Optional[int] = None,
                  prior: Optional[str] = None) -> np.ndarray:
-        budget_name = budget or ("fast" if ctx.device == "cpu" else "quality")
+        budget_name = default_budget(budget, ctx.device)
         if thickness is not None and thickness > self.max_thickness_ratio * grid.spacing_in:
             raise InputError(f"{label('thickness')} {thickness:g} mm is more than {self.max_thickness_ratio:g} times "
                              f"the slice spacing {grid.spacing_in:g} mm; give the slices' thickness in mm.")

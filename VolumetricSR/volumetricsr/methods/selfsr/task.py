@@ -11,17 +11,14 @@ import torch.nn.functional as F
 from volumetricsr.compute.networks.row_upsampler import RowUpsampler
 from volumetricsr.training.loop import Loop, autocast, needs_scaler, optimize
 from volumetricsr.training.samplers import PatchSampler
-from volumetricsr.training.tasks import OneNetworkTask
+from volumetricsr.training.tasks import Budget as TrainingBudget, OneNetworkTask
 from volumetricsr.methods.base import RunContext
 
 
 @dataclass(frozen=True)
-class Budget:
+class Budget(TrainingBudget):
     """How much the per-volume network learns: its size and its training iterations."""
 
-    iterations: int
-    batch_size: int
-    features: int
     blocks: int
     expansion: int
     patch: int = 48          # patch width (high-resolution columns) and height on the fine grid
