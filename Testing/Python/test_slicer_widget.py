@@ -95,7 +95,8 @@ def test_panel_follows_the_parameter_node(qt_slicer):
     w, p = sr_widget()
     assert p.inputVolume is node                       # the first volume is selected
     assert "Through-plane axis K: 8 slices at 3 mm" in w.ui.geometryLabel.text
-    assert w.ui.methodComboBox.currentData == "bspline" and w.ui.applyButton.enabled
+    assert w.ui.methodComboBox.currentData == "selfsr" and w.ui.applyButton.enabled    # the recommended method
+    p.method = "bspline"
     assert "B-spline" in w.ui.methodDescriptionLabel.text and not visible(w.ui.modelComboBox)
     p.method = "tvsrn"                                 # a network method: model, device and backend appear
     assert w.ui.methodComboBox.currentData == "tvsrn" and visible(w.ui.modelComboBox)
@@ -107,6 +108,30 @@ def test_panel_follows_the_parameter_node(qt_slicer):
     assert not w.ui.deviceComboBox.enabled
     w.ui.methodComboBox.currentIndex = w.ui.methodComboBox.findData("sinc")   # the user picks a method
     assert p.method == "sinc"
+
+
+def test_the_panel_opens_on_the_recommended_method_and_says_why_and_how_long(qt_slicer, monkeypatch):
+    """Where PyTorch loads, the panel opens on selfsr; before, on B-spline, and Install dependencies
+    moves it to selfsr unless the user chose a method. The method line says why, and about how long
+    a run of the input takes."""
+    from volumetricsr import methods
+
+    add_node(make_volume(size_ijk=(64, 64, 10), spacing=(0.8, 0.8, 4.0)))
+    w, p = sr_widget()
+    text = w.ui.methodDescriptionLabel.text
+    assert p.method == "selfsr" == w.ui.methodComboBox.currentData
+    assert "recommended" in text and "Time:" in text and "about" in text
+    w.ui.methodComboBox.currentIndex = w.ui.methodComboBox.findData("sinc")     # the user's choice: no reason
+    assert p.method == "sinc" and "recommended" not in w.ui.methodDescriptionLabel.text
+    assert "Time:" in w.ui.methodDescriptionLabel.text
+
+    slicer_standin.reset()
+    add_node(make_volume(size_ijk=(64, 64, 10), spacing=(0.8, 0.8, 4.0)))
+    monkeypatch.setattr(methods, "TORCH_PROBLEM", "ModuleNotFoundError: No module named 'torch'")
+    w, p = sr_widget()
+    assert p.method == "bspline" and "needs PyTorch" in w.ui.methodDescriptionLabel.text
+    w.onInstallDependencies()              # everything is there: PyTorch loads in this session now
+    assert p.method == "selfsr" and "recommended" in w.ui.methodDescriptionLabel.text
 
 
 def declared_widgets(ui, cls=RunSettings) -> dict:
@@ -240,6 +265,7 @@ def test_cancel_and_failure_leave_the_scene_unchanged(qt_slicer, monkeypatch):
             time.sleep(0.01)
 
     monkeypatch.setattr(SuperResolutionLogic, "compute", staticmethod(slow))
+    p.method = "linear"
     before = list(slicer.mrmlScene.nodes)
     w.onApply()
     started.wait(10)
@@ -272,6 +298,7 @@ def test_closing_the_scene_drops_a_running_task(qt_slicer, monkeypatch):
     w, p = sr_widget()
     monkeypatch.setattr(SuperResolutionLogic, "compute",
                         staticmethod(lambda job, progress=None, cancel=None: time.sleep(0.2) or job.volume))
+    p.method = "linear"
     w.onApply()
     task = w._task
     w.onSceneStartClose(None, None)

@@ -127,9 +127,12 @@ class SuperResolutionLogic:
                    trust)
 
     def prepare_from_settings(self, input_node, settings: RunSettings, output_node=None, interactive: bool = True) -> Job:
+        from .panel import default_method
+
         core = self.core(interactive)
-        self.ensure_method(settings.method, interactive)
-        m = core.get_method(settings.method)
+        name = settings.method or default_method()[0]
+        self.ensure_method(name, interactive)
+        m = core.get_method(name)
         return self.prepare(input_node, m.name, settings.target_spacing, device=settings.device,
                             axis=settings.target_axis, output_node=output_node, interactive=interactive,
                             force=settings.force, **settings.trust_options(), **settings.method_options(m))

@@ -14,6 +14,63 @@ def method_items() -> list[tuple[str, str]]:
     return items + [(name, f"{title} (needs PyTorch: Apply installs it)") for name, title in pending_methods().items()]
 
 
+#: The method the panel opens on where its packages load, and the one it opens on before.
+RECOMMENDED, FALLBACK = "selfsr", "bspline"
+
+
+def default_method() -> tuple[str, str]:
+    """``(name, why)``: the method the panel opens on (and a setting of ``""`` means), and why."""
+    from volumetricsr import methods
+
+    title = methods.TORCH_METHODS[RECOMMENDED]
+    if not methods.TORCH_PROBLEM:
+        return RECOMMENDED, (f"{title} is the recommended method: it suits any CT or MRI at any factor and needs "
+                             "no model or training data.")
+    return FALLBACK, (f"The recommended method, {title}, needs PyTorch (<i>Install dependencies</i>, Compute "
+                      "section); until then, B-spline.")
+
+
+#: Seconds a run takes on 2 CPU cores: (fixed, per million output voxels). Measured: the interpolations
+#: by benchmarks/slicer_gil.py (blocking), the others by benchmarks/trust.py (docs/trust.md: selfsr 68 s
+#: for 7.9 M output voxels; CLADE 230 s and TVSRN 600 s for 7.9 M; CT-guided 60 s for 12.4 M).
+CPU_SECONDS = {"linear": (0.0, 0.03), "bspline": (0.0, 0.03), "sinc": (0.0, 0.03), "selfsr": (25.0, 5.5),
+               "clade": (0.0, 29.0), "tvsrn": (0.0, 76.0), "ctguided": (0.0, 4.8)}
+
+
+def run_time_text(method, volume, spacing: Optional[float] = None, axis: Optional[str] = None) -> str:
+    """'about 1 min 10 s on 2 CPU cores (measured)' for ``method`` on the core ``volume`` (None: no
+    input); '' where it cannot be said."""
+    from volumetricsr import VolumetricSRError
+    from volumetricsr.data.geometry import plan_grid
+
+    from .runner import format_duration
+
+    if volume is None or method.name not in CPU_SECONDS:
+        return ""
+    try:
+        grid = plan_grid(volume, spacing, axis, force=True)
+    except VolumetricSRError:
+        return ""
+    fixed, per_million = CPU_SECONDS[method.name]
+    seconds = fixed + per_million * grid.n_out * volume.array.size / grid.n_in / 1e6
+    if seconds < 5:
+        return "a few seconds"
+    rounded = round(seconds, -1) if seconds < 120 else round(seconds, -2) if seconds < 3600 else round(seconds, -3)
+    return f"about {format_duration(rounded)} on 2 CPU cores (measured)"
+
+
+def node_volume(node):
+    """The core ``Volume`` of ``node`` (sharing its voxels), or None where it has none to give."""
+    from volumetricsr import VolumetricSRError
+
+    from .scene import volume_from_node
+
+    try:
+        return None if node is None else volume_from_node(node, copy=False)
+    except VolumetricSRError:
+        return None
+
+
 def pending_methods() -> dict[str, str]:
     """The methods that need PyTorch and are not registered because it does not import: name -> title."""
     from volumetricsr import methods
@@ -43,11 +100,13 @@ def method_requirements(method) -> list[str]:
     return needs
 
 
-def method_html(method) -> str:
-    """Description, modalities and requirements of a core method object."""
+def method_html(method, why: str = "", time_text: str = "") -> str:
+    """Description, modalities and requirements of a core method object; why the panel chose it
+    (``why``, HTML) and how long a run takes (``time_text``), where given."""
     reqs = "; ".join(method_requirements(method))
     return (f"{html.escape(method.description)}<br><b>Modalities:</b> {html.escape(', '.join(method.modalities))}"
-            f"<br><b>Needs:</b> {html.escape(reqs)}")
+            f"<br><b>Needs:</b> {html.escape(reqs)}" + (f"<br><b>Why this method:</b> {why}" if why else "")
+            + (f"<br><b>Time:</b> {html.escape(time_text)}" if time_text else ""))
 
 
 def geometry_summary(node, spacing: Optional[float] = None, axis: Optional[str] = None) -> str:

@@ -41,7 +41,7 @@ class RunSettings:
     NODES: ClassVar[dict] = {"inputVolume": "vtkMRMLScalarVolumeNode",
                              "outputVolume": "vtkMRMLScalarVolumeNode"}     # outputVolume None: a new one
 
-    method: str = "bspline"
+    method: str = ""                                     # "": the panel's default (panel.default_method)
     model: Optional[str] = option("model")              # None: the method's first model
     isotropic: bool = True                               # target spacing = finest in-plane spacing
     spacing: float = option("spacing", 1.0, step=0.01)  # used when not isotropic

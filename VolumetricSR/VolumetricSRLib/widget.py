@@ -94,6 +94,7 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
         self._runInput = None
         self._runJob = None
         self._modelsFor = None      # the method whose models the model list holds
+        self._defaultMethod = ("", "")     # the method the panel chose (no user choice yet) and why
 
     # --- setup ---------------------------------------------------------------------------------
     def setupPanel(self, logic) -> None:
@@ -161,6 +162,17 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
             from .scene import first_scalar_volume
 
             self._parameterNode.inputVolume = first_scalar_volume(slicer.mrmlScene)
+        self._chooseDefaultMethod()
+
+    def _chooseDefaultMethod(self) -> None:
+        """No method chosen yet, or the one the panel chose: the panel's default (panel.default_method)."""
+        from .panel import default_method
+
+        p = self._parameterNode
+        if p is None or self._coreError or p.method not in ("", self._defaultMethod[0]):
+            return
+        self._defaultMethod = default_method()
+        p.method = self._defaultMethod[0]
 
     # --- combo boxes whose items are not fixed (synchronised by hand) --------------------------
     def _fillMethods(self) -> None:
@@ -266,7 +278,7 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
     # --- state -> GUI ----------------------------------------------------------------------------
     def _updateGui(self, caller=None, event=None) -> None:
         from .modelstore import uses_models
-        from .panel import geometry_summary, method_html, pending_html
+        from .panel import geometry_summary, method_html, node_volume, pending_html, run_time_text
 
         p = self._parameterNode
         if p is None or self._updating:
@@ -280,15 +292,19 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
             pending = method is None and not self._coreError and p.method in self._pendingMethods()
             if method is not None and method.name != self._modelsFor:   # e.g. a scene loaded with another method
                 self._fillModels()
-            self.ui.methodDescriptionLabel.text = (method_html(method) if method else
-                                                   pending_html(p.method) if pending else self._coreError)
+            s = None if self._coreError else settings_from(p)
+            if method is not None:
+                why = self._defaultMethod[1] if p.method == self._defaultMethod[0] else ""
+                time_text = run_time_text(method, node_volume(p.inputVolume), s.target_spacing, s.target_axis)
+                self.ui.methodDescriptionLabel.text = method_html(method, why, time_text)
+            else:
+                self.ui.methodDescriptionLabel.text = pending_html(p.method) if pending else self._coreError
             for w in (self.ui.modelLabel, self.ui.modelComboBox, self.ui.importModelButton, self.ui.modelCardLabel):
                 w.visible = uses_models(method)
             self._showOptionsOf(method)
             self.ui.deviceComboBox.enabled = method is not None and method.uses_device
             self.ui.spacingSpinBox.enabled = not p.isotropic
-            if not self._coreError:
-                s = settings_from(p)
+            if s is not None:
                 self.ui.geometryLabel.text = geometry_summary(p.inputVolume, s.target_spacing, s.target_axis)
             running = self._task is not None
             self.ui.applyButton.enabled = bool(p.inputVolume) and (method is not None or pending
@@ -408,4 +424,5 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
                                             "restart Slicer." if problem else ""))
             self._fillMethods()
             self._fillDevices()
+            self._chooseDefaultMethod()       # B-spline until PyTorch loaded: now the recommended one
             self._updateGui()
