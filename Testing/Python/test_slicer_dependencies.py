@@ -1,6 +1,7 @@
 """First-use dependency logic: find without importing, ask once, obey ``interactive``; device list."""
 from __future__ import annotations
 
+import sys
 import types
 
 import pytest
@@ -23,26 +24,32 @@ def fresh():
 
 
 class FakeEnv:
-    """Which modules 'exist'; installing one makes it exist."""
+    """Which modules 'exist', and at which versions (``present``: names, or name -> version);
+    installing one makes it exist at the version it asked for."""
 
     def __init__(self, present=()):
-        self.present = set(present)
+        self.present = dict(present) if isinstance(present, dict) else {name: None for name in present}
         self.installed = []
 
     def find_spec(self, name):
         return object() if name in self.present else None
 
+    def version(self, name):
+        return self.present.get(name)
+
     def pip(self, requirement):
         self.installed.append(requirement)
-        self.present.add(requirement.split(">")[0].split("=")[0])
+        name, _, version = requirement.partition(">=")
+        self.present[name] = version
 
     def torch(self):
         self.installed.append("torch via PyTorchUtils")
-        self.present.add("torch")
+        self.present["torch"] = deps.TORCH.minimum
 
 
 def installer(env, **kw):
-    return deps.DependencyInstaller(pip_install=env.pip, install_torch=env.torch, find_spec=env.find_spec, **kw)
+    return deps.DependencyInstaller(pip_install=env.pip, find_spec=env.find_spec, version_of=env.version,
+                                    **{"install_torch": env.torch, **kw})
 
 
 def test_nothing_missing_means_no_prompt_and_no_install():
@@ -93,15 +100,77 @@ def test_install_that_does_not_take_effect_is_reported():
         inst.ensure([deps.EINOPS])
 
 
-@pytest.mark.parametrize("version, call", [((5, 10), ("pip_install", "einops>=0.7")),
-                                           ((5, 12), ("pip_install", "einops>=0.7", "show_progress=False"))])
-def test_default_pip_path_uses_slicer_util_without_a_dialog_in_scripts(version, call, monkeypatch):
-    monkeypatch.setattr(type(slicer.app), "majorVersion", version[0])
-    monkeypatch.setattr(type(slicer.app), "minorVersion", version[1])
+@pytest.fixture
+def slicer_version(monkeypatch):
+    """Set the stand-in Slicer's version; ``slicer.packaging`` is imported anew under it."""
+    def set_version(major, minor):
+        monkeypatch.setattr(type(slicer.app), "majorVersion", major)
+        monkeypatch.setattr(type(slicer.app), "minorVersion", minor)
+        sys.modules.pop("slicer.packaging", None)
+
+    yield set_version
+    sys.modules.pop("slicer.packaging", None)
+
+
+@pytest.mark.parametrize("version, call", [
+    ((5, 10), ("pip_install", "einops>=0.7")),
+    ((5, 12), ("pip_install", "einops>=0.7", "show_progress=False", "requester=VolumetricSR"))])
+def test_default_pip_path_shows_no_dialog_in_scripts_where_slicer_can(version, call, slicer_version):
+    """``show_progress`` (and ``requester``) came with ``slicer.packaging``: passed only where it exists."""
+    slicer_version(*version)
     inst = deps.DependencyInstaller(interactive=False, find_spec=FakeEnv().find_spec)
     with pytest.raises(deps.MissingDependencies):      # the stand-in's pip installs nothing
         inst.ensure([deps.EINOPS])
-    assert call in slicer.util.calls
+    assert slicer.util.calls == [call]
+
+
+def test_an_older_torch_is_not_used_nor_replaced_by_pip():
+    """Another extension's torch 1.13 fails at run time: the user is told to use PyTorch Utils, before
+    any question or install."""
+    env = FakeEnv({"torch": "1.13.1+cu117", "einops": "0.8.0"})
+    with pytest.raises(deps.MissingDependencies, match=r"PyTorch 1\.13\.1\+cu117 is installed, older than "
+                                                       r"VolumetricSR needs \(2\.1\): use the PyTorch Utils module"):
+        installer(env, interactive=True).ensure(deps.requirements_for(True))
+    assert slicer.util.calls == [] and env.installed == []
+    assert installer(FakeEnv({"torch": "2.5.1+cpu", "einops": "0.8.0"})).ensure(deps.requirements_for(True)) == []
+
+
+def test_without_the_pytorch_extension_pytorch_is_asked_of_it_not_of_pip(monkeypatch):
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)          # not installed
+    env = FakeEnv()
+    with pytest.raises(deps.MissingDependencies, match="needs the PyTorch extension"):
+        installer(env, install_torch=None, interactive=True).ensure(deps.requirements_for(True))
+    assert slicer.util.calls == [] and env.installed == []
+
+
+def test_with_the_pytorch_extension_its_pytorch_utils_installs_torch(monkeypatch):
+    asked = []
+
+    class PyTorchUtilsLogic:
+        def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None,
+                         torchvisionVersionRequirement=None):
+            asked.append(torchVersionRequirement)
+            return None                        # the user cancelled there
+
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
+    with pytest.raises(deps.MissingDependencies, match="PyTorch Utils"):
+        installer(FakeEnv({"einops": "0.8"}), install_torch=None, interactive=False).ensure([deps.TORCH])
+    assert asked == [">=2.1"]
+
+
+def test_an_older_pip_package_is_upgraded():
+    env = FakeEnv({"torch": "2.4.0", "einops": "0.6.1"})
+    assert [r.module for r in installer(env, interactive=False).ensure(deps.requirements_for(True))] == ["einops"]
+    assert env.installed == ["einops>=0.7"]
+
+
+def test_the_requirements_are_the_cores():
+    """Each package's lower bound is pyproject.toml's (what the core is tested with)."""
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert {r.pip for r in deps.ALL} <= set(project["project"]["dependencies"])
 
 
 def test_interpolation_needs_nothing_extra():

@@ -100,13 +100,17 @@ def confirmOkCancelDisplay(text, windowTitle=None, **kwargs):
 
 
 def pip_install(requirements, **kwargs):
-    """Records the call. Slicer >= 5.12 takes ``show_progress`` (default True: a modal progress
-    dialog, even in a script); older versions take no such keyword and fail on it, as here."""
+    """As Slicer's: from 5.12 on it hands everything to ``slicer.packaging.pip_install`` (which records
+    the call); older versions take the requirements only (a keyword fails) and record the call here."""
     import slicer
 
-    if kwargs and (slicer.app.majorVersion, slicer.app.minorVersion) < (5, 12):
+    if (slicer.app.majorVersion, slicer.app.minorVersion) >= (5, 12):
+        from slicer.packaging import pip_install as _pip_install
+
+        return _pip_install(requirements, **kwargs)
+    if kwargs:
         raise TypeError(f"pip_install() got an unexpected keyword argument {next(iter(kwargs))!r}")
-    calls.append(("pip_install", requirements, *(f"{k}={v}" for k, v in kwargs.items())))
+    calls.append(("pip_install", requirements))
 
 
 def updateTableFromArray(table, narrays, columnNames=None):
