@@ -107,6 +107,8 @@ def test_the_self_tests_skip_what_needs_pytorch_where_it_does_not_import(tmp_pat
 EMBEDDED = textwrap.dedent('''
     import os, sys, types
     sys.modules["slicer"] = types.ModuleType("slicer")          # Slicer's process: its module is loaded
+    sys.path.insert(0, {modules!r})
+    import VolumetricSRLib                                        # what Slicer loads at its start
     import volumetricsr
     from volumetricsr.compute import cpu_memory
     assert "OMP_WAIT_POLICY" not in os.environ and "THP_MEM_ALLOC_ENABLE" not in os.environ, os.environ
@@ -117,10 +119,17 @@ EMBEDDED = textwrap.dedent('''
 ''')
 
 
-def test_importing_the_core_into_slicers_process_changes_none_of_its_settings():
+def test_importing_the_glue_and_the_core_into_slicers_process_changes_none_of_its_settings():
+    """Slicer's GUI process keeps its allocator; the child a run goes to gets the core's settings."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "THP_MEM_ALLOC_ENABLE")}
-    done = subprocess.run([sys.executable, "-c", EMBEDDED], capture_output=True, text=True, timeout=120, env=env)
+    script = EMBEDDED.format(modules=str(HERE.parents[1] / "VolumetricSR"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0 and done.stdout.strip() == "OK", done.stdout + done.stderr[-3000:]
+    child = ("import os; from volumetricsr.app import cli; "           # what a run's child imports first
+             "print(os.environ['THP_MEM_ALLOC_ENABLE'], os.environ['OMP_WAIT_POLICY'])")
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120,
+                          env={**env, "PYTHONPATH": str(HERE.parents[1] / "VolumetricSR")})
+    assert done.stdout.split() == ["1", "PASSIVE"], done.stdout + done.stderr[-3000:]
 
 
 HEADLESS = textwrap.dedent('''

@@ -9,7 +9,7 @@ leaving, the thresholds go to where glibc's own would settle (32 MiB) and ``mall
 the kept memory to the system.
 
 This helps the thread that uses the main heap (a script, the command line, ``train.py``). A worker
-thread (the Slicer panel's) gets a glibc arena of its own, whose heaps cannot hold blocks of more
+thread gets a glibc arena of its own, whose heaps cannot hold blocks of more
 than 64 MiB; for those, importing this module also asks PyTorch to back its large CPU tensors with
 transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``, unless already set; PyTorch reads it at its first
 large allocation), which cuts their page faults 512-fold: 2.11 -> 1.40 s per window in a thread (README, TVSRN).
