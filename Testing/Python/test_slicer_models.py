@@ -104,7 +104,7 @@ def test_missing_model_is_a_clear_error_before_anything_runs(models_dir):
     write_model(models_dir)
     with pytest.raises(ModelError, match="No model 'nope'.*known: toy-x5"):
         SuperResolutionLogic().run(node, "toy-net", device="cpu", model="nope")
-    assert len(slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")) == 1
+    assert len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")) == 1
 
 
 def test_overlap_defaults_to_the_methods_own():

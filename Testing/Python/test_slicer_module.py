@@ -48,9 +48,9 @@ def test_batch_example_from_the_readme():
     for i in range(2):
         add_node(make_volume(seed=i), name=f"case{i}")
     logic = VolumetricSR.VolumetricSRLogic()
-    for node in list(slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")):
+    for node in list(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")):
         logic.run(node, method="linear", spacing=1.0, show=False)
-    names = sorted(n.GetName() for n in slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode"))
+    names = sorted(n.GetName() for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"))
     assert names == ["case0", "case0 SR linear", "case1", "case1 SR linear"]
 
 

@@ -18,9 +18,12 @@ from volumetricsr.common.errors import InputError  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def clean_scene():
+    """An empty scene; afterwards, every collection the scene handed out was released (as Slicer needs)."""
     slicer_standin.reset()
     yield
+    leaked = slicer.mrmlScene.leaked_collections()
     slicer_standin.reset()
+    assert not leaked, "a GetNodesByClass collection was not released (use slicer.util.getNodesByClass)"
 
 
 def add_node(volume, name="thick", window=(400.0, 40.0)):
@@ -135,7 +138,7 @@ def test_run_into_an_existing_output_node_and_unique_names():
 
 
 def node_count():
-    return len(slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode"))
+    return len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"))
 
 
 def test_output_equal_to_input_is_refused():
@@ -183,7 +186,7 @@ def test_failure_while_making_the_node_leaves_no_half_made_node(monkeypatch):
     with pytest.raises(RuntimeError, match="out of memory"):
         SuperResolutionLogic().run(node, "linear")
     assert node_count() == n
-    assert len(slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeDisplayNode")) == 1
+    assert len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeDisplayNode")) == 1
 
 
 def test_failure_in_the_core_reports_an_error_and_makes_nothing():
@@ -248,6 +251,23 @@ def test_compare_links_input_and_output_side_by_side():
     assert (red.composite.background, yellow.composite.background) == (node.GetID(), out.GetID())
     assert red.composite.linked and yellow.composite.linked
     assert yellow.slice_node.GetOrientation() == red.slice_node.GetOrientation()
+    side_by_side = slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
+    assert red.logic.fitted == yellow.logic.fitted == [side_by_side]      # fitted to the new views' size
+
+
+def test_compare_without_views_does_nothing(monkeypatch):
+    """Slicer --no-main-window has no layout manager: Compare shows nothing and fails nothing."""
+    node = add_node(make_volume())
+    out = SuperResolutionLogic().run(node, "linear", show=False)
+    monkeypatch.setattr(type(slicer.app.commandOptions()), "noMainWindow", True)
+    assert slicer.app.layoutManager() is None
+    assert scene.compare(node, out) is False
+
+
+def test_the_default_input_is_found_without_leaking_the_scenes_collection():
+    node = add_node(make_volume())
+    assert scene.first_scalar_volume(slicer.mrmlScene) is node
+    assert slicer.mrmlScene.leaked_collections() == []
 
 
 def test_geometry_summary_names_axis_and_factor():

@@ -51,6 +51,16 @@ def test_the_slicer_self_test_passes_against_the_stand_in_as_ctest_runs_it(sampl
                            "test_tiny_model": "ok", "test_trust_maps": "ok"}
 
 
+def test_the_trust_maps_self_test_passes_without_a_main_window(sample_data, monkeypatch, capsys):
+    """ctest on a build machine may run Slicer without views (--no-main-window): no layout manager."""
+    import slicer.testing
+
+    monkeypatch.setattr(type(slicer.app.commandOptions()), "noMainWindow", True)
+    slicer_standin.reset()
+    slicer.testing.runUnitTest([], "VolumetricSR.VolumetricSRTest.test_trust_maps")
+    assert ran(capsys) == {"test_trust_maps": "ok"}
+
+
 def test_the_training_self_test_passes_against_the_stand_in(tmp_path, monkeypatch, capsys):
     """As Reload and Test: the module's runTest."""
     import VolumetricSRTraining

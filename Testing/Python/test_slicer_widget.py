@@ -207,7 +207,7 @@ def test_apply_runs_in_the_background_then_compare(qt_slicer):
     assert visible(w.ui.cancelButton) and not visible(w.ui.applyButton) and visible(w.ui.progressBar)
     assert not w.ui.inputsCollapsibleButton.enabled
     run_until_idle(w._poll, lambda: w._task is not None)
-    out = slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")[-1]
+    out = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")[-1]
     assert out.GetName() == "thick SR linear"
     assert w.ui.statusLabel.text.startswith("Done: thick SR linear. Consistency with the acquired slices: RMS ")
     assert visible(w.ui.applyButton) and not visible(w.ui.cancelButton) and w.ui.inputsCollapsibleButton.enabled
@@ -230,7 +230,7 @@ def test_the_trust_checkboxes_make_maps_beside_the_result_and_compare_overlays_t
         setattr(p, field, True)                                 # what ticking it does there
     w.onApply()
     run_until_idle(w._poll, lambda: w._task is not None)
-    volumes = {n.GetName(): n for n in slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")}
+    volumes = {n.GetName(): n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")}
     out, check, spread = (volumes[f"thick SR sinc{s}"] for s in ("", " consistency", " confidence"))
     assert all(sh.GetItemParent(sh.GetItemByDataNode(n)) == folder for n in (out, check, spread))
     assert slicer.util.arrayFromVolume(check).shape == slicer.util.arrayFromVolume(node).shape     # acquired grid
@@ -238,7 +238,7 @@ def test_the_trust_checkboxes_make_maps_beside_the_result_and_compare_overlays_t
     assert np.abs(slicer.util.arrayFromVolume(check)).max() < 1e-2 * np.ptp(slicer.util.arrayFromVolume(node))
     assert spread.GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeFileInferno.txt"
     assert check.GetDisplayNode().GetLevel() == 0.0      # a signed map: symmetric about 0
-    legends = {n.primary: n.title for n in slicer.mrmlScene.GetNodesByClass("vtkMRMLColorLegendDisplayNode")}
+    legends = {n.primary: n.title for n in slicer.util.getNodesByClass("vtkMRMLColorLegendDisplayNode")}
     assert legends[spread.GetDisplayNode()] == "spread of the predictions"
     assert "RMS" in w.ui.statusLabel.text and "Slice profile " in w.ui.statusLabel.text   # what enforcement used
     w.onCompare()
@@ -306,7 +306,7 @@ def test_closing_the_scene_drops_a_running_task(qt_slicer, monkeypatch):
     assert task.cancel_token.cancelled
     time.sleep(0.3)                              # the worker ends; its result is never delivered
     assert not w._timer.isActive()
-    assert len(slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")) == 1
+    assert len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")) == 1
 
 
 def test_close_scene_during_a_child_run_stops_the_child_and_removes_its_files(qt_slicer):
@@ -367,7 +367,7 @@ def test_training_panel_runs_the_trainer(qt_slicer, monkeypatch, tmp_path):
     run_until_idle(w._poll, lambda: w._run is not None)
     assert w.ui.statusLabel.text.startswith("Model tvsrn-mine trained")
     assert w.ui.progressBar.value == 100 and "reading" in w.ui.logTextEdit.toPlainText()
-    table = slicer.mrmlScene.GetNodesByClass("vtkMRMLTableNode")[0]
+    table = slicer.util.getNodesByClass("vtkMRMLTableNode")[0]
     assert list(table.columns["loss"]) == [1.0, 0.5, 1.0 / 3]
     assert w.ui.startButton.enabled and not w.ui.stopButton.enabled
 

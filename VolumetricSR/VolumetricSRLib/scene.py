@@ -41,8 +41,11 @@ def is_scalar_volume(node) -> bool:
 
 
 def first_scalar_volume(scene):
-    """The scene's first plain scalar volume (the panel's default input), or None."""
-    return next((n for n in scene.GetNodesByClass("vtkMRMLScalarVolumeNode") if is_scalar_volume(n)), None)
+    """The scene's first plain scalar volume (the panel's default input), or None. (Through
+    ``slicer.util.getNodesByClass``: the scene's own ``GetNodesByClass`` returns a collection the
+    caller must release.)"""
+    return next((n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode", scene) if is_scalar_volume(n)),
+                None)
 
 
 def check_input_node(node) -> None:
@@ -192,16 +195,20 @@ def show(node) -> None:
 MAP_OPACITY = 0.5
 
 
-def compare(input_node, output_node, map_nodes: Optional[dict] = None) -> None:
+def compare(input_node, output_node, map_nodes: Optional[dict] = None) -> bool:
     """Input left, output right, in linked slice views (scrolling one moves the other); with
     ``map_nodes`` (from a run), a map in colour over the result: the confidence map, or the
     consistency map when it is the only one; with both, the consistency map goes over the input
-    (it lies on the acquired grid)."""
+    (it lies on the acquired grid). False, showing nothing, where Slicer has no views
+    (``--no-main-window``: no layout manager)."""
     maps = map_nodes or {}
     over_result = maps.get("confidence_map") or maps.get("consistency_map")
     over_input = maps.get("consistency_map") if "confidence_map" in maps else None
     layout = slicer.app.layoutManager()
+    if layout is None:
+        return False
     layout.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    slicer.app.processEvents()       # the new views get their sizes: fitting before would fit the old ones
     orientation = layout.sliceWidget("Red").mrmlSliceNode().GetOrientation()
     for view, node, overlay in (("Red", input_node, over_input), ("Yellow", output_node, over_result)):
         widget = layout.sliceWidget(view)
@@ -212,3 +219,4 @@ def compare(input_node, output_node, map_nodes: Optional[dict] = None) -> None:
         composite.SetForegroundOpacity(MAP_OPACITY if overlay is not None else 0.0)
         composite.SetLinkedControl(True)
         widget.sliceLogic().FitSliceToBackground()
+    return True

@@ -24,9 +24,12 @@ def install():
 
 
 def reset():
-    """A fresh Slicer: no observers left from earlier tests' widgets, an empty scene, no recorded calls."""
+    """A fresh Slicer: no observers left from earlier tests' widgets, an empty scene, the default
+    views, no recorded calls."""
     import slicer
 
     slicer.mrmlScene.observers.clear()
     slicer.mrmlScene.Clear()
+    slicer.mrmlScene.collections.clear()
+    slicer.app.layout_manager = slicer._LayoutManager()
     slicer.util.calls.clear()

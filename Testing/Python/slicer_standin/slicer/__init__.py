@@ -204,10 +204,11 @@ class vtkMRMLScene:
         self.nodes = []
         self.singletons = {}      # parameter nodes by module: they survive Clear, their values do not
         self.observers = {}       # tag -> (event, callback)
+        self.collections = []     # every GetNodesByClass result
         self._tags = itertools.count(1)
 
     def GetFirstNodeByClass(self, class_name):
-        return next(iter(self.GetNodesByClass(class_name)), None)
+        return next(iter(self.nodes_of(class_name)), None)
 
     def AddObserver(self, event, callback, priority=0.0):
         tag = next(self._tags)
@@ -249,8 +250,21 @@ class vtkMRMLScene:
             return name
         return next(f"{name}_{i}" for i in itertools.count(1) if f"{name}_{i}" not in names)
 
-    def GetNodesByClass(self, class_name):
+    def nodes_of(self, class_name):
+        """The nodes of ``class_name`` (a list; for the stand-in itself and tests' checks)."""
         return [n for n in self.nodes if n.IsA(class_name)]
+
+    def GetNodesByClass(self, class_name):
+        """As vtkMRMLScene::GetNodesByClass: a new vtkCollection the caller owns and must UnRegister
+        (slicer.util.getNodesByClass does); every one handed out is kept in ``collections``."""
+        import vtk
+
+        collection = vtk.vtkCollection(self.nodes_of(class_name))
+        self.collections.append(collection)
+        return collection
+
+    def leaked_collections(self):
+        return [c for c in self.collections if not c.released]
 
     def GetNumberOfNodes(self):
         return len(self.nodes)
@@ -325,16 +339,18 @@ class _SliceComposite:
 
 
 class _SliceLogic:
-    def __init__(self):
-        self.fitted = 0
+    def __init__(self, manager):
+        self.manager, self.fitted = manager, []
 
     def FitSliceToBackground(self):
-        self.fitted += 1
+        """Fits to the view's size now: records the layout the views had then (``fitted``)."""
+        self.fitted.append(self.manager.applied)
 
 
 class _SliceWidget:
-    def __init__(self, orientation):
-        self.slice_node, self.composite, self.logic = _SliceNode(orientation), _SliceComposite(), _SliceLogic()
+    def __init__(self, orientation, manager):
+        self.slice_node, self.composite = _SliceNode(orientation), _SliceComposite()
+        self.logic = _SliceLogic(manager)
 
     def mrmlSliceNode(self):
         return self.slice_node
@@ -347,9 +363,14 @@ class _SliceWidget:
 
 
 class _LayoutManager:
+    """``layout``: the one set; ``applied``: the one the views have their sizes for. As in Slicer, a
+    new layout's views get their sizes only when Qt processes its events (``slicer.app.processEvents``),
+    so a slice fitted before that is fitted to the old size."""
+
     def __init__(self):
-        self.layout = 2
-        self.widgets = {"Red": _SliceWidget("Axial"), "Yellow": _SliceWidget("Sagittal"), "Green": _SliceWidget("Coronal")}
+        self.layout = self.applied = 2
+        self.widgets = {name: _SliceWidget(orientation, self)
+                        for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal"))}
 
     def setLayout(self, layout):
         self.layout = layout
@@ -386,7 +407,7 @@ class _ColorsLogic:
         display = displayable.GetDisplayNode()
         if display is None:
             return None
-        legend = next((n for n in mrmlScene.GetNodesByClass("vtkMRMLColorLegendDisplayNode") if n.primary is display),
+        legend = next((n for n in mrmlScene.nodes_of("vtkMRMLColorLegendDisplayNode") if n.primary is display),
                       None)
         if legend is None:
             legend = mrmlScene.AddNewNodeByClass("vtkMRMLColorLegendDisplayNode")
@@ -413,24 +434,28 @@ class modules:
 
 
 class _CommandOptions:
-    noMainWindow = False
+    noMainWindow = False      # tests set it: Slicer --no-main-window
 
 
 class _App:
-    majorVersion, minorVersion = 5, 10      # tests set others (pip_install's show_progress since 5.12)
+    majorVersion, minorVersion = 5, 10      # tests set others (slicer.packaging since 5.12)
 
     def __init__(self):
         self.layout_manager = _LayoutManager()
         self.temporaryPath = tempfile.gettempdir()
 
     def layoutManager(self):
-        return self.layout_manager
+        """The views' layout manager; None under ``--no-main-window``, as in Slicer (the main window
+        makes it: qSlicerApplication::layoutManager)."""
+        return None if self.commandOptions().noMainWindow else self.layout_manager
 
     def commandOptions(self):
         return _CommandOptions()
 
     def processEvents(self):
-        """Real Slicer runs the Qt event loop here; nothing is queued in the stand-in."""
+        """Real Slicer runs the Qt event loop here; in the stand-in the only pending event is a new
+        layout's resize (see _LayoutManager)."""
+        self.layout_manager.applied = self.layout_manager.layout
 
 
 vtkMRMLSubjectHierarchyNode.instance = vtkMRMLSubjectHierarchyNode()

@@ -71,6 +71,15 @@ def infoDisplay(text, **kwargs):
     calls.append(("infoDisplay", text))
 
 
+def getNodesByClass(className, scene=None):
+    """As Slicer's: a list of the scene's nodes of ``className``, the collection released."""
+    import slicer
+
+    nodes = slicer.mrmlScene.GetNodesByClass(className)
+    nodes.UnRegister(slicer.mrmlScene)
+    return list(nodes)
+
+
 def arrayFromVolume(node):
     """A view of the voxels, as in Slicer (writes go to the node)."""
     if node.GetImageData() is None:
