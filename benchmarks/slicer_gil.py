@@ -1,6 +1,7 @@
-"""The panel's background run under a main loop that holds the GIL between timer ticks, as Slicer's does.
+"""Where the panel should run the interpolations: timed under a main loop that holds the GIL between
+timer ticks, as Slicer's does.
 
-    .venv/bin/python benchmarks/slicer_gil.py [--size 256 256 40] [--methods linear bspline sinc] [--repeat 2]
+    .venv/bin/python benchmarks/slicer_gil.py [--size 256 256 40] [--methods linear bspline sinc] [--repeat 3]
 
 Slicer's Python runs in the main thread through PythonQt, and CTK never enables PythonQt's thread
 support (``ctkAbstractPythonManager`` calls ``PythonQt::init`` without ``setEnableThreadSupport``;
@@ -10,12 +11,15 @@ stand-in main loop here does the same: every 100 ms it polls the task (Python), 
 rest of the tick in a C call that keeps the GIL (``usleep`` through ``ctypes.PyDLL``). For each
 method and volume size it times:
 
-- ``blocking``: ``super_resolve`` in the main thread (the console API);
-- ``thread, GIL held``: the worker thread the panel used for interpolations, under that main loop;
-- ``thread, GIL free``: the same thread under a loop that idles with ``time.sleep`` (what a script,
-  the self-test and the smoke script see: they cannot see the slowdown);
-- ``child process``: ``volumetricsr infer`` in a child (:func:`~VolumetricSRLib.processtask.infer_task`),
-  under the GIL-holding loop, start-up and the NRRD round trip included.
+- ``blocking``: ``super_resolve`` in the main thread, nothing else (the console API);
+- ``thread, GIL held``: in a worker thread (how the panel ran them before), under that main loop;
+- ``thread, GIL free``: the same under a loop that idles with ``time.sleep`` (what a script, the
+  self-test and the smoke script see: they cannot see the slowdown);
+- ``child process``: ``volumetricsr infer`` in a child (:func:`~VolumetricSRLib.processtask.infer_task`,
+  as the networks run), under the GIL-holding loop, start-up and the NRRD round trip included;
+- ``main thread``: :class:`~VolumetricSRLib.runner.InlineTask` (how the panel runs them now), under
+  the GIL-holding loop, with ``longest gap``: the longest time between two progress reports, i.e.
+  the longest the window waits for its events.
 
 Writes ``benchmarks/results/slicer_gil.json`` and prints a table.
 """
@@ -58,15 +62,32 @@ def thick_volume(size) -> Volume:
 
 
 def in_thread(volume, method, hold_gil: bool) -> float:
-    from VolumetricSRLib.runner import BackgroundTask
+    import threading
 
     done = []
     start = time.perf_counter()
-    task = BackgroundTask(lambda progress, cancel: super_resolve(volume, method, 1.0, progress=progress, cancel=cancel),
-                          CancelToken(), on_done=done.append, on_error=lambda e, tb: done.append(e)).start()
-    main_loop(task.poll, hold_gil)
-    assert done and not isinstance(done[0], Exception), done
+    worker = threading.Thread(target=lambda: done.append(super_resolve(volume, method, 1.0)), daemon=True)
+    worker.start()
+    main_loop(worker.is_alive, hold_gil)
+    assert done
     return time.perf_counter() - start
+
+
+def in_main_thread(volume, method) -> tuple[float, float]:
+    """Seconds, and the longest gap between progress reports (the window's longest wait)."""
+    from VolumetricSRLib.runner import InlineTask
+
+    done, reports = [], []
+    start = time.perf_counter()
+    task = InlineTask(lambda progress, cancel: super_resolve(volume, method, 1.0, progress=progress, cancel=cancel),
+                      CancelToken(), on_done=done.append, on_error=lambda e, tb: done.append(e),
+                      between=lambda: reports.append(time.perf_counter())).start()
+    _HOLDING.usleep(int(TICK * 1e6))          # the timer's first tick
+    main_loop(task.poll, hold_gil=True)
+    end = time.perf_counter()
+    assert done and not isinstance(done[0], Exception), done
+    marks = [start + TICK] + reports + [end]
+    return end - start, max(b - a for a, b in zip(marks, marks[1:]))
 
 
 def in_child(volume, method) -> float:
@@ -102,13 +123,17 @@ def main() -> None:
     rows = []
     for size in sizes:
         volume = thick_volume(size)
+        super_resolve(volume, "linear", 1.0)          # warm up: imports, first allocations
         for method in args.methods:
             row = {"size": size, "method": method}
             for name, way in ways.items():
                 row[name] = statistics.median(way(volume, method) for _ in range(args.repeat))
+            main = [in_main_thread(volume, method) for _ in range(args.repeat)]
+            row["main thread"] = statistics.median(t for t, _ in main)
+            row["longest gap"] = max(g for _, g in main)
             rows.append(row)
-            print(f"{'x'.join(map(str, size)):>11} {method:8}" + "".join(f"  {k}: {row[k]:6.2f} s" for k in ways),
-                  flush=True)
+            print(f"{'x'.join(map(str, size)):>11} {method:8}"
+                  + "".join(f"  {k}: {row[k]:5.2f} s" for k in (*ways, "main thread", "longest gap")), flush=True)
     out = ROOT / "benchmarks" / "results" / "slicer_gil.json"
     out.write_text(json.dumps({"tick_s": TICK, "cores": __import__("os").cpu_count(), "rows": rows}, indent=1))
     print(f"written: {out}")

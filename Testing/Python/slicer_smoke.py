@@ -61,7 +61,7 @@ def check_method(slicer, logic, node, name: str, spacing: float, report) -> None
         same = slicer.util.arrayFromVolume(outcome[0]).shape == slicer.util.arrayFromVolume(blocking).shape
         maps = set(job.results.get("map_nodes", {})) == set(results.get("map_nodes", {})) == \
             {"consistency_map", "confidence_map"}
-        where = "thread" if getattr(task, "child", None) is None else "child process"
+        where = "main thread" if getattr(task, "child", None) is None else "child process"
         report(same and maps, f"{name}: panel path ({where}) {panel:.1f} s, blocking call {console:.1f} s, ratio "
                               f"{panel / max(console, 1e-3):.2f}, consistency RMS after enforcing "
                               f"{job.results.get('consistency', {}).get('rms', float('nan')):.3g}"

@@ -1,6 +1,6 @@
 """Panel runs of network and per-volume methods go to a child process through Slicer's launcher
 (stand-in: it forwards no signals), with progress, a Cancel that stops the real child, and the node
-made only from a complete result; interpolations stay in a thread of Slicer's process."""
+made only from a complete result; interpolations run in Slicer's main thread."""
 from __future__ import annotations
 
 import os
@@ -17,7 +17,7 @@ slicer = slicer_standin.install()
 
 from VolumetricSRLib.logic import SuperResolutionLogic  # noqa: E402
 from VolumetricSRLib.processtask import ProcessTask  # noqa: E402
-from VolumetricSRLib.runner import BackgroundTask  # noqa: E402
+from VolumetricSRLib.runner import InlineTask  # noqa: E402
 
 
 def test_a_network_run_goes_to_a_child_and_equals_the_blocking_call():
@@ -109,9 +109,17 @@ def test_a_failure_in_the_child_is_reported_with_its_message():
     assert errors and "iterations" in str(errors[0])
 
 
-def test_interpolations_stay_in_a_thread_here():
+def test_interpolations_run_in_slicers_main_thread_with_its_events_processed(monkeypatch):
+    """No worker thread (it would crawl under Slicer's GIL-holding main loop), no child (its start-up
+    costs more than the interpolation): the polling thread computes, processing events between reports."""
+    import threading
+
     node = add_node(make_volume())
     logic = SuperResolutionLogic()
-    task = logic.start(logic.prepare(node, "bspline"))
-    assert isinstance(task, BackgroundTask)
+    events, threads = [], []
+    monkeypatch.setattr(slicer.app, "processEvents", lambda: events.append(threading.current_thread()))
+    task = logic.start(logic.prepare(node, "bspline"), on_progress=lambda f, m, eta: threads.append(
+        threading.current_thread()))
+    assert isinstance(task, InlineTask) and not events
     task.wait(30)
+    assert len(events) == len(threads) > 5 and set(events) == set(threads) == {threading.current_thread()}

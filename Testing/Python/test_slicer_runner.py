@@ -1,4 +1,4 @@
-"""BackgroundTask and ETA: progress, outcome delivered on the polling thread, cancel, errors."""
+"""InlineTask and ETA: run at the first poll in the polling thread, progress, cancel between reports, errors."""
 from __future__ import annotations
 
 import threading
@@ -9,7 +9,7 @@ import slicer_standin
 
 slicer_standin.install()
 
-from VolumetricSRLib.runner import BackgroundTask, EtaEstimator, format_duration  # noqa: E402
+from VolumetricSRLib.runner import EtaEstimator, InlineTask, format_duration  # noqa: E402
 from volumetricsr import CancelToken  # noqa: E402
 
 
@@ -25,40 +25,53 @@ def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
 
 
-def test_outcome_and_progress_arrive_only_through_poll():
-    release = threading.Event()
-    seen = []
+def test_it_runs_in_the_polling_thread_at_the_first_poll_with_progress_between():
+    seen, between = [], []
 
     def work(progress, cancel):
+        seen.append(("work", threading.current_thread()))
         progress(0.5, "half")
-        release.wait(5)
         return 42
 
-    task = BackgroundTask(work, CancelToken(), on_progress=lambda f, m, eta: seen.append((f, m, threading.current_thread())),
-                          on_done=lambda r: seen.append(("done", r, threading.current_thread())))
-    task.start()
-    assert seen == []                      # nothing is delivered from the worker thread
-    release.set()
-    task.wait(10)
-    assert [s[:2] for s in seen] == [(0.5, "half"), ("done", 42)]
-    assert all(s[2] is threading.current_thread() for s in seen) and task.finished and not task.poll()
+    task = InlineTask(work, CancelToken(), on_progress=lambda f, m, eta: seen.append((f, m)),
+                      on_done=lambda r: seen.append(("done", r)), between=lambda: between.append(task.poll()))
+    assert task.start() is task and seen == []          # nothing runs before the first poll
+    assert task.poll() is False and task.finished and not task.poll()
+    assert seen == [("work", threading.current_thread()), (0.5, "half"), ("done", 42)]
+    assert between == [True]          # a poll from within (the panel's timer, while events run) returns at once
 
 
-def test_cancel_stops_a_cooperative_task():
-    started = threading.Event()
-    outcome = []
+def test_cancel_from_between_progress_reports_stops_a_cooperative_task():
+    outcome, token = [], CancelToken()
 
     def work(progress, cancel):
-        started.set()
-        while True:
+        for i in range(1000):
+            progress(i / 1000)
             cancel.raise_if_cancelled()
+        return "all of it"
 
-    task = BackgroundTask(work, CancelToken(), on_cancelled=lambda: outcome.append("cancelled"),
-                          on_done=lambda r: outcome.append("done")).start()
-    started.wait(5)
-    task.cancel()
-    task.wait(10)
+    clicked = iter([False, False, True])           # the user clicks Cancel while the third report's events run
+    InlineTask(work, token, on_cancelled=lambda: outcome.append("cancelled"), on_done=outcome.append,
+               between=lambda: next(clicked, True) and token.cancel()).start().wait(10)
     assert outcome == ["cancelled"]
+    outcome.clear()
+    cancelled = CancelToken()
+    cancelled.cancel()                             # before the first poll: it never runs
+    InlineTask(lambda p, c: outcome.append("ran"), cancelled, on_cancelled=lambda: outcome.append("cancelled")).wait()
+    assert outcome == ["cancelled"]
+
+
+def test_close_cancels_with_no_callback():
+    outcome, token = [], CancelToken()
+
+    def work(progress, cancel):
+        progress(0.1)
+        cancel.raise_if_cancelled()
+
+    task = InlineTask(work, token, on_cancelled=lambda: outcome.append("cancelled"), on_progress=lambda *a: None)
+    task.between = task.close                      # Close Scene, processed between two reports
+    task.wait()
+    assert outcome == [] and token.cancelled and task.finished
 
 
 def test_result_after_cancel_counts_as_cancelled():
@@ -69,8 +82,7 @@ def test_result_after_cancel_counts_as_cancelled():
         return "late result"
 
     outcome = []
-    BackgroundTask(work, token, on_cancelled=lambda: outcome.append("cancelled"),
-                   on_done=outcome.append).start().wait(10)
+    InlineTask(work, token, on_cancelled=lambda: outcome.append("cancelled"), on_done=outcome.append).start().wait(10)
     assert outcome == ["cancelled"]
 
 
@@ -80,12 +92,12 @@ def test_errors_and_failing_done_handlers_reach_on_error():
     def boom(progress, cancel):
         raise ValueError("bad voxel")
 
-    BackgroundTask(boom, CancelToken(), on_error=lambda e, tb: errors.append((e, tb))).start().wait(10)
+    InlineTask(boom, CancelToken(), on_error=lambda e, tb: errors.append((e, tb))).start().wait(10)
     assert isinstance(errors[0][0], ValueError) and "bad voxel" in errors[0][1]
 
     def fail_done(result):
         raise RuntimeError("node creation failed")
 
-    BackgroundTask(lambda p, c: 1, CancelToken(), on_done=fail_done,
-                   on_error=lambda e, tb: errors.append((e, tb))).start().wait(10)
+    InlineTask(lambda p, c: 1, CancelToken(), on_done=fail_done,
+               on_error=lambda e, tb: errors.append((e, tb))).start().wait(10)
     assert str(errors[1][0]) == "node creation failed"

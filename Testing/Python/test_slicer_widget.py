@@ -7,7 +7,6 @@ tests call the widgets' poll slots themselves, as the QTimer would.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import types
 
@@ -254,25 +253,26 @@ def test_the_trust_checkboxes_make_maps_beside_the_result_and_compare_overlays_t
 
 
 def test_cancel_and_failure_leave_the_scene_unchanged(qt_slicer, monkeypatch):
+    """An interpolation runs in Slicer's main thread, events processed between its progress reports:
+    a Cancel clicked then stops it."""
     add_node(make_volume())
     w, p = sr_widget()
-    started = threading.Event()
 
     def slow(job, progress=None, cancel=None):
-        started.set()
         while True:
+            progress(0.5, "working")
             job.cancel.raise_if_cancelled()
-            time.sleep(0.01)
 
+    clicks = [w.onCancel]
+    monkeypatch.setattr(slicer.app, "processEvents", lambda: clicks and clicks.pop()())   # the click, processed
     monkeypatch.setattr(SuperResolutionLogic, "compute", staticmethod(slow))
     p.method = "linear"
     before = list(slicer.mrmlScene.nodes)
     w.onApply()
-    started.wait(10)
-    w.onCancel()
-    assert w.ui.statusLabel.text == "Cancelling..."
-    run_until_idle(w._poll, lambda: w._task is not None)
+    assert w.ui.statusLabel.text == "Starting..."
+    w._poll()                                     # the timer's first tick runs it
     assert w.ui.statusLabel.text == "Cancelled; the scene is unchanged." and slicer.mrmlScene.nodes == before
+    assert w._task is None and visible(w.ui.applyButton)
 
     def broken(job, progress=None, cancel=None):
         raise MemoryError("not enough memory for 900 slices")
@@ -294,19 +294,20 @@ def test_bad_settings_are_reported_and_nothing_starts(qt_slicer):
 
 
 def test_closing_the_scene_drops_a_running_task(qt_slicer, monkeypatch):
+    """Close Scene, processed between two progress reports of an interpolation: it stops there, and
+    nothing it computed reaches the new scene."""
     add_node(make_volume())
     w, p = sr_widget()
-    monkeypatch.setattr(SuperResolutionLogic, "compute",
-                        staticmethod(lambda job, progress=None, cancel=None: time.sleep(0.2) or job.volume))
+    closes = [lambda: slicer.mrmlScene.Clear(0)]
+    monkeypatch.setattr(slicer.app, "processEvents", lambda: closes and closes.pop()())
     p.method = "linear"
     w.onApply()
     task = w._task
-    w.onSceneStartClose(None, None)
-    assert w._task is None and w._parameterNode is None and visible(w.ui.applyButton)
-    assert task.cancel_token.cancelled
-    time.sleep(0.3)                              # the worker ends; its result is never delivered
-    assert not w._timer.isActive()
-    assert len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")) == 1
+    w._poll()
+    assert w._task is None and visible(w.ui.applyButton) and not w._timer.isActive()
+    assert task.cancel_token.cancelled and task.finished and not closes
+    assert slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") == []
+    assert "Done" not in w.ui.statusLabel.text
 
 
 def test_close_scene_during_a_child_run_stops_the_child_and_removes_its_files(qt_slicer):

@@ -5,10 +5,12 @@ changed only afterwards, on the caller's thread (:meth:`SuperResolutionLogic.fin
 or failed run therefore leaves the scene as it was.
 
 Where it runs: :meth:`~SuperResolutionLogic.run` (blocking, the console API) computes in this
-process, which waits anyway. :meth:`~SuperResolutionLogic.start` (the panel's Apply, background)
-runs the instant methods (interpolations) in a thread of this process, and every method with a
-network or per-volume training in a child process (:func:`~.processtask.infer_task`): Slicer's
-Python keeps the GIL on the main thread while the GUI idles, so a worker thread there would crawl.
+process, which waits anyway. :meth:`~SuperResolutionLogic.start` (the panel's Apply) runs the
+instant methods (interpolations, seconds) the same way, in the polling thread with the window kept
+live between progress reports (:class:`~.runner.InlineTask`), and every method with a network or
+per-volume training in a child process (:func:`~.processtask.infer_task`). Never in a worker thread:
+Slicer's Python keeps the GIL on the main thread while the GUI idles, so a thread there crawls
+(benchmarks/slicer_gil.py).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from . import scene
 from .dependencies import DependencyInstaller, requirements_for
 from .childprocess import slicer_launcher
 from .processtask import infer_task
-from .runner import BackgroundTask
+from .runner import InlineTask
 from .settings import RunSettings
 
 #: ``super_resolve`` arguments of every method: consistency and the maps (see :meth:`RunSettings.trust_options`).
@@ -56,7 +58,7 @@ class Job:
     cancel: object = field(default=None)
     warnings: list = field(default_factory=list)    # fitness warnings to show before the run
     force: bool = False            # run even where the input does not suit the method
-    in_process: bool = True        # instant (an interpolation): start() runs it in a thread here
+    in_process: bool = True        # instant (an interpolation): start() runs it in this process
     trust: dict = field(default_factory=dict)     # enforce_consistency, consistency_map, confidence_map
     results: dict = field(default_factory=dict)   # what the run reports: consistency, the maps, their nodes
 
@@ -139,7 +141,7 @@ class SuperResolutionLogic:
 
     @staticmethod
     def compute(job: Job, progress: Optional[Callable] = None, cancel=None):
-        """Run the core on the job's private copy; safe in a worker thread (no scene access)."""
+        """Run the core on the job's private copy (no scene access)."""
         from volumetricsr import super_resolve
 
         return super_resolve(job.volume, job.method, job.spacing, axis=job.axis, device=job.device,
@@ -165,8 +167,9 @@ class SuperResolutionLogic:
         return node
 
     def start(self, job: Job, *, on_progress=None, on_done=None, on_cancelled=None, on_error=None):
-        """Compute in the background: a thread here for instant methods, else a child process;
-        ``on_done(node)`` after the node is made (call ``poll()`` on the task, e.g. from a timer)."""
+        """A task (call ``poll()`` on it, e.g. from a timer): instant methods run in this process at
+        the first ``poll``, Slicer's events processed between progress reports; the others in a
+        child process. ``on_done(node)`` after the node is made."""
         def done(result):
             node = self.finish(job, result)
             if on_done:
@@ -175,9 +178,11 @@ class SuperResolutionLogic:
         if not job.in_process:
             return infer_task(job, launcher=self.launcher, on_progress=on_progress, on_done=done,
                               on_cancelled=on_cancelled, on_error=on_error).start()
-        return BackgroundTask(lambda progress, cancel: self.compute(job, progress, cancel), job.cancel,
-                              on_progress=on_progress, on_done=done, on_cancelled=on_cancelled,
-                              on_error=on_error).start()
+        import slicer
+
+        return InlineTask(lambda progress, cancel: self.compute(job, progress, cancel), job.cancel,
+                          on_progress=on_progress, on_done=done, on_cancelled=on_cancelled, on_error=on_error,
+                          between=slicer.app.processEvents).start()
 
     def run(self, inputNode, method: str = "bspline", spacing: Optional[float] = None, device: str = "auto", *,
             outputNode=None, axis: Optional[str] = None, progress: Optional[Callable] = None, cancel=None,

@@ -1,7 +1,7 @@
 """A core command in a child process, followed through its events: the panel's runs and the trainer.
 
 :class:`ProcessTask` is the one task class for a child process (both modules use it), with
-:class:`~.runner.BackgroundTask`'s interface. It reads the child's events (the schema of
+:class:`~.runner.InlineTask`'s interface. It reads the child's events (the schema of
 ``volumetricsr.common.progress``: one JSON object per line) and reports progress from their
 ``fraction`` (of the whole task), with the time left estimated from it.
 

@@ -1,13 +1,16 @@
-"""Run a long task in a background thread; the UI thread polls for progress, ETA and the outcome.
+"""A task run in the calling thread with the child-process task's interface; progress, ETA, outcome.
 
-The task function gets ``(progress, cancel)`` (the core's callback and :class:`CancelToken` signatures)
-and must not touch the MRML scene: its result is handed to ``on_done`` on the thread that calls
-:meth:`BackgroundTask.poll` (in Slicer, a ``qt.QTimer`` on the main thread).
+:class:`InlineTask` runs the instant methods (interpolations) for the panel: in Slicer's main
+thread, at the first :meth:`~InlineTask.poll` (the panel's timer), with progress reported as it goes
+and the window kept live between reports (``between``: Slicer's ``processEvents``), so Cancel and
+Close Scene still reach it. Not in a worker thread: CTK never enables PythonQt's thread support, so
+Slicer's main thread keeps the GIL while Qt idles and another Python thread runs only while the main
+thread runs Python; under a main loop that does the same, the interpolations ran 6-22x slower in a
+thread than in the main thread (``benchmarks/slicer_gil.py``). The task function gets ``(progress,
+cancel)`` (the core's callback and :class:`CancelToken` signatures).
 """
 from __future__ import annotations
 
-import queue
-import threading
 import time
 import traceback
 from typing import Any, Callable, Optional
@@ -46,23 +49,23 @@ class EtaEstimator:
         return elapsed * (1.0 - min(fraction, 1.0)) / fraction
 
 
-class BackgroundTask:
-    """``fn(progress, cancel)`` in a daemon thread, reported through :meth:`poll`.
+class InlineTask:
+    """``fn(progress, cancel)`` run in the thread that first calls :meth:`poll`.
 
-    Callbacks (all called from :meth:`poll`): ``on_progress(fraction, message, eta_seconds_or_None)``,
-    ``on_done(result)``, ``on_cancelled()``, ``on_error(exception, traceback_text)``.
+    Callbacks (all from that :meth:`poll`): ``on_progress(fraction, message, eta_seconds_or_None)``,
+    ``on_done(result)``, ``on_cancelled()``, ``on_error(exception, traceback_text)``. ``between()``
+    runs after each progress report (the panel: Slicer's ``processEvents``); a :meth:`poll` from
+    inside it (the panel's timer) returns True at once.
     """
 
     def __init__(self, fn: Callable[[Callable, Any], Any], cancel_token, *,
                  on_progress: Optional[Callable] = None, on_done: Optional[Callable] = None,
                  on_cancelled: Optional[Callable] = None, on_error: Optional[Callable] = None,
-                 clock: Callable[[], float] = time.monotonic):
-        self.fn, self.cancel_token, self.clock = fn, cancel_token, clock
+                 between: Optional[Callable[[], None]] = None, clock: Callable[[], float] = time.monotonic):
+        self.fn, self.cancel_token, self.between, self.clock = fn, cancel_token, between, clock
         self.on_progress, self.on_done = on_progress, on_done
         self.on_cancelled, self.on_error = on_cancelled, on_error
-        self._events: "queue.Queue[tuple]" = queue.Queue()
-        self._thread: Optional[threading.Thread] = None
-        self._finished = False
+        self._finished = self._running = False
         self.eta = EtaEstimator(clock())
 
     @property
@@ -70,65 +73,63 @@ class BackgroundTask:
         """True once the outcome has been delivered by :meth:`poll`."""
         return self._finished
 
-    def start(self) -> "BackgroundTask":
+    def start(self) -> "InlineTask":
         self.eta = EtaEstimator(self.clock())
-        self._thread = threading.Thread(target=self._work, name="VolumetricSR task", daemon=True)
-        self._thread.start()
         return self
 
     def cancel(self) -> None:
-        """Ask the task to stop at its next check; the outcome still arrives through :meth:`poll`."""
+        """Stop at the next check (from ``between``, or before the first :meth:`poll`)."""
         self.cancel_token.cancel()
 
-    def _work(self) -> None:
-        from volumetricsr.common.errors import Cancelled
+    def close(self) -> None:
+        """For a scene or module that closes: cancel, with no callback from now on."""
+        self.on_progress = self.on_done = self.on_cancelled = self.on_error = None
+        self.cancel()
 
-        def progress(fraction: float, message: str = "") -> None:
-            self._events.put(("progress", float(fraction), message))
-
-        try:
-            result = self.fn(progress, self.cancel_token)
-        except Cancelled:
-            self._events.put(("cancelled",))
-        except BaseException as exc:  # reported to the UI thread, never lost in the worker
-            self._events.put(("error", exc, traceback.format_exc()))
-        else:
-            if self.cancel_token.cancelled:
-                self._events.put(("cancelled",))
-            else:
-                self._events.put(("done", result))
+    def _progress(self, fraction: float, message: str = "") -> None:
+        if self.on_progress:
+            self.on_progress(float(fraction), message, self.eta.remaining(float(fraction), self.clock()))
+        if self.between:
+            self.between()
 
     def poll(self) -> bool:
-        """Deliver queued events; returns True while the task is still running."""
-        while not self._finished:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                break
-            self._deliver(event)
-        return not self._finished
+        """Run the task (the first call) and deliver its outcome; True only when called while it runs."""
+        if self._running:
+            return True
+        if self._finished:
+            return False
+        from volumetricsr.common.errors import Cancelled
 
-    def _deliver(self, event: tuple) -> None:
-        kind = event[0]
-        if kind == "progress":
-            if self.on_progress:
-                self.on_progress(event[1], event[2], self.eta.remaining(event[1], self.clock()))
-            return
+        self._running = True
+        try:
+            self.cancel_token.raise_if_cancelled()
+            outcome = ("done", self.fn(self._progress, self.cancel_token))
+        except Cancelled:
+            outcome = ("cancelled",)
+        except Exception as exc:  # reported through on_error, as a child's failure is
+            outcome = ("error", exc, traceback.format_exc())
+        finally:
+            self._running = False
         self._finished = True
+        self._deliver(outcome)
+        return False
+
+    def _deliver(self, outcome: tuple) -> None:
+        kind = outcome[0]
         if kind == "done" and self.cancel_token.cancelled:
             kind = "cancelled"        # Cancel was pressed as the work finished: the user asked for nothing
         try:
             if kind == "done":
-                self.on_done and self.on_done(event[1])
+                self.on_done and self.on_done(outcome[1])
             elif kind == "cancelled":
                 self.on_cancelled and self.on_cancelled()
             else:
-                self.on_error and self.on_error(event[1], event[2])
+                self.on_error and self.on_error(outcome[1], outcome[2])
         except Exception as exc:  # a failing handler (e.g. making the output node) is an error too
             if kind == "error" or not self.on_error:
                 raise
             self.on_error(exc, traceback.format_exc())
 
     def wait(self, timeout: float = 60.0, interval: float = 0.01) -> None:
-        """Poll until the outcome is delivered (scripts and tests; the UI uses a timer instead)."""
-        poll_until_done(self.poll, timeout, "The background task", interval)
+        """Run it to the end (scripts and tests; the panel polls from a timer)."""
+        poll_until_done(self.poll, timeout, "The task", interval)

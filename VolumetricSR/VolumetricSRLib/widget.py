@@ -134,9 +134,10 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
 
     def _dropTask(self) -> None:
         """Stop the running task for good, with no callback: a child is asked to stop, killed if it
-        has not ended a few seconds later, and its temporary folder removed; no run is left behind."""
+        has not ended a few seconds later, and its temporary folder removed; a run in this process
+        stops at its next check. No run is left behind."""
         if self._task is not None:
-            getattr(self._task, "close", self._task.cancel)()
+            self._task.close()
             self._task = None
 
     def enter(self) -> None:
