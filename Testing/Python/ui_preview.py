@@ -105,7 +105,7 @@ def fill_volumetricsr(w) -> None:
     from volumetricsr import get_method, read_volume
     from volumetricsr.data.geometry import plan_grid
     from VolumetricSRLib.devices import device_choices
-    from VolumetricSRLib.panel import method_html, method_items
+    from VolumetricSRLib.panel import default_method, method_html, method_items, run_time_text
     from VolumetricSRLib.settings import BACKEND_TITLES, offered
 
     data = REPO.parent / "shared" / "data" / "chest_ct_8mm_lungpetctdx.nii.gz"
@@ -114,14 +114,20 @@ def fill_volumetricsr(w) -> None:
         volume = read_volume(data)
         summary = f"{volume.describe()}\nThrough-plane {plan_grid(volume, 1.0).describe()}"
     else:
+        from volumetricsr import Volume
+        import numpy as np
+
+        volume = Volume(np.zeros((30, 512, 512), np.int16), (0.647, 0.647, 8.0))
         name, summary = "thick CT", "512 x 512 x 30 voxels, spacing 0.647 x 0.647 x 8 mm, int16"
     child(w, "inputSelector").addItem(name)
     child(w, "geometryLabel").setText(summary)
     methods = child(w, "methodComboBox")
     for key, title in method_items():
         methods.addItem(title, key)
-    methods.setCurrentIndex(methods.findData("bspline"))
-    child(w, "methodDescriptionLabel").setText(method_html(get_method("bspline")))
+    name_default, why = default_method()          # what a new panel opens on
+    method = get_method(name_default)
+    methods.setCurrentIndex(methods.findData(method.name))
+    child(w, "methodDescriptionLabel").setText(method_html(method, why, run_time_text(method, volume, 1.0)))
     for n in ("modelLabel", "modelComboBox", "importModelButton", "modelCardLabel"):
         child(w, n).setVisible(False)
     child(w, "isotropicCheckBox").setChecked(False)
@@ -131,16 +137,14 @@ def fill_volumetricsr(w) -> None:
     child(w, "outputSelector").addItem("Create new volume")
     for value, label in device_choices():
         child(w, "deviceComboBox").addItem(label, value)
-    child(w, "deviceComboBox").setEnabled(False)
     child(w, "deviceNoticeLabel").setVisible(False)
     child(w, "backendComboBox").addItems([BACKEND_TITLES.get(v, v) for v in offered()["backend"].choices])
-    child(w, "backendComboBox").setEnabled(False)
-    child(w, "advancedCollapsibleButton").setEnabled(False)
-    child(w, "selfSupervisedCollapsibleButton").setEnabled(False)
+    for n in ("backendComboBoxLabel", "backendComboBox"):          # selfsr takes no backend
+        child(w, n).setVisible("backend" in method.options)
     child(w, "applyButton").setEnabled(True)
     child(w, "cancelButton").setVisible(False)
     child(w, "progressBar").setVisible(False)
-    child(w, "statusLabel").setText(f"Done: {name} SR bspline")
+    child(w, "statusLabel").setText(f"Done: {name} SR {method.name}")
 
 
 def fill_training(w) -> None:

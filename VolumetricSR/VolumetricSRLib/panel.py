@@ -55,8 +55,9 @@ def run_time_text(method, volume, spacing: Optional[float] = None, axis: Optiona
     seconds = fixed + per_million * grid.n_out * volume.array.size / grid.n_in / 1e6
     if seconds < 5:
         return "a few seconds"
-    rounded = round(seconds, -1) if seconds < 120 else round(seconds, -2) if seconds < 3600 else round(seconds, -3)
-    return f"about {format_duration(rounded)} on 2 CPU cores (measured)"
+    about = (format_duration(round(seconds, -1)) if seconds < 120 else f"{round(seconds / 60)} min" if seconds < 3600
+             else format_duration(round(seconds / 600) * 600))
+    return f"about {about} on 2 CPU cores (measured)"
 
 
 def node_volume(node):
