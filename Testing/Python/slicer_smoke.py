@@ -6,8 +6,9 @@
 Python console). It loads SampleData's MRHead, makes it 4x thick, runs every method through the
 panel's code path (``prepare`` + ``start``, polled as the panel's timer does, with the Qt event loop
 running) and through the console API (the blocking ``run``), with enforced consistency and both
-maps, times one against the other, cancels a
-background run, and starts and stops a short training run. Paste its output into a bug report.
+maps, times one against the other, cancels a background run, compares input and result (nothing
+to show without a main window), and starts and stops a short training run. Paste its output into a
+bug report.
 """
 from __future__ import annotations
 
@@ -89,6 +90,21 @@ def check_cancel(slicer, logic, node, report) -> None:
         report(False, f"cancel: {type(exc).__name__}: {exc}")
 
 
+def check_compare(slicer, logic, node, report) -> None:
+    """Compare shows input and result side by side where Slicer has views, and does nothing (no
+    error) under --no-main-window, where it has none."""
+    try:
+        from VolumetricSRLib import scene
+
+        out = logic.run(node, "linear", show=False)
+        views = slicer.app.layoutManager() is not None
+        shown = scene.compare(node, out)
+        report(shown == views, f"compare: {'shown' if shown else 'nothing to show'} "
+                               f"({'with' if views else 'without'} a main window)")
+    except Exception as exc:
+        report(False, f"compare: {type(exc).__name__}: {exc}")
+
+
 def check_training_stop(slicer, report) -> None:
     try:
         import SampleData
@@ -151,6 +167,7 @@ def run_checks(slicer, methods=None, out=print) -> int:
     for name in methods or [m.name for m in available_methods()]:
         check_method(slicer, logic, node, name, thin_spacing, report)
     check_cancel(slicer, logic, node, report)
+    check_compare(slicer, logic, node, report)
     check_training_stop(slicer, report)
     out(f"{len(failures)} check(s) failed" if failures else "all checks passed")
     return len(failures)
