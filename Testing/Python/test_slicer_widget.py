@@ -365,7 +365,7 @@ def test_training_panel_runs_the_trainer(qt_slicer, monkeypatch, tmp_path):
     assert p.dataPath == str(tmp_path) and w.ui.startButton.enabled
     w.onStart()
     assert w.ui.stopButton.enabled and not w.ui.settingsCollapsibleButton.enabled
-    run_until_idle(w._poll, lambda: w._run is not None)
+    run_until_idle(w._poll, lambda: w._task is not None)
     assert w.ui.statusLabel.text.startswith("Model tvsrn-mine trained")
     assert w.ui.progressBar.value == 100 and "reading" in w.ui.logTextEdit.toPlainText()
     table = slicer.util.getNodesByClass("vtkMRMLTableNode")[0]

@@ -82,6 +82,25 @@ class ParameterNodeWidgetMixin:
         timer.timeout.connect(poll)
         return timer
 
+    # --- the run: one task at a time, polled by ``self._timer``; ``_setRunning`` shows it -------------
+    _task = None
+
+    def _begin(self, task) -> None:
+        self._task = task
+        self._setRunning(True)
+        self._timer.start()
+
+    def _cancelTask(self, status: str) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self.ui.statusLabel.text = status
+
+    def _poll(self) -> None:
+        if self._task is None or not self._task.poll():
+            self._timer.stop()
+            self._task = None
+            self._setRunning(False)
+
 
 class SuperResolutionPanel(ParameterNodeWidgetMixin):
     """Panel: settings, Apply (background run with progress, ETA, Cancel), Compare."""
@@ -340,21 +359,11 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
                 self._fillModels()
             self._runInput, self._runJob = p.inputVolume, job
             self.ui.warningLabel.text = "\n".join(f"Warning: {w}" for w in job.warnings)
-            self._task = self.logic.start(job, on_progress=self._onProgress, on_done=self._onDone,
-                                          on_cancelled=self._onCancelled, on_error=self._onError)
-            self._setRunning(True)
-            self._timer.start()
+            self._begin(self.logic.start(job, on_progress=self._onProgress, on_done=self._onDone,
+                                         on_cancelled=self._onCancelled, on_error=self._onError))
 
     def onCancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self.ui.statusLabel.text = "Cancelling..."
-
-    def _poll(self) -> None:
-        if self._task is None or not self._task.poll():
-            self._timer.stop()
-            self._task = None
-            self._setRunning(False)
+        self._cancelTask("Cancelling...")
 
     def _setRunning(self, running: bool) -> None:
         self.ui.applyButton.visible = not running

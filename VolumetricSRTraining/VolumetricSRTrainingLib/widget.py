@@ -16,7 +16,7 @@ class TrainingPanel(ParameterNodeWidgetMixin):
 
     def __init__(self) -> None:
         self.logic = None
-        self._run = None
+        self._task = None
 
     def setupPanel(self, logic) -> None:
         """After ``ScriptedLoadableModuleWidget.setup``: load the .ui, connect it, fill the lists."""
@@ -38,8 +38,8 @@ class TrainingPanel(ParameterNodeWidgetMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        if self._run is not None:       # no trainer left running behind Slicer
-            self._run.close(timeout=10.0)
+        if self._task is not None:       # no trainer left running behind Slicer
+            self._task.close(timeout=10.0)
         self.removeObservers()
 
     def _fillCombos(self) -> None:
@@ -71,7 +71,7 @@ class TrainingPanel(ParameterNodeWidgetMixin):
         if self.ui.dataPathLineEdit.currentPath != p.dataPath:
             self.ui.dataPathLineEdit.currentPath = p.dataPath
         problems = self._settings().problems()
-        self.ui.startButton.enabled = self._run is None and not problems
+        self.ui.startButton.enabled = self._task is None and not problems
         self.ui.startButton.toolTip = " ".join(problems) or "Start training in a separate process."
 
     def _settings(self) -> TrainingSettings:
@@ -85,22 +85,12 @@ class TrainingPanel(ParameterNodeWidgetMixin):
             DependencyInstaller(interactive=True).ensure(requirements_for(True))
             settings = self._settings()
             self.ui.logTextEdit.clear()
-            self._run = training_task(settings, plot=LossPlot(settings.modelId), launcher=slicer_launcher,
+            self._begin(training_task(settings, plot=LossPlot(settings.modelId), launcher=slicer_launcher,
                                       on_status=self._onStatus, on_log=self.ui.logTextEdit.appendPlainText,
-                                      on_finished=self._onFinished).start()
-            self._setRunning(True)
-            self._timer.start()
+                                      on_finished=self._onFinished).start())
 
     def onStop(self) -> None:
-        if self._run is not None:
-            self._run.cancel()
-            self.ui.statusLabel.text = "Stopping: a checkpoint is saved after the current step..."
-
-    def _poll(self) -> None:
-        if self._run is None or not self._run.poll():
-            self._timer.stop()
-            self._run = None
-            self._setRunning(False)
+        self._cancelTask("Stopping: a checkpoint is saved after the current step...")
 
     def _setRunning(self, running: bool) -> None:
         self.ui.stopButton.enabled = running
