@@ -119,10 +119,6 @@ class vtkMRMLLabelMapVolumeNode(vtkMRMLScalarVolumeNode):
     classes = ("vtkMRMLLabelMapVolumeNode",) + vtkMRMLScalarVolumeNode.classes
 
 
-class vtkMRMLVectorVolumeNode(vtkMRMLScalarVolumeNode):
-    classes = ("vtkMRMLVectorVolumeNode",) + vtkMRMLScalarVolumeNode.classes
-
-
 # Slicer's diffusion volumes are scalar volume nodes too (vtkMRMLDiffusionWeightedVolumeNode and
 # vtkMRMLTensorVolumeNode derive from vtkMRMLScalarVolumeNode), so GetNodesByClass finds them.
 class vtkMRMLDiffusionWeightedVolumeNode(vtkMRMLScalarVolumeNode):
@@ -131,6 +127,11 @@ class vtkMRMLDiffusionWeightedVolumeNode(vtkMRMLScalarVolumeNode):
 
 class vtkMRMLTensorVolumeNode(vtkMRMLScalarVolumeNode):
     classes = ("vtkMRMLTensorVolumeNode",) + vtkMRMLScalarVolumeNode.classes
+
+
+# vtkMRMLVectorVolumeNode.h: "class VTK_MRML_EXPORT vtkMRMLVectorVolumeNode : public vtkMRMLTensorVolumeNode"
+class vtkMRMLVectorVolumeNode(vtkMRMLTensorVolumeNode):
+    classes = ("vtkMRMLVectorVolumeNode",) + vtkMRMLTensorVolumeNode.classes
 
 
 class vtkMRMLDiffusionTensorVolumeNode(vtkMRMLTensorVolumeNode):
@@ -144,7 +145,8 @@ class vtkMRMLTableNode(vtkMRMLNode):
 
 class vtkMRMLPlotSeriesNode(vtkMRMLNode):
     classes = ("vtkMRMLPlotSeriesNode", "vtkMRMLNode")
-    PlotTypeScatter = 1
+    # vtkMRMLPlotSeriesNode.h: enum { PlotTypeLine, PlotTypeBar, PlotTypeScatter, PlotTypeScatterBar }
+    PlotTypeLine, PlotTypeBar, PlotTypeScatter, PlotTypeScatterBar = 0, 1, 2, 3
 
     def SetAndObserveTableNodeID(self, node_id):
         self.table_id = node_id
@@ -205,6 +207,7 @@ class vtkMRMLScene:
         self.singletons = {}      # parameter nodes by module: they survive Clear, their values do not
         self.observers = {}       # tag -> (event, callback)
         self.collections = []     # every GetNodesByClass result
+        self.unique_names = {}    # base name -> last index GenerateUniqueName gave (vtkMRMLScene::UniqueNames)
         self._tags = itertools.count(1)
 
     def GetFirstNodeByClass(self, class_name):
@@ -230,6 +233,7 @@ class vtkMRMLScene:
         for node in self.singletons.values():     # Clear(0) resets singletons rather than removing them
             node.parameters.clear()
         vtkMRMLSubjectHierarchyNode.instance = vtkMRMLSubjectHierarchyNode()
+        self.unique_names.clear()                 # vtkMRMLScene::Clear: UniqueNames.clear()
         self.InvokeEvent(self.EndCloseEvent)
 
     def AddNewNodeByClass(self, class_name, name=""):
@@ -245,10 +249,15 @@ class vtkMRMLScene:
             self.nodes.remove(node.display)
 
     def GenerateUniqueName(self, name):
+        """As vtkMRMLScene::GenerateUniqueName (GetUniqueNameIndex, BuildName): the first index after the
+        last one given for ``name`` whose name no node has, remembered, so a name once given is never
+        given again even if no node took it (until Clear); index 0 is ``name`` itself, n is ``name_n``."""
         names = {n.GetName() for n in self.nodes}
-        if name not in names:
-            return name
-        return next(f"{name}_{i}" for i in itertools.count(1) if f"{name}_{i}" not in names)
+        index = self.unique_names.get(name, -1) + 1
+        while (f"{name}_{index}" if index else name) in names:
+            index += 1
+        self.unique_names[name] = index
+        return f"{name}_{index}" if index else name
 
     def nodes_of(self, class_name):
         """The nodes of ``class_name`` (a list; for the stand-in itself and tests' checks)."""
