@@ -2,6 +2,10 @@
 test names the Slicer source it follows (see slicer_standin/README.md)."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,3 +62,65 @@ def test_plot_type_scatter_is_slicers_value_and_the_loss_plot_uses_it():
     series = slicer.vtkMRMLPlotSeriesNode
     assert (series.PlotTypeLine, series.PlotTypeBar, series.PlotTypeScatter, series.PlotTypeScatterBar) == (0, 1, 2, 3)
     assert LossPlot("tvsrn-mine").series.plot_type == 2
+
+
+def test_update_volume_from_array_takes_1d_2d_and_4d_arrays_as_slicer_does():
+    """Base/Python/slicer/util.py updateVolumeFromArray: 1-D is a line, 2-D a slice (single-slice volumes,
+    float64), 4-D [k, j, i, c] has c components per voxel; 5-D is refused."""
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "v")
+    slicer.util.updateVolumeFromArray(node, np.arange(5, dtype=np.int16))
+    assert node.GetImageData().GetDimensions() == (5, 1, 1)
+    assert slicer.util.arrayFromVolume(node).dtype == np.float64
+    slicer.util.updateVolumeFromArray(node, np.ones((4, 5), np.float32))
+    assert node.GetImageData().GetDimensions() == (5, 4, 1)
+    slicer.util.updateVolumeFromArray(node, np.ones((3, 4, 5, 3), np.uint8))
+    assert node.GetImageData().GetDimensions() == (5, 4, 3)
+    assert node.GetImageData().GetNumberOfScalarComponents() == 3
+    with pytest.raises(RuntimeError, match="Unsupported numpy array shape"):
+        slicer.util.updateVolumeFromArray(node, np.ones((1, 2, 3, 4, 5)))
+
+
+def test_a_scalar_volume_with_several_components_per_voxel_is_refused():
+    """Found by the stricter stand-in: a scalar volume node may hold a color image (4-D array); the glue
+    handed it to the methods as a 4-D volume. It is refused like a vector volume now."""
+    from volumetricsr import InputError
+
+    from VolumetricSRLib import scene
+
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "rgb")
+    slicer.util.updateVolumeFromArray(node, np.ones((3, 4, 5, 3), np.uint8))
+    with pytest.raises(InputError, match="3 values per voxel"):
+        scene.volume_from_node(node)
+    slicer.util.updateVolumeFromArray(node, np.ones((3, 4, 5), np.float32))
+    assert scene.volume_from_node(node).array.shape == (3, 4, 5)
+
+
+def test_try_with_error_display_shows_no_dialog_in_testing_mode(monkeypatch):
+    """Base/Python/slicer/util.py tryWithErrorDisplay: ``if show and not slicer.app.testingEnabled()``
+    it shows the error; it always re-raises."""
+    for testing, show, shown in ((False, True, True), (True, True, False), (False, False, False)):
+        monkeypatch.setattr(slicer.app, "testing", testing)
+        slicer.util.calls.clear()
+        with pytest.raises(ValueError):
+            with slicer.util.tryWithErrorDisplay("It failed.", show=show):
+                raise ValueError("bad")
+        assert (("errorDisplay", "It failed.\n\nbad") in slicer.util.calls) is shown
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+@pytest.mark.parametrize("extra, ok", [("WITH_GENERIC_TESTS", True), ("WITH_GENERIC_TEST", False), ("", True)])
+def test_the_cmake_macro_rejects_unknown_keywords(tmp_path, extra, ok):
+    """CMake/SlicerMacroBuildScriptedModule.cmake: unparsed arguments are a FATAL_ERROR (a misspelt
+    keyword would otherwise be ignored silently; after SCRIPTS it would be taken as a file, which the
+    stand-in reports as a missing file, Slicer at build time)."""
+    use_slicer = Path(slicer_standin.__file__).parent / "cmake" / "UseSlicer.cmake"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "M.py").write_text("")
+    (tmp_path / "src" / "CMakeLists.txt").write_text(
+        f'cmake_minimum_required(VERSION 3.16)\nproject(M NONE)\ninclude("{use_slicer.as_posix()}")\n'
+        f"slicerMacroBuildScriptedModule(NAME M {extra} SCRIPTS M.py)\n")
+    proc = subprocess.run(["cmake", "-S", str(tmp_path / "src"), "-B", str(tmp_path / "build")],
+                          capture_output=True, text=True, timeout=120)
+    assert (proc.returncode == 0) is ok, proc.stdout + proc.stderr
+    if not ok:
+        assert "Unknown keywords given to slicerMacroBuildScriptedModule()" in proc.stderr

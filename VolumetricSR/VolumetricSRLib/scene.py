@@ -59,6 +59,11 @@ def check_input_node(node) -> None:
                          "diffusion-weighted and tensor volumes are not supported).")
     if node.GetImageData() is None:
         raise InputError(f"{node.GetName()} has no voxels.")
+    if node.GetImageData().GetNumberOfScalarComponents() != 1:
+        # a scalar volume node can hold several components per voxel (slicer.util.updateVolumeFromArray
+        # with a 4-D array does that); the methods take one value per voxel
+        raise InputError(f"{node.GetName()} has {node.GetImageData().GetNumberOfScalarComponents()} values per "
+                         "voxel (a color or vector image); only single-component volumes are supported.")
 
 
 def volume_from_node(node, copy: bool = True):

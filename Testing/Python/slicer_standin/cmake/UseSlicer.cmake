@@ -1,6 +1,13 @@
 # Stand-ins for the two Slicer macros the modules call; they only check and report their arguments.
 macro(slicerMacroBuildScriptedModule)
-  cmake_parse_arguments(_SM "WITH_GENERIC_TESTS" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
+  # Keywords and checks as Slicer's CMake/SlicerMacroBuildScriptedModule.cmake
+  cmake_parse_arguments(_SM "WITH_GENERIC_TESTS;WITH_SUBDIR;VERBOSE" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
+  if(_SM_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR "Unknown keywords given to slicerMacroBuildScriptedModule(): \"${_SM_UNPARSED_ARGUMENTS}\"")
+  endif()
+  if(NOT DEFINED _SM_NAME)
+    message(FATAL_ERROR "NAME is mandatory")
+  endif()
   foreach(_file ${_SM_SCRIPTS} ${_SM_RESOURCES})
     if(NOT EXISTS "${CMAKE_CURRENT_SOURCE_DIR}/${_file}")
       message(SEND_ERROR "${_SM_NAME}: listed file ${_file} does not exist")

@@ -16,7 +16,11 @@ class ImageData:
         self.array = array
 
     def GetDimensions(self):
-        return tuple(reversed(self.array.shape))
+        return tuple(reversed(self.array.shape[:3]))
+
+    def GetNumberOfScalarComponents(self):
+        """A 4-D array ``[k, j, i, c]`` holds c components per voxel (updateVolumeFromArray's vectors)."""
+        return self.array.shape[3] if self.array.ndim == 4 else 1
 
 
 class vtkMRMLNode:
@@ -460,6 +464,11 @@ class _App:
 
     def commandOptions(self):
         return _CommandOptions()
+
+    testing = False     # Slicer started with --testing (ctest does); tests set it
+
+    def testingEnabled(self):
+        return self.testing
 
     def processEvents(self):
         """Real Slicer runs the Qt event loop here; in the stand-in the only pending event is a new

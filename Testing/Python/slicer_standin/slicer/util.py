@@ -55,11 +55,15 @@ def childWidgetVariables(widget):
 
 @contextlib.contextmanager
 def tryWithErrorDisplay(message=None, show=True, waitCursor=False):
-    """As in Slicer: show the error, then re-raise."""
+    """As in Slicer (Base/Python/slicer/util.py): show the error, unless ``show`` is False or Slicer
+    runs in testing mode (``slicer.app.testingEnabled()``: no dialog), then re-raise."""
+    import slicer
+
     try:
         yield
     except Exception as exc:
-        calls.append(("errorDisplay", f"{message}\n\n{exc}"))
+        if show and not slicer.app.testingEnabled():
+            calls.append(("errorDisplay", f"{message}\n\n{exc}" if message is not None else str(exc)))
         raise
 
 
@@ -88,11 +92,18 @@ def arrayFromVolume(node):
 
 
 def updateVolumeFromArray(node, array):
-    """Deep copy of ``array`` into the node, as in Slicer; int64 is rejected as Slicer does."""
+    """Deep copy of ``array`` into the node, as in Slicer (Base/Python/slicer/util.py): a 1-D array is
+    one line and a 2-D one one slice of a single-slice volume, both copied into float64 (Slicer's
+    ``np.zeros``); a 4-D array ``[k, j, i, c]`` gives c components per voxel; other shapes, and
+    int64, are rejected as Slicer does."""
     from slicer import ImageData
 
     array = np.asarray(array)
-    if array.ndim != 3:
+    if array.ndim == 1:
+        array = np.array(array, dtype=np.float64).reshape(1, 1, -1)
+    elif array.ndim == 2:
+        array = np.array(array, dtype=np.float64)[np.newaxis]
+    elif array.ndim not in (3, 4):
         raise RuntimeError(f"Unsupported numpy array shape: {array.shape}")
     if array.dtype == np.int64:
         raise RuntimeError("Unsupported numpy array type: long long")
