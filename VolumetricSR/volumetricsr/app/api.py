@@ -13,8 +13,7 @@ from volumetricsr.compute.cpu_memory import available_bytes
 from volumetricsr.compute.device import resolve_device
 from volumetricsr.data.geometry import AxisLike, finest_spacing, plan_grid, stack_spacing, through_plane_axis, to_stack
 from volumetricsr.common.errors import InputError, Notice
-from volumetricsr.data.io import cast_array, check_size, check_writable, read_volume, volume_files, write_volume
-from volumetricsr.data.writer import Transaction
+from volumetricsr.data.io import cast_array, check_size, read_volume, volume_transaction, write_volume
 from volumetricsr.methods import Method, get_method
 from volumetricsr.methods.options import method_rules
 from volumetricsr.common.options import check_options, check_spacing
@@ -243,9 +242,7 @@ def infer(input_path: "str | os.PathLike", output_path: "str | os.PathLike", met
     maps = dict(maps or {})
     check_request(method, spacing, {k: v for k, v in kwargs.items() if k not in SUPER_RESOLVE_ARGS})
     outputs = {"output": output_path, **{f"--{key.replace('_', '-')}": path for key, path in maps.items()}}
-    for path in outputs.values():
-        check_writable(path)
-    with Transaction(outputs, {"input": input_path}, expand=volume_files) as tx:
+    with volume_transaction(outputs, {"input": input_path}) as tx:
         volume = read_volume(input_path, series)
         check_result_size(volume, spacing, kwargs.get("axis"), kwargs.get("force", False),
                           [output_path, maps.get("confidence_map")])

@@ -148,16 +148,13 @@ def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], 
     """One study: read, super-resolve, write its result and ``maps`` as one transaction (all placed,
     or none); a report row (failures are rows too, never raised; a stop signal is raised)."""
     from volumetricsr.app.api import super_resolve
-    from volumetricsr.data.io import check_writable, read_volume, write_volume
-    from volumetricsr.data.writer import Transaction
+    from volumetricsr.data.io import read_volume, volume_transaction, write_volume
 
     row = {"input": study.input, "output": study.output, "status": "done", "device": device, "error": ""}
     start = time.perf_counter()
     try:
         targets = study_outputs(study, outdir, maps)
-        for path in targets.values():
-            check_writable(path)
-        tx = Transaction(targets, {"input": study.input}, expand=volume_files)
+        tx = volume_transaction(targets, {"input": study.input})
         try:
             volume = read_volume(study.input)
             row["input_size"], row["input_spacing"] = _describe(volume)

@@ -237,12 +237,10 @@ def _add_simulate(sub) -> None:
 
 
 def _cmd_simulate(args) -> int:
-    from volumetricsr.data.io import check_writable, read_volume, volume_files, write_volume
+    from volumetricsr.data.io import read_volume, volume_transaction, write_volume
     from volumetricsr.data.simulate import simulate_thick
-    from volumetricsr.data.writer import Transaction
 
-    check_writable(args.output)
-    with Transaction({"output": args.output}, {"input": args.thin}, expand=volume_files) as tx:
+    with volume_transaction({"output": args.output}, {"input": args.thin}) as tx:
         thick = simulate_thick(read_volume(args.thin), args.factor, args.thickness, args.profile, args.axis)
         write_volume(thick, args.output, tx=tx)
     print(f"wrote {args.output}: {thick.describe()}")

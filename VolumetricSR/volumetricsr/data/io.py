@@ -379,14 +379,21 @@ def cast_array(array: np.ndarray, dtype) -> np.ndarray:
     return array.astype(dtype, copy=False)
 
 
+def volume_transaction(outputs: dict, inputs: dict = {}) -> Transaction:
+    """The writer's :class:`~.writer.Transaction` for volumes: each output checked by
+    :func:`check_writable`, the data files of two-file formats (.mhd, .nhdr) counted as written and read."""
+    return Transaction(outputs, inputs, expand=volume_files, check=check_writable)
+
+
 def write_volume(volume: Volume, path: PathLike, dtype=None, tx: Optional[Transaction] = None) -> Path:
     """Write ``volume`` to a file or (for a folder path) a DICOM series, through the one writer:
-    into ``tx`` when given (placed at its commit, with the run's other outputs), else on its own."""
-    fmt = check_writable(path)
+    into ``tx`` when given (a :func:`volume_transaction` holding ``path``: placed at its commit, with
+    the run's other outputs), else on its own."""
     target = Path(path)
     if tx is None:
-        with Transaction({"output": target}, expand=volume_files) as own:
+        with volume_transaction({"output": target}) as own:
             return write_volume(volume, target, dtype, own)
+    fmt = volume_format(target)
     if dtype is not None:
         volume = volume.with_array(cast_array(volume.array, dtype))
     staged = tx.path(target)

@@ -123,18 +123,20 @@ class Transaction:
     """Stage every output of one run beside its target; place them all at :meth:`commit`."""
 
     def __init__(self, outputs: Mapping[str, PathLike], inputs: Mapping[str, PathLike] = {},
-                 expand: Expand = _just):
+                 expand: Expand = _just, check: Optional[Callable[[Path], object]] = None):
+        """``check(target)``, before any work, for each output (default :func:`check_folder`; a
+        format's own check, such as a volume's, probes the folder too); ``expand``: see :func:`check_paths`."""
         self.targets = [Path(p) for p in outputs.values()]
+        self._keys = {_key(t) for t in self.targets}
         for t in self.targets:
-            check_folder(t)
+            (check or check_folder)(t)
         check_paths(outputs, inputs, expand)
         self._staging: dict[Path, Path] = {}          # target folder -> its staging folder
-        self.done = False
 
     def path(self, target: PathLike) -> Path:
         """Where to write ``target`` now: the same name, in the staging folder beside it."""
         target = Path(target)
-        if _key(target) not in {_key(t) for t in self.targets}:
+        if _key(target) not in self._keys:
             raise ValueError(f"{target} is not an output of this transaction")
         parent = _key(target).parent
         if parent not in self._staging:
@@ -174,7 +176,6 @@ class Transaction:
             raise OutputError(f"Could not place {target}: {exc.strerror or exc}; nothing was written.") from exc
         finally:
             self.abort()
-        self.done = True
 
     def abort(self) -> None:
         """Remove the staging folders (and whatever was staged in them)."""
