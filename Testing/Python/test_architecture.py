@@ -18,7 +18,7 @@ def test_the_layer_contracts_hold():
     it (imports inside functions included), and no learned method imports another's package."""
     lint = Path(sys.executable).with_name("lint-imports")
     done = subprocess.run([str(lint), "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=ROOT,
-                          capture_output=True, text=True, env={"PYTHONPATH": str(CORE), "PATH": "/usr/bin:/bin"})
+                          capture_output=True, encoding="utf-8", env={"PYTHONPATH": str(CORE), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
 
