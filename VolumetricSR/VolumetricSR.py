@@ -34,9 +34,9 @@ class VolumetricSRWidget(SuperResolutionPanel, ScriptedLoadableModuleWidget, VTK
     """Panel: settings, Apply (background run with progress, ETA, Cancel), Compare (VolumetricSRLib.widget)."""
 
     def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         SuperResolutionPanel.__init__(self)
+        ScriptedLoadableModuleWidget.__init__(self, parent)   # last: without a parent it calls setup() itself
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)

@@ -35,9 +35,9 @@ class VolumetricSRTrainingWidget(TrainingPanel, ScriptedLoadableModuleWidget, VT
     """Panel: settings, Start/Stop, log, progress and loss curve (VolumetricSRTrainingLib.widget)."""
 
     def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         TrainingPanel.__init__(self)
+        ScriptedLoadableModuleWidget.__init__(self, parent)   # last: without a parent it calls setup() itself
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)

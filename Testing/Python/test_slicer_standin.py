@@ -124,3 +124,24 @@ def test_the_cmake_macro_rejects_unknown_keywords(tmp_path, extra, ok):
     assert (proc.returncode == 0) is ok, proc.stdout + proc.stderr
     if not ok:
         assert "Unknown keywords given to slicerMacroBuildScriptedModule()" in proc.stderr
+
+
+def test_a_widget_made_without_a_parent_sets_itself_up_and_shows():
+    """Base/Python/slicer/ScriptedLoadableModule.py ScriptedLoadableModuleWidget.__init__: without a parent
+    it makes one (a qMRMLWidget with a layout), calls self.setup() and shows it; with one (the module
+    panel, qSlicerScriptedLoadableModuleWidget) the layout is the panel's and the panel calls setup."""
+    from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget, qSlicerScriptedLoadableModuleWidget
+
+    class CountingWidget(ScriptedLoadableModuleWidget):
+        def setup(self):
+            ScriptedLoadableModuleWidget.setup(self)
+            self.setups = getattr(self, "setups", 0) + 1
+
+    alone = CountingWidget()
+    assert alone.setups == 1 and alone.parent.visible and alone.layout is alone.parent.layout()
+    assert alone.moduleName == "Counting" and not hasattr(alone.parent, "isEntered")
+    panel = qSlicerScriptedLoadableModuleWidget()
+    panel.setPythonSource(CountingWidget)
+    assert not hasattr(panel.self(), "setups") and panel.self().layout is panel.layout()
+    panel.setup()
+    assert panel.self().setups == 1

@@ -83,9 +83,14 @@ def run_until_idle(poll, is_running, timeout=30.0):
         time.sleep(0.01)
 
 
+def open_module(name):
+    """The module's widget as a user opening the module gets it: its panel made, set up and entered."""
+    slicer.util.selectModule(name)
+    return slicer.util.getModuleWidget(name)
+
+
 def sr_widget():
-    w = VolumetricSR.VolumetricSRWidget()
-    w.setup()
+    w = open_module("VolumetricSR")
     return w, w._parameterNode
 
 
@@ -156,8 +161,7 @@ def test_the_panels_offer_every_setting_as_declared(qt_slicer):
             items = [widget.itemData(i) or widget.itemText(i) for i in range(widget.count)]
             assert items == list(way.choices), field
     assert (w.ui.seedSpinBox.minimum, w.ui.seedSpinBox.maximum) == (0, 2**32 - 1)      # the core's seeds, all
-    t = VolumetricSRTraining.VolumetricSRTrainingWidget()
-    t.setup()
+    t = open_module("VolumetricSRTraining")
     epochs = COMMON_OPTIONS["epochs"].rule
     assert (t.ui.epochsSpinBox.minimum, t.ui.epochsSpinBox.maximum) == (epochs.low, epochs.high)
     assert t.ui.epochsSpinBox.toolTip == offered(TrainingSettings)["epochs"].tooltip
@@ -186,6 +190,23 @@ def test_the_panel_shows_the_options_each_method_takes(qt_slicer):
     assert not w.ui.advancedCollapsibleButton.enabled and not w.ui.selfSupervisedCollapsibleButton.enabled
     p.method = "clade"
     assert visible(w.ui.strideSpinBox) and w.ui.selfSupervisedCollapsibleButton.enabled
+
+
+def test_a_panel_made_without_a_parent_works(qt_slicer):
+    """In Slicer a module widget made without a parent calls setup() itself, from its base class's
+    __init__ (ScriptedLoadableModule.py): the panels' own state must be set before that, or it wipes
+    the logic setup made; and Close Scene must not need the module panel's isEntered."""
+    node = add_node(make_volume())
+    w = VolumetricSR.VolumetricSRWidget()
+    assert len(w.layout.widgets) == 1 and w.logic is not None and w._parameterNode.inputVolume is node
+    w._parameterNode.method = "linear"
+    w.onApply()
+    run_until_idle(w._poll, lambda: w._task is not None)
+    assert w.ui.statusLabel.text.startswith("Done: thick SR linear")
+    slicer.mrmlScene.Clear(0)
+    assert w._parameterNode is not None and w._parameterNode.inputVolume is None
+    t = VolumetricSRTraining.VolumetricSRTrainingWidget()
+    assert len(t.layout.widgets) == 1 and t.logic is not None and t.ui.methodComboBox.count > 0
 
 
 def test_the_default_input_is_never_a_volume_the_input_list_cannot_show(qt_slicer):
@@ -356,8 +377,7 @@ def test_training_panel_runs_the_trainer(qt_slicer, monkeypatch, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(FAKE)
     monkeypatch.setattr(command, "TRAIN_SCRIPT_CANDIDATES", (script,))
-    w = VolumetricSRTraining.VolumetricSRTrainingWidget()
-    w.setup()
+    w = open_module("VolumetricSRTraining")
     p = w._parameterNode
     assert w.ui.methodComboBox.currentData == "tvsrn" and not w.ui.startButton.enabled
     w.ui.dataPathLineEdit.currentPath = str(tmp_path)          # the user picks the data folder

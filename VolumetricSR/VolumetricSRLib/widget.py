@@ -173,7 +173,7 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
+        if getattr(self.parent, "isEntered", True):    # a panel made without a parent is shown, with no isEntered
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:

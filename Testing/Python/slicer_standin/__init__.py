@@ -24,11 +24,13 @@ def install():
 
 
 def reset():
-    """A fresh Slicer: no observers left from earlier tests' widgets, an empty scene, the default
-    views, no recorded calls."""
+    """A fresh Slicer: no module panels and no observers left from earlier tests' widgets, an empty
+    scene with no parameter nodes, the default views, no recorded calls."""
     import slicer
 
+    slicer.util.module_panels.clear()
     slicer.mrmlScene.observers.clear()
+    slicer.mrmlScene.singletons.clear()
     slicer.mrmlScene.Clear()
     slicer.mrmlScene.collections.clear()
     slicer.app.layout_manager = slicer._LayoutManager()

@@ -27,16 +27,76 @@ class _Layout:
         self.widgets.append(widget)
 
 
-class _ModuleParent:
-    isEntered = True
+class qMRMLWidget:
+    """The parent a widget made without one gets: a plain widget, shown, with no ``isEntered``."""
+
+    def __init__(self):
+        self._layout, self.visible = None, False
+
+    def setLayout(self, layout):
+        self._layout = layout
+
+    def layout(self):
+        return self._layout
+
+    def setMRMLScene(self, scene):
+        pass
+
+    def show(self):
+        self.visible = True
+
+
+class qSlicerScriptedLoadableModuleWidget:
+    """A module's panel (Base/QTGUI/qSlicerScriptedLoadableModuleWidget.cxx): it has a QVBoxLayout;
+    ``setPythonSource`` makes the module's widget class with the panel as parent and ``setup()`` calls
+    its ``setup``; ``enter``/``exit`` as the module is shown and left (``isEntered``); ``self()`` is the
+    Python widget. (Here ``setPythonSource`` takes the class rather than the file.)"""
+
+    def __init__(self):
+        self._layout, self.isEntered, self._self = _Layout(), False, None
+
+    def layout(self):
+        return self._layout
+
+    def setPythonSource(self, widget_class):
+        self._self = widget_class(self)
+
+    def setup(self):
+        self._self.setup()
+
+    def self(self):
+        return self._self
+
+    def enter(self):
+        self.isEntered = True
+        self._self.enter()
+
+    def exit(self):
+        self._self.exit()
+        self.isEntered = False
 
 
 class ScriptedLoadableModuleWidget:
+    """As Slicer's (Base/Python/slicer/ScriptedLoadableModule.py): the layout is the parent's; made
+    without a parent, the widget makes its own (a qMRMLWidget with a layout), calls ``self.setup()``
+    itself and shows it. ``setup`` adds nothing (the Reload and Test section is for developer mode)."""
+
     def __init__(self, parent=None):
-        self.parent = parent or _ModuleParent()
+        super().__init__()
+        self.moduleName = type(self).__name__[:-len("Widget")] if type(self).__name__.endswith("Widget") \
+            else type(self).__name__
+        if not parent:
+            self.parent = qMRMLWidget()
+            self.parent.setLayout(_Layout())
+        else:
+            self.parent = parent
+        self.layout = self.parent.layout()
+        if not parent:
+            self.setup()
+            self.parent.show()
 
     def setup(self):
-        self.layout = _Layout()
+        pass
 
     def resourcePath(self, filename):
         module_dir = os.path.dirname(os.path.abspath(sys.modules[type(self).__module__].__file__))

@@ -53,6 +53,41 @@ def childWidgetVariables(widget):
     raise NotImplementedError("slicer_standin: a widget test must provide childWidgetVariables")
 
 
+#: The modules' panels made so far, by module name (Slicer makes one per module, when first needed).
+module_panels = {}
+
+
+def _module_panel(module):
+    """The module's panel, made once as qSlicerScriptedLoadableModule makes it: a
+    qSlicerScriptedLoadableModuleWidget given the module's ``<module>Widget`` class, then set up."""
+    if module not in module_panels:
+        import importlib
+
+        from slicer.ScriptedLoadableModule import qSlicerScriptedLoadableModuleWidget
+
+        panel = qSlicerScriptedLoadableModuleWidget()
+        panel.setPythonSource(getattr(importlib.import_module(module), module + "Widget"))
+        panel.setup()
+        module_panels[module] = panel
+    return module_panels[module]
+
+
+def getModuleWidget(module):
+    """As Slicer's: the module's Python widget (``widgetRepresentation().self()``), its panel made if needed."""
+    return _module_panel(module).self()
+
+
+def selectModule(module):
+    """As the module selector: the shown module's panel is left (``exit``), ``module``'s is made if
+    needed and entered."""
+    for name, panel in module_panels.items():
+        if panel.isEntered and name != module:
+            panel.exit()
+    panel = _module_panel(module)
+    if not panel.isEntered:
+        panel.enter()
+
+
 @contextlib.contextmanager
 def tryWithErrorDisplay(message=None, show=True, waitCursor=False):
     """As in Slicer (Base/Python/slicer/util.py): show the error, unless ``show`` is False or Slicer
