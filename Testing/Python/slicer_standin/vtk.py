@@ -36,6 +36,12 @@ class vtkCollection:
     def GetNumberOfItems(self):
         return len(self._items)
 
+    def AddItem(self, item):
+        self._items.append(item)
+
+    def RemoveAllItems(self):
+        self._items.clear()
+
     def GetItemAsObject(self, i):
         return self._items[i]
 

@@ -53,6 +53,14 @@ class vtkMRMLNode:
     def GetClassName(self):
         return self.classes[0]
 
+    def CreateNodeInstance(self):
+        """A new node of the same class, in no scene (vtkMRMLNode::CreateNodeInstance)."""
+        return type(self)()
+
+    def CopyContent(self, node, deepCopy=True):
+        """vtkMRMLNode::CopyContent: the attributes; not the name, ID nor references."""
+        self._attributes = dict(node._attributes)
+
 
 class vtkMRMLScalarVolumeDisplayNode(vtkMRMLNode):
     classes = ("vtkMRMLScalarVolumeDisplayNode", "vtkMRMLNode")
@@ -90,6 +98,14 @@ class vtkMRMLScalarVolumeNode(vtkMRMLNode):
 
     def GetImageData(self):
         return self.image
+
+    def CopyContent(self, node, deepCopy=True):
+        """vtkMRMLVolumeNode::CopyContent: the voxels (copied, or shared when not ``deepCopy``) and the
+        IJK-to-RAS (CopyOrientation), with the attributes; the transform and display nodes stay."""
+        super().CopyContent(node, deepCopy)
+        image = node.GetImageData()
+        self.image = None if image is None else ImageData(np.array(image.array)) if deepCopy else image
+        self.ijk_to_ras = np.array(node.ijk_to_ras)
 
     def GetIJKToRASMatrix(self, matrix):
         for r in range(4):
@@ -251,6 +267,12 @@ class vtkMRMLScene:
         vtkMRMLSubjectHierarchyNode.instance.remove(node)
         if getattr(node, "display", None) in self.nodes:
             self.nodes.remove(node.display)
+        for other in list(self.nodes):      # vtkMRMLScene::RemoveNodeReferences: references to it go
+            if hasattr(other, "_node_removed"):
+                other._node_removed(node)
+
+    def GetNodeByID(self, node_id):
+        return next((n for n in self.nodes if n.GetID() == node_id), None)
 
     def GenerateUniqueName(self, name):
         """As vtkMRMLScene::GenerateUniqueName (GetUniqueNameIndex, BuildName): the first index after the
@@ -429,7 +451,8 @@ class _ColorsLogic:
 
 
 class modules:
-    """``slicer.modules.plots.logic()`` and ``slicer.modules.colors.logic()`` only."""
+    """``slicer.modules.plots.logic()``, ``slicer.modules.colors.logic()`` and ``slicer.modules.sequences``
+    (its ``logic()`` and ``showSequenceBrowser``; set below) only."""
 
     class plots:
         _logic = _PlotsLogic()
@@ -481,3 +504,25 @@ mrmlScene = vtkMRMLScene()
 app = _App()
 
 from . import util  # noqa: E402
+from .sequences import vtkMRMLSequenceBrowserNode, vtkMRMLSequenceNode, vtkSlicerSequencesLogic  # noqa: E402
+
+_CLASSES.update({c.__name__: c for c in (vtkMRMLSequenceNode, vtkMRMLSequenceBrowserNode)})
+
+
+class _SequencesModule:
+    """``slicer.modules.sequences``: its logic, and ``showSequenceBrowser`` (qSlicerSequencesModule: the
+    browser in the toolbar; recorded in ``util.calls``)."""
+
+    _logic = vtkSlicerSequencesLogic()
+
+    @classmethod
+    def logic(cls):
+        return cls._logic
+
+    @staticmethod
+    def showSequenceBrowser(browser):
+        util.calls.append(("showSequenceBrowser", browser.GetID()))
+        return True
+
+
+modules.sequences = _SequencesModule
