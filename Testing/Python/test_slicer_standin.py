@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from conftest import make_volume
 
 slicer = slicer_standin.install()
 
+from slicer.ScriptedLoadableModule import vtkMRMLScriptedModuleNode  # noqa: E402
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper  # noqa: E402
 from VolumetricSRLib.logic import SuperResolutionLogic  # noqa: E402
 from VolumetricSRTrainingLib.plot import LossPlot  # noqa: E402
 
@@ -145,3 +148,37 @@ def test_a_widget_made_without_a_parent_sets_itself_up_and_shows():
     assert not hasattr(panel.self(), "setups") and panel.self().layout is panel.layout()
     panel.setup()
     assert panel.self().setups == 1
+
+
+def test_parameter_node_fields_are_validated_when_set():
+    """slicer/parameterNodeWrapper (validators.py, serializers.py): a value is checked before it is
+    written (the type's NotNone and IsInstance: TypeError; WithinRange, Choice: ValueError), defaults
+    included; a rejected value leaves the node as it was; numbers are read back as the field's type."""
+    @parameterNodeWrapper
+    class Parameters:
+        count: Annotated[int, WithinRange(0, 10)] = 3
+        size: Annotated[float, WithinRange(0.5, 2.0)] = 1
+        kind: Annotated[str, Choice(["a", "b"])] = "a"
+        flag: bool
+        volume: slicer.vtkMRMLScalarVolumeNode
+
+    node = vtkMRMLScriptedModuleNode("Test")
+    p = Parameters(node)
+    assert (p.count, p.size, p.kind, p.flag, p.volume) == (3, 1.0, "a", False, None) and isinstance(p.size, float)
+    heard = []
+    node.observers.append(lambda caller, event: heard.append(event))
+    for field, value, error in (("count", 11, ValueError), ("count", 2.0, TypeError), ("size", 0.1, ValueError),
+                                ("kind", "c", ValueError), ("kind", None, ValueError), ("flag", 1, TypeError),
+                                ("volume", "vtkMRMLScalarVolumeNode1", TypeError)):
+        with pytest.raises(error):
+            setattr(p, field, value)
+    assert (p.count, p.size, p.kind, p.flag, p.volume) == (3, 1.0, "a", False, None) and heard == []
+    p.count, p.kind = 10, "b"
+    assert (p.count, p.kind) == (10, "b") and heard == ["ModifiedEvent"] * 2
+
+    @parameterNodeWrapper
+    class BadDefault:
+        count: Annotated[int, WithinRange(1, 10)] = 0
+
+    with pytest.raises(ValueError, match="within range"):
+        BadDefault(vtkMRMLScriptedModuleNode("Bad"))

@@ -192,6 +192,31 @@ def test_the_panel_shows_the_options_each_method_takes(qt_slicer):
     assert visible(w.ui.strideSpinBox) and w.ui.selfSupervisedCollapsibleButton.enabled
 
 
+def test_the_bound_widgets_and_the_parameter_node_follow_each_other(qt_slicer):
+    """connectGui binds as Slicer's GUI connectors do (slicer/parameterNodeWrapper/wrapper.py): each widget
+    named by SlicerParameterName shows its field at once, a change in the widget sets the field, and a
+    change of the node refills the widgets; after disconnectGui neither follows the other."""
+    node = add_node(make_volume())
+    w, p = sr_widget()
+    assert w.ui.inputSelector.currentNode() is node and w.ui.isotropicCheckBox.checked
+    w.ui.isotropicCheckBox.checked = False            # the user's clicks
+    w.ui.spacingSpinBox.value = 1.5
+    w.ui.axisComboBox.currentIndex = w.ui.axisComboBox.findText("K")
+    w.ui.iterationsSpinBox.value = 250
+    assert (p.isotropic, p.spacing, p.axis, p.iterations) == (False, 1.5, "K", 250)
+    assert w.ui.spacingSpinBox.enabled                # the panel's own update ran too
+    p.spacing, p.sliceProfile, p.force = 2.0, "rect", True
+    assert (w.ui.spacingSpinBox.value, w.ui.sliceProfileComboBox.currentText, w.ui.forceCheckBox.checked) == \
+        (2.0, "rect", True)
+    other = add_node(make_volume(), name="other")
+    w.ui.inputSelector.setCurrentNode(other)
+    assert p.inputVolume is other
+    w.exit()                                          # the user leaves the module: disconnectGui
+    w.ui.spacingSpinBox.value = 3.0
+    p.force = False
+    assert p.spacing == 2.0 and w.ui.forceCheckBox.checked
+
+
 def test_a_panel_made_without_a_parent_works(qt_slicer):
     """In Slicer a module widget made without a parent calls setup() itself, from its base class's
     __init__ (ScriptedLoadableModule.py): the panels' own state must be set before that, or it wipes

@@ -65,10 +65,20 @@ class qMRMLNodeComboBox(QComboBox):
     nodeTypes = Property("QStringList", lambda self: [], _set)
     showChildNodeTypes = addEnabled = removeEnabled = noneEnabled = renameEnabled = Property(bool, lambda self: False, _set)
     noneDisplay = Property(str, lambda self: "", _set)
+    currentNodeChanged = Signal(object)
 
     @Slot(object)
     def setMRMLScene(self, scene):
         pass
+
+    def currentNode(self):
+        return getattr(self, "_node", None)
+
+    def setCurrentNode(self, node):
+        """Shows ``node`` (no scene here: any node) and emits currentNodeChanged when it is another."""
+        if node is not self.currentNode():
+            self._node = node
+            self.currentNodeChanged.emit(node)
 
 
 class ctkPathLineEdit(QLineEdit):
