@@ -182,3 +182,19 @@ def test_parameter_node_fields_are_validated_when_set():
 
     with pytest.raises(ValueError, match="within range"):
         BadDefault(vtkMRMLScriptedModuleNode("Bad"))
+
+
+def test_ctest_runs_the_self_tests_in_testing_mode(tmp_path, monkeypatch):
+    """ctest runs ``Slicer --testing --python-code "slicer.testing.runUnitTest(...)"``
+    (CMake/SlicerMacroPythonTesting.cmake): every test sees slicer.app.testingEnabled() True."""
+    import sys
+
+    import slicer.testing
+
+    (tmp_path / "standin_testing_probe.py").write_text(
+        "import unittest\nimport slicer\nseen = []\n\n"
+        "class ProbeTest(unittest.TestCase):\n"
+        "    def test_mode(self):\n        seen.append(slicer.app.testingEnabled())\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    slicer.testing.runUnitTest([str(tmp_path)], "standin_testing_probe")
+    assert sys.modules.pop("standin_testing_probe").seen == [True] and not slicer.app.testingEnabled()
