@@ -38,7 +38,10 @@ TRAIN = "train --method tvsrn --data {in} --out m --models-dir {out}"
 CASES = [
     # files
     Case("file", "a 2-D image", "infer {in}/2d.nrrd " + OUT, "is a 2-D image"),
-    Case("file", "a 4-D image (time series)", "infer {in}/4d.nii.gz " + OUT, "is a 4-D image"),
+    Case("file", "a 4-D image (a sequence) to a DICOM folder", "infer {in}/4d.nii.gz {out}/dicom/",
+         "a sequence of 3 volumes is written as one 4-D file"),
+    Case("file", "a 4-D image whose 4th axis mixes with space", "infer {in}/mixed4d.mha " + OUT,
+         "not a sequence of volumes"),
     Case("file", "a vector (colour) image", "infer {in}/vector.nrrd " + OUT, "3 components per voxel"),
     Case("file", "an empty file", "infer {in}/empty.nii.gz " + OUT, "is an empty file"),
     Case("file", "a .nii.gz cut to a third of its bytes", "infer {in}/cut.nii.gz " + OUT, "is truncated"),
@@ -255,6 +258,9 @@ def _write_inputs(folder: Path) -> None:
     write_volume(make_volume(spacing=(3.0, 3.0, 1.0)), folder / "tie.nii.gz")
     sitk.WriteImage(sitk.Image(8, 8, sitk.sitkFloat32), str(folder / "2d.nrrd"))
     sitk.WriteImage(sitk.Image([4, 4, 4, 3], sitk.sitkFloat32), str(folder / "4d.nii.gz"))
+    mixed = sitk.Image([4, 4, 4, 3], sitk.sitkFloat32)
+    mixed.SetDirection((1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0))      # time along z
+    sitk.WriteImage(mixed, str(folder / "mixed4d.mha"))
     sitk.WriteImage(sitk.Image([4, 4, 4], sitk.sitkVectorFloat32, 3), str(folder / "vector.nrrd"))
     sitk.WriteImage(sitk.Image([8, 8, 1], sitk.sitkInt16), str(folder / "slice.nii.gz"))
     (folder / "empty.nii.gz").write_bytes(b"")

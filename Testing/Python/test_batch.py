@@ -178,14 +178,14 @@ def test_a_study_places_its_result_and_maps_together_or_none(cohort, tmp_path, m
     from volumetricsr.common.errors import OutputError
     from volumetricsr.data import io as volume_io
 
-    real = volume_io.write_volume
+    real = volume_io.write_frames
 
-    def full_disk_for_the_last_map(volume, path, dtype=None, tx=None):
+    def full_disk_for_the_last_map(frames, path, dtype=None, tx=None):
         if "confidence" in str(path):
             raise OutputError(f"Could not write {path}: No space left on device")
-        return real(volume, path, dtype, tx)
+        return real(frames, path, dtype, tx)
 
-    monkeypatch.setattr(volume_io, "write_volume", full_disk_for_the_last_map)
+    monkeypatch.setattr(volume_io, "write_frames", full_disk_for_the_last_map)
     out = tmp_path / "out"
     rows = run_batch([s for s in manifest(cohort) if s.input.endswith("a.nii.gz")], out, "linear",
                      maps=("consistency", "confidence"))           # the result and one map were staged

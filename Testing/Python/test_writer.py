@@ -92,14 +92,14 @@ def test_a_side_output_that_fails_leaves_no_result_behind(tmp_path, monkeypatch,
     import volumetricsr.app.api as api
 
     write_volume(thick_volume(), tmp_path / "in.nii.gz")
-    real = api.write_volume
+    real = api.write_frames
 
-    def map_fails(volume, path, dtype=None, tx=None):
+    def map_fails(frames, path, dtype=None, tx=None):
         if Path(path).name == "conf.nii.gz":
             raise OutputError(f"Could not write {path}: No space left on device")
-        return real(volume, path, dtype, tx)
+        return real(frames, path, dtype, tx)
 
-    monkeypatch.setattr(api, "write_volume", map_fails)
+    monkeypatch.setattr(api, "write_frames", map_fails)
     code = main(["infer", str(tmp_path / "in.nii.gz"), str(tmp_path / "out.nii.gz"), "--quiet",
                  "--confidence-map", str(tmp_path / "conf.nii.gz")])
     assert code == 2 and "No space left" in capfd.readouterr().err

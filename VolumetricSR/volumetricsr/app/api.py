@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -13,13 +15,14 @@ from volumetricsr.compute.cpu_memory import available_bytes
 from volumetricsr.compute.device import resolve_device
 from volumetricsr.data.geometry import AxisLike, finest_spacing, plan_grid, stack_spacing, through_plane_axis, to_stack
 from volumetricsr.common.errors import InputError, Notice
-from volumetricsr.data.io import cast_array, check_size, read_volume, volume_transaction, write_volume
+from volumetricsr.data.io import (cast_array, check_frames_format, check_size, read_frames, volume_transaction,
+                                  write_frames)
 from volumetricsr.methods import Method, get_method
 from volumetricsr.methods.options import method_rules
 from volumetricsr.common.options import check_options, check_spacing
 from volumetricsr.data.profile_estimation import LAGS, estimate_profile
 from volumetricsr.data.profiles import PROFILES
-from volumetricsr.common.progress import CancelToken, ProgressCallback
+from volumetricsr.common.progress import CancelToken, ProgressCallback, scaled
 from volumetricsr.data.volume import FLOAT32_EXACT, Volume, beyond_float32
 
 
@@ -102,6 +105,65 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
         warnings.warn(rounded, Notice, stacklevel=2)
         results.setdefault("warnings", []).append(rounded)
     return out.with_array(cast_array(out.array, np.float32 if target is None else target))
+
+
+#: The share of a frame's work left to a frame that reuses a network trained on another (inference
+#: only), for progress across a sequence (selfsr: training takes about three quarters of a run).
+REUSED_FRAME_COST = 0.3
+
+
+def super_resolve_frames(frames: list[Volume], method: str = "bspline", spacing: Optional[float] = None, *,
+                         progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+                         results: Optional[dict] = None, **kwargs) -> list[Volume]:
+    """Super-resolve every volume of a sequence (cine MR, multi-phase CT, DCE: frames of one size and
+    spacing) as :func:`super_resolve` does with the same ``method`` and options; returns them in order.
+
+    The middle frame goes first: the slice profile is found there once and stated for the others,
+    and a method that trains per volume and can save its network (selfsr) trains there only, each
+    other frame reusing that network (``save_model`` keeps it; a given ``model`` is used for all).
+    ``results`` receives ``frames`` (each frame's results), ``trained_on`` (the frame trained on, or
+    None), the middle frame's ``slice_profile`` and the ``consistency`` of the frame that agrees
+    least with its slices (with its ``frame``). Progress covers the whole sequence."""
+    m, _ = check_request(method, spacing, {k: v for k, v in kwargs.items() if k not in SUPER_RESOLVE_ARGS})
+    odd = next((t for t, f in enumerate(frames) if f.array.shape != frames[0].array.shape
+                or not np.allclose(f.spacing, frames[0].spacing, rtol=1e-4)), None)
+    if not frames or odd is not None:
+        raise InputError("The sequence has no frames." if not frames else
+                         f"Frame {odd} of the sequence has another size or spacing than frame 0 "
+                         f"({frames[odd].describe()} against {frames[0].describe()}); its frames must share them.")
+    results = {} if results is None else results
+    first = len(frames) // 2
+    order = [first] + [t for t in range(len(frames)) if t != first]
+    reuse = len(frames) > 1 and m.trains_per_volume and "save_model" in m.option_rules and not kwargs.get("model")
+    costs = np.cumsum([0.0] + [REUSED_FRAME_COST if reuse and i else 1.0 for i in range(len(frames))])
+    outs, per_frame = [None] * len(frames), [None] * len(frames)
+    options = dict(kwargs)
+    with tempfile.TemporaryDirectory(prefix="volumetricsr-frames-") as folder:
+        if reuse:
+            options["save_model"] = options.get("save_model") or str(Path(folder) / "sequence.json")
+        for i, t in enumerate(order):
+            per_frame[t] = {}
+            outs[t] = super_resolve(frames[t], m.name, spacing, cancel=cancel, results=per_frame[t],
+                                    progress=scaled(progress, costs[i] / costs[-1], costs[i + 1] / costs[-1]),
+                                    **options)
+            if i == 0:
+                found = per_frame[t].get("slice_profile")
+                if found:
+                    options.update(thickness=found["thickness"], profile=found["profile"])
+                if reuse:
+                    network = options.pop("save_model")
+                    options = {k: v for k, v in options.items() if k not in ("warm_start", "prior")}
+                    options["model"] = network
+    if len(frames) == 1:            # a single volume's results as super_resolve gives them, too
+        results.update(per_frame[0])
+    results.update(frames=per_frame, trained_on=first if reuse else None)
+    if "slice_profile" in per_frame[first]:
+        results["slice_profile"] = per_frame[first]["slice_profile"]
+    checked = [(r["consistency"]["rms"], t) for t, r in enumerate(per_frame) if "consistency" in r]
+    if checked:
+        worst = max(checked)[1]
+        results["consistency"] = {**per_frame[worst]["consistency"], "frame": worst}
+    return outs
 
 
 def rounding(method: Method, volume: Volume, out: Volume, target: Optional[np.dtype]) -> Optional[str]:
@@ -234,22 +296,26 @@ SUPER_RESOLVE_ARGS = ("axis", "device", "dtype", "force", "progress", "cancel", 
 
 def infer(input_path: "str | os.PathLike", output_path: "str | os.PathLike", method: str = "bspline",
           spacing: Optional[float] = None, *, series: Optional[str] = None, maps: Optional[dict] = None,
-          **kwargs) -> Volume:
+          **kwargs) -> "Volume | list[Volume]":
     """Read, super-resolve and write the result and the ``maps`` asked for (``{"consistency_map": path,
     "confidence_map": path}``) as one transaction of the writer (:mod:`~volumetricsr.data.writer`):
     the request and every path (against the input, its data file and each other) are checked before
-    any work; all files are placed at the end, or none."""
+    any work; all files are placed at the end, or none. A 4-D input (a sequence) is super-resolved
+    frame by frame (:func:`super_resolve_frames`) into one 4-D output (and 4-D maps); the result is
+    then the list of frames."""
     maps = dict(maps or {})
     check_request(method, spacing, {k: v for k, v in kwargs.items() if k not in SUPER_RESOLVE_ARGS})
     outputs = {"output": output_path, **{f"--{key.replace('_', '-')}": path for key, path in maps.items()}}
     with volume_transaction(outputs, {"input": input_path}) as tx:
-        volume = read_volume(input_path, series)
-        check_result_size(volume, spacing, kwargs.get("axis"), kwargs.get("force", False),
+        frames = read_frames(input_path, series)
+        for path in outputs.values():
+            check_frames_format(path, len(frames))
+        check_result_size(frames[0], spacing, kwargs.get("axis"), kwargs.get("force", False),
                           [output_path, maps.get("confidence_map")])
         results = kwargs.pop("results", None)
         results = {} if results is None else results
-        out = super_resolve(volume, method, spacing, results=results, **{key: True for key in maps}, **kwargs)
-        write_volume(out, output_path, tx=tx)
+        out = super_resolve_frames(frames, method, spacing, results=results, **{key: True for key in maps}, **kwargs)
+        write_frames(out, output_path, tx=tx)
         for key, path in maps.items():
-            write_volume(results[key], path, tx=tx)
-    return out
+            write_frames([r[key] for r in results["frames"]], path, tx=tx)
+    return out if len(out) > 1 else out[0]

@@ -125,8 +125,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _describe(volume) -> tuple[str, str]:
-    return "x".join(str(n) for n in volume.size), "x".join(f"{s:.4g}" for s in volume.spacing)
+def _describe(frames: list) -> tuple[str, str]:
+    """Size (with the frames of a sequence) and spacing, for the report."""
+    size = "x".join(str(n) for n in frames[0].size) + (f"x{len(frames)} frames" if len(frames) > 1 else "")
+    return size, "x".join(f"{s:.4g}" for s in frames[0].spacing)
 
 
 def map_output(output: str, name: str) -> str:
@@ -147,8 +149,8 @@ def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], 
               maps: tuple = ()) -> dict:
     """One study: read, super-resolve, write its result and ``maps`` as one transaction (all placed,
     or none); a report row (failures are rows too, never raised; a stop signal is raised)."""
-    from volumetricsr.app.api import super_resolve
-    from volumetricsr.data.io import read_volume, volume_transaction, write_volume
+    from volumetricsr.app.api import super_resolve_frames
+    from volumetricsr.data.io import check_frames_format, read_frames, volume_transaction, write_frames
 
     row = {"input": study.input, "output": study.output, "status": "done", "device": device, "error": ""}
     start = time.perf_counter()
@@ -156,14 +158,17 @@ def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], 
         targets = study_outputs(study, outdir, maps)
         tx = volume_transaction(targets, {"input": study.input})
         try:
-            volume = read_volume(study.input)
-            row["input_size"], row["input_spacing"] = _describe(volume)
+            frames = read_frames(study.input)
+            for path in targets.values():
+                check_frames_format(path, len(frames))
+            row["input_size"], row["input_spacing"] = _describe(frames)
             results = {}
-            out = super_resolve(volume, method, spacing, axis=axis, device=device, force=force,
-                                enforce_consistency=enforce_consistency, results=results,
-                                **{f"{name}_map": True for name in maps}, **{**options, **study.options})
+            out = super_resolve_frames(frames, method, spacing, axis=axis, device=device, force=force,
+                                       enforce_consistency=enforce_consistency, results=results,
+                                       **{f"{name}_map": True for name in maps}, **{**options, **study.options})
             for role, path in targets.items():
-                write_volume(out if role == "output" else results[role.replace(" ", "_")], path, tx=tx)
+                write_frames(out if role == "output" else [r[role.replace(" ", "_")] for r in results["frames"]],
+                             path, tx=tx)
             with _SIGNALS.held():       # a stop waits for the commit: all of the study placed, or none
                 tx.commit()
         finally:

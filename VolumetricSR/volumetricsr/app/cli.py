@@ -56,9 +56,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _add_infer(sub) -> None:
-    p = sub.add_parser("infer", help="super-resolve a volume along its through-plane axis")
-    p.add_argument("input", help="volume file (.nii.gz, .nrrd, .mha, ...) or DICOM folder")
-    p.add_argument("output", help="output file, or a folder for a DICOM series")
+    p = sub.add_parser("infer", help="super-resolve a volume (or each volume of a 4-D sequence) along its "
+                                     "through-plane axis")
+    p.add_argument("input", help="volume file (.nii.gz, .nrrd, .mha, ...), 4-D file (a sequence) or DICOM folder")
+    p.add_argument("output", help="output file (4-D for a sequence), or a folder for a DICOM series")
     _add_method_arguments(p)
     RUN_OPTIONS["dtype"].add_to(p)
     p.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
@@ -131,20 +132,23 @@ def _cmd_infer(args) -> int:
     finally:
         getattr(bar, "close", lambda: None)()
     seconds = time.perf_counter() - start
+    described = f"{len(out)} frames of {out[0].describe()}" if isinstance(out, list) else out.describe()
     c = results.get("consistency")
     if "slice_profile" in results and not args.progress_json:
         from volumetricsr.app.api import describe_profile
 
         print(describe_profile(results["slice_profile"]), file=sys.stderr)
-    said = "".join([f"consistency with the acquired slices: RMS {c['rms']:.4g}, max {c['max']:.4g} (slice "
-                    f"{c['worst_slice']})" if c else ""] + [f"; {key.replace('_', ' ')} written to {path}"
+    where = c and (f"frame {c['frame']} (the least consistent), slice {c['worst_slice']}" if "frame" in c
+                   else f"slice {c['worst_slice']}")
+    said = "".join([f"consistency with the acquired slices: RMS {c['rms']:.4g}, max {c['max']:.4g} ({where})"
+                    if c else ""] + [f"; {key.replace('_', ' ')} written to {path}"
                                                              for key, path in maps.items()]).lstrip("; ")
     if args.progress_json:
-        emit_json("done", output=str(args.output), describe=out.describe(), seconds=round(seconds, 2),
+        emit_json("done", output=str(args.output), describe=described, seconds=round(seconds, 2),
                   consistency=c, slice_profile=results.get("slice_profile"),
                   maps={key: str(path) for key, path in maps.items()})
     else:
-        print(f"wrote {args.output}: {out.describe()} in {seconds:.1f} s")
+        print(f"wrote {args.output}: {described} in {seconds:.1f} s")
         if said:
             print(said, file=sys.stderr)
     return 0

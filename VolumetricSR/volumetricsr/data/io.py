@@ -76,11 +76,22 @@ def volume_format(path: PathLike) -> str:
 
 def read_volume(path: PathLike, series: Optional[str] = None) -> Volume:
     """Read a volume file, or the DICOM series in a folder (``series``: its SeriesInstanceUID)."""
+    frames = read_frames(path, series)
+    if len(frames) > 1:
+        raise InputError(f"{Path(path).name} is a 4-D image, a sequence of {len(frames)} volumes: read it with "
+                         "read_frames (`volumetricsr infer` super-resolves every frame), or extract one frame.")
+    return frames[0]
+
+
+def read_frames(path: PathLike, series: Optional[str] = None) -> list[Volume]:
+    """The volumes of a file: one for a 3-D file or DICOM series, one per frame for a 4-D file (a
+    sequence: cine, multi-phase, DCE), each with ``metadata['frame']`` = its ``index`` and ``value``
+    (the 4th axis's origin + index x spacing, e.g. a time)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"No such file or folder: {p}")
     if p.is_dir() or p.suffix.lower() == ".dcm":
-        return _read_dicom(p, series)
+        return [_read_dicom(p, series)]
     if p.stat().st_size == 0:
         raise InputError(f"{p} is an empty file (0 bytes): copy it again.")
     try:
@@ -97,7 +108,7 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> Volume:
     if not p.name.lower().endswith((".nii", ".nii.gz")):
         if said:
             warnings.warn(f"reading {p.name}: {said}", Notice, stacklevel=2)
-        return volume_from_image(image, name=p.name)
+        return frames_from_image(image, name=p.name)
     if said:       # the NIfTI reader warns when the header's descriptions of the geometry disagree
         raise InputError(f"{p}: its header describes the voxel geometry in two ways that disagree "
                          f"({said}), so where its voxels lie is uncertain. Fix the header "
@@ -109,15 +120,16 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> Volume:
                          "offset that is not a number of bytes). Fix the header's vox_offset.")
     if scan.missing > 0:
         raise _truncated(p)
-    volume = volume_from_image(image, name=p.name)
+    frames = frames_from_image(image, name=p.name)
     if scan.nonfinite:
         raise nonfinite_error(str(p), scan.nonfinite)
     if scan.values is not None:     # scaled: the intensities as the standard defines them, computed here
-        if scan.values.size != volume.array.size:
+        if scan.values.size != sum(f.array.size for f in frames):
             raise InputError(f"Could not read {p}: the sizes in its header disagree with the image SimpleITK "
                              "reads from it. Fix the header's dim.")
-        volume = volume.with_array(scan.values.reshape(volume.array.shape))
-    return volume
+        values = scan.values.reshape((len(frames),) + frames[0].array.shape)
+        frames = [f.with_array(v) for f, v in zip(frames, values)]
+    return frames
 
 
 def _truncated(path: Path) -> InputError:
@@ -218,6 +230,29 @@ def _nifti_scan(path: Path) -> Optional[NiftiScan]:
     return NiftiScan(0, 0, values if wide else values.astype(np.float32))
 
 
+def frames_from_image(image: sitk.Image, name: str = "input") -> list[Volume]:
+    """The volumes of a 3-D image (one) or a 4-D one (one per frame, on the first three axes' grid)."""
+    if image.GetDimension() != 4:
+        return [volume_from_image(image, name)]
+    spacing, origin = image.GetSpacing(), image.GetOrigin()
+    direction = np.reshape(image.GetDirection(), (4, 4))
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel (a vector or "
+                         "colour image); VolumetricSR needs scalar volumes. Extract one channel first.")
+    if not np.allclose(direction[:3, 3], 0, atol=1e-6) or not np.allclose(direction[3, :3], 0, atol=1e-6):
+        raise InputError(f"{name} is a 4-D image whose 4th axis is not apart from the space axes (its direction "
+                         "matrix mixes them); it is not a sequence of volumes. Fix its header.")
+    frames = []
+    for t, array in enumerate(sitk.GetArrayViewFromImage(image)):
+        frame = sitk.GetImageFromArray(array)
+        frame.SetSpacing(spacing[:3])
+        frame.SetOrigin(origin[:3])
+        frame.SetDirection(tuple(direction[:3, :3].ravel()))
+        frames.append(volume_from_image(frame, f"{name} frame {t}",
+                                        {"frame": {"index": t, "value": origin[3] + t * spacing[3]}}))
+    return frames
+
+
 def volume_from_image(image: sitk.Image, name: str = "input", metadata: Optional[dict] = None) -> Volume:
     dim, comps = image.GetDimension(), image.GetNumberOfComponentsPerPixel()
     if comps != 1:
@@ -225,7 +260,7 @@ def volume_from_image(image: sitk.Image, name: str = "input", metadata: Optional
                          "VolumetricSR needs a scalar volume. Extract one channel first.")
     if dim != 3:
         raise InputError(f"{name} is a {dim}-D image; VolumetricSR needs a 3-D volume"
-                         + (" (for a time series, extract one frame first)." if dim == 4 else "."))
+                         + (" or a 4-D sequence of them." if dim > 4 else "."))
     direction = np.reshape(image.GetDirection(), (3, 3))
     if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-3):
         raise InputError(f"{name} has a direction matrix that is not a rotation (sheared or scaled axes: "
@@ -234,6 +269,20 @@ def volume_from_image(image: sitk.Image, name: str = "input", metadata: Optional
     volume = Volume(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(), direction, metadata or {})
     check_scalar_volume(volume, name)
     return volume
+
+
+def image_from_frames(frames: list[Volume], target: PathLike = "the output") -> sitk.Image:
+    """A 4-D image of volumes on one grid (:func:`write_frames`)."""
+    odd = next((t for t, f in enumerate(frames) if not f.same_grid(frames[0])), None)
+    if odd is not None:
+        raise OutputError(f"Cannot write {target}: frame {odd} lies on another grid than frame 0, and a 4-D file "
+                          "holds frames on one grid.")
+    values = [f.metadata.get("frame", {}).get("value") for f in frames]
+    steps = np.diff(values) if None not in values else [0.0]
+    even = np.all(np.asarray(steps) > 0) and np.allclose(steps, steps[0], rtol=1e-6)
+    dtype = np.result_type(*(f.array.dtype for f in frames))
+    return sitk.JoinSeries([image_from_volume(f.with_array(f.array.astype(dtype, copy=False))) for f in frames],
+                           float(values[0]) if even else 0.0, float(steps[0]) if even else 1.0)
 
 
 def image_from_volume(volume: Volume) -> sitk.Image:
@@ -389,19 +438,34 @@ def write_volume(volume: Volume, path: PathLike, dtype=None, tx: Optional[Transa
     """Write ``volume`` to a file or (for a folder path) a DICOM series, through the one writer:
     into ``tx`` when given (a :func:`volume_transaction` holding ``path``: placed at its commit, with
     the run's other outputs), else on its own."""
+    return write_frames([volume], path, dtype, tx)
+
+
+def check_frames_format(path: PathLike, frames: int) -> None:
+    """Fail early when ``path``'s format cannot hold a sequence of ``frames`` volumes (DICOM here)."""
+    if frames > 1 and volume_format(path) in ("dicom", "dicom-file"):
+        raise OutputError(f"{path}: a sequence of {frames} volumes is written as one 4-D file; "
+                          f"give a {', '.join(s for s in FILE_SUFFIXES if s not in ('.nhdr', '.mhd'))} name.")
+
+
+def write_frames(frames: list[Volume], path: PathLike, dtype=None, tx: Optional[Transaction] = None) -> Path:
+    """Write the volumes of a sequence as one 4-D file (one volume: as :func:`write_volume`) through
+    the one writer; the 4th axis from the frames' ``metadata['frame']['value']`` where they are evenly
+    spaced, else 0, 1, 2, ..."""
     target = Path(path)
+    check_frames_format(target, len(frames))
     if tx is None:
         with volume_transaction({"output": target}) as own:
-            return write_volume(volume, target, dtype, own)
+            return write_frames(frames, target, dtype, own)
     fmt = volume_format(target)
     if dtype is not None:
-        volume = volume.with_array(cast_array(volume.array, dtype))
+        frames = [f.with_array(cast_array(f.array, dtype)) for f in frames]
     staged = tx.path(target)
     try:
         if fmt == "dicom":
-            _write_dicom(volume, staged)
+            _write_dicom(frames[0], staged)
             return target
-        image = image_from_volume(volume)
+        image = image_from_volume(frames[0]) if len(frames) == 1 else image_from_frames(frames, target)
         try:
             _, said = _library_call(sitk.WriteImage, image, str(staged), True)
         except RuntimeError as exc:
