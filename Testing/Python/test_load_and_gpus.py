@@ -124,6 +124,35 @@ def test_threads_follow_the_usable_cores_or_the_users_choice(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_selfsr_trains_on_one_thread_and_gives_the_same_result_on_any_thread_count():
+    """Its training steps are too small to share (one thread is faster, benchmarks/concurrency.py) and
+    cost a run beside; training on one thread whatever the pool, and inference whose result does
+    not depend on the pool, make a seeded run repeat bit for bit on a loaded or a quiet machine."""
+    from volumetricsr.methods.selfsr.task import SelfSRTask
+
+    seen = []
+    real = SelfSRTask.train_step
+
+    def step(task, *args):
+        seen.append(torch.get_num_threads())
+        return real(task, *args)
+
+    volume = Volume(np.random.default_rng(0).normal(size=(6, 24, 24)).cumsum(1).astype(np.float32),
+                    (0.8, 0.8, 3.2), (0.0, 0.0, 0.0), np.eye(3))
+    before, results = torch.get_num_threads(), []
+    try:
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(SelfSRTask, "train_step", step)
+                results.append(super_resolve(volume, "selfsr", iterations=30).array)
+            assert torch.get_num_threads() == n          # the pool is given back
+    finally:
+        torch.set_num_threads(before)
+    assert set(seen) == {1} and len(seen) == 60
+    assert np.array_equal(*results)
+
+
 def test_a_plane_method_out_of_memory_on_the_gpu_finishes_on_the_cpu(monkeypatch):
     """The plane methods share the fallback: CT-guided (its shipped model) on 'cuda' with a predictor
     that always runs out of memory there gives the CPU's result, with a warning."""

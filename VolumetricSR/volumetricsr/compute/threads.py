@@ -13,6 +13,7 @@ Load). Two settings fix that at the source, for every entry point:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -87,3 +88,22 @@ def configure(threads: Optional[int] = None) -> int:
                       "share the cores will slow each other down badly. Set OMP_WAIT_POLICY=PASSIVE in the "
                       "environment, or import volumetricsr first.", RuntimeWarning, stacklevel=2)
     return n
+
+
+@contextlib.contextmanager
+def limited(most: Optional[int]):
+    """Within the block, PyTorch's intra-op pool at no more than ``most`` threads (None: as it is).
+
+    For work too fine-grained to share: a thread gains nothing there (selfsr's training steps run
+    faster on one thread than on two, benchmarks/concurrency.py) and costs a run sharing the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    if most is None or most >= before:
+        yield
+        return
+    torch.set_num_threads(most)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

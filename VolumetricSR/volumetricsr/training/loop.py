@@ -20,6 +20,7 @@ import torch
 
 from volumetricsr.common.errors import Cancelled, TrainingError
 from volumetricsr.common.progress import CancelToken
+from volumetricsr.compute.threads import limited
 from volumetricsr.training.distributed import LOCAL, Group, average_gradients
 
 EventCallback = Callable[[str, dict], None]
@@ -58,7 +59,13 @@ class Loop:
         return rows
 
     def run(self) -> None:
-        """Steps until ``total_steps`` or until cancelled (the token, or ``should_stop()``, on any rank)."""
+        """Steps until ``total_steps`` or until cancelled (the token, or ``should_stop()``, on any rank),
+        on a CPU with at most the task's ``cpu_threads``."""
+        on_cpu = torch.device(getattr(self.task, "device", "cpu")).type == "cpu"
+        with limited(getattr(self.task, "cpu_threads", None) if on_cpu else None):
+            self._run()
+
+    def _run(self) -> None:
         _, stop = self.sync.agree({}, self.cancel.cancelled)
         while self.step < self.total_steps and not stop:
             stage = self.task.stage(self.step)

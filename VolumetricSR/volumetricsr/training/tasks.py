@@ -52,6 +52,7 @@ class Task:
     options: tuple = ()         # this task's command-line options (volumetricsr.common.options.Option)
     option_rules: dict = {}     # their rules, made from ``options``
     required: tuple = ()        # the options a new run must be given (a resumed one has its own)
+    cpu_threads: Optional[int] = None   # the most CPU threads its steps use (None: the process's)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -29,6 +29,10 @@ class SelfSRTask(OneNetworkTask):
 
     method = "selfsr"
     best_metric = None
+    #: Its steps (a batch of small patches through a small network) are too fine-grained to share:
+    #: on one CPU thread they run faster than on two, and leave the other core to a run beside
+    #: (benchmarks/concurrency.py; docs/performance.md).
+    cpu_threads = 1
 
     def __init__(self, net: RowUpsampler, sampler: PatchSampler, budget: Budget, iterations: int, device: str):
         super().__init__({"budget": asdict(budget), "iterations": iterations}, device)
