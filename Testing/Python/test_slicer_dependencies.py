@@ -92,6 +92,20 @@ def test_non_interactive_never_prompts():
     assert slicer.util.calls == [] and env2.installed == []
 
 
+def test_in_testing_mode_nobody_is_asked_and_nothing_is_installed(monkeypatch):
+    """Slicer --testing (ctest): confirmOkCancelDisplay shows nothing and answers by itself (False, in
+    Slicer's code), and slicer.packaging.pip_ensure installs nothing. The panel's way (interactive)
+    then installs nothing and says why, whatever the answer would have been; a script's way
+    (not interactive) is unchanged."""
+    monkeypatch.setattr(slicer.app, "testing", True)
+    env = FakeEnv()
+    with pytest.raises(deps.MissingDependencies, match="testing mode"):
+        installer(env, interactive=True).ensure([deps.EINOPS])
+    assert slicer.util.calls == [] and env.installed == [] and not deps.DependencyInstaller.declined
+    installer(env, interactive=False).ensure([deps.EINOPS])
+    assert env.installed == ["einops>=0.7"]
+
+
 def test_install_that_does_not_take_effect_is_reported():
     env = FakeEnv()
     inst = deps.DependencyInstaller(interactive=False, pip_install=lambda r: None, install_torch=lambda: None,

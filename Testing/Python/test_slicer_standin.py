@@ -198,3 +198,35 @@ def test_ctest_runs_the_self_tests_in_testing_mode(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))
     slicer.testing.runUnitTest([str(tmp_path)], "standin_testing_probe")
     assert sys.modules.pop("standin_testing_probe").seen == [True] and not slicer.app.testingEnabled()
+
+
+def test_message_boxes_in_testing_mode_and_without_a_main_window(monkeypatch, caplog):
+    """Base/Python/slicer/util.py _messageDisplay: the text is always logged; in testing mode nothing is
+    shown and ``testingReturnValue`` is returned, which confirmOkCancelDisplay/confirmYesNoDisplay then
+    compare with qt.QMessageBox.Ok/Yes (True == 0x400 is False); without a main window errorDisplay,
+    warningDisplay and infoDisplay only log, while a confirmation still asks."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(slicer.util, "confirm_answer", True)
+    shown = {"errorDisplay": slicer.util.errorDisplay, "warningDisplay": slicer.util.warningDisplay,
+             "infoDisplay": slicer.util.infoDisplay}
+    monkeypatch.setattr(slicer.app, "testing", True)
+    for kind, display in shown.items():
+        display(f"{kind} text")
+    assert not slicer.util.confirmOkCancelDisplay("Install?") and not slicer.util.confirmYesNoDisplay("Restart?")
+    assert slicer.util.calls == []
+    levels = {r.getMessage(): r.levelno for r in caplog.records}
+    assert (levels["errorDisplay text"], levels["warningDisplay text"], levels["infoDisplay text"]) == \
+        (logging.ERROR, logging.WARNING, logging.INFO) and "Install?" in levels
+    monkeypatch.setattr(slicer.app, "testing", False)
+    monkeypatch.setattr(type(slicer.app.commandOptions()), "noMainWindow", True)
+    for kind, display in shown.items():
+        display(f"{kind} text")
+    assert slicer.util.calls == [] and slicer.util.confirmOkCancelDisplay("Install?")
+    assert slicer.util.calls == [("confirmOkCancelDisplay", "Install?")]
+    monkeypatch.setattr(type(slicer.app.commandOptions()), "noMainWindow", False)
+    monkeypatch.setattr(slicer.util, "confirm_answer", False)
+    assert not slicer.util.confirmYesNoDisplay("Restart?")
+    slicer.util.errorDisplay("It failed.")
+    assert slicer.util.calls[1:] == [("confirmYesNoDisplay", "Restart?"), ("errorDisplay", "It failed.")]

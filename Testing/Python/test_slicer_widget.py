@@ -339,6 +339,27 @@ def test_bad_settings_are_reported_and_nothing_starts(qt_slicer):
     assert w._task is None and any(c[0] == "errorDisplay" for c in slicer.util.calls)
 
 
+def test_in_testing_mode_the_panel_logs_errors_and_waits_for_no_click(qt_slicer, monkeypatch, caplog):
+    """Slicer --testing (ctest): tryWithErrorDisplay and errorDisplay show no dialog a user would have to
+    close (Base/Python/slicer/util.py); the panel's errors are in the log instead."""
+    monkeypatch.setattr(slicer.app, "testing", True)
+    add_node(make_volume())
+    w, p = sr_widget()
+    p.isotropic, p.spacing = False, 10.0
+    with pytest.raises(Exception, match="coarser"):
+        w.onApply()
+
+    def broken(job, progress=None, cancel=None):
+        raise MemoryError("not enough memory for 900 slices")
+
+    monkeypatch.setattr(SuperResolutionLogic, "compute", staticmethod(broken))
+    p.isotropic, p.method = True, "linear"
+    w.onApply()
+    run_until_idle(w._poll, lambda: w._task is not None)
+    assert w.ui.statusLabel.text == "Failed; the scene is unchanged." and slicer.util.calls == []
+    assert "VolumetricSR failed: not enough memory for 900 slices" in caplog.text
+
+
 def test_closing_the_scene_drops_a_running_task(qt_slicer, monkeypatch):
     """Close Scene, processed between two progress reports of an interpolation: it stops there, and
     nothing it computed reaches the new scene."""

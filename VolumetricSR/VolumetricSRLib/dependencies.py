@@ -6,7 +6,8 @@ the core needs (another extension's), the user is told to install PyTorch with t
 module rather than given a pip build (CPU-only on Windows) or a failure at run time. Everything else
 comes from pip, upgraded where older than needed. Nothing here prompts when ``interactive`` is False
 (``Slicer --no-main-window``, scripts): missing packages are then installed without asking, or
-reported, as the caller chooses.
+reported, as the caller chooses. In Slicer's testing mode (ctest) nobody can be asked: an interactive
+caller gets nothing installed, as ``slicer.packaging.pip_ensure`` does there.
 """
 from __future__ import annotations
 
@@ -67,6 +68,14 @@ def installed_version(module: str) -> Optional[str]:
         return importlib.metadata.version(module)
     except (importlib.metadata.PackageNotFoundError, ValueError):
         return None
+
+
+def _testing_mode() -> bool:
+    """Slicer runs with ``--testing`` (ctest): no dialog is shown, and its confirmations answer without
+    a user (False, though their docstrings say True); ``slicer.packaging.pip_ensure`` installs nothing then."""
+    import slicer
+
+    return bool(slicer.app.testingEnabled())
 
 
 def _default_confirm(text: str) -> bool:
@@ -183,6 +192,9 @@ class DependencyInstaller:
         self.check_torch(todo)
         listing = self.describe(todo)
         if self.interactive:
+            if _testing_mode():
+                raise MissingDependencies("Slicer runs in testing mode, where nobody can be asked: not installing "
+                                          f"these Python packages:\n{listing}")
             if not ask_again and any(r.module in self.declined for r in todo):
                 raise MissingDependencies("VolumetricSR needs these Python packages, which you chose not to "
                                           f"install this session:\n{listing}\nUse 'Install dependencies' to install them.")

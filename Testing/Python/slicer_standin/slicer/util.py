@@ -3,6 +3,7 @@
 ``calls`` records the calls that have effects outside the scene (views, dialogs, pip) for tests.
 """
 import contextlib
+import logging
 import os
 
 import numpy as np
@@ -40,8 +41,10 @@ class VTKObservationMixin:
     def removeObservers(self):
         for obj, event, callback, _ in list(self.Observations):
             self.removeObserver(obj, event, callback)
-#: What confirmOkCancelDisplay answers; tests set it.
+#: What the user answers a confirmation (True: OK or Yes); tests set it.
 confirm_answer = True
+#: qt.QMessageBox.Ok, Cancel, Yes, No (QMessageBox::StandardButton; PythonQt's enum values are ints).
+_OK, _CANCEL, _YES, _NO = 0x00000400, 0x00400000, 0x00004000, 0x00010000
 
 
 def loadUI(path):
@@ -98,16 +101,44 @@ def tryWithErrorDisplay(message=None, show=True, waitCursor=False):
         yield
     except Exception as exc:
         if show and not slicer.app.testingEnabled():
-            calls.append(("errorDisplay", f"{message}\n\n{exc}" if message is not None else str(exc)))
+            errorDisplay(f"{message}\n\n{exc}" if message is not None else str(exc))
         raise
 
 
+def mainWindow():
+    """The main window, or None under ``--no-main-window`` (only its existence matters here)."""
+    import slicer
+
+    return None if slicer.app.commandOptions().noMainWindow else "qSlicerMainWindow"
+
+
+def _messageDisplay(kind, logLevel, text, testingReturnValue, mainWindowNeeded=False, answer=None):
+    """As Slicer's (Base/Python/slicer/util.py): the text is logged; in testing mode
+    (``slicer.app.testingEnabled()``) no dialog, ``testingReturnValue`` is returned; a message that
+    needs the main window is only logged without one; else the dialog (recorded in ``calls``) returns
+    the button the user clicks (``answer``)."""
+    import slicer
+
+    logging.log(logLevel, text)
+    if slicer.app.testingEnabled():
+        logging.info(f"Testing mode is enabled: Returning {testingReturnValue} and skipping message box [{kind}].")
+        return testingReturnValue
+    if mainWindowNeeded and mainWindow() is None:
+        return None
+    calls.append((kind, text))
+    return answer
+
+
 def errorDisplay(text, **kwargs):
-    calls.append(("errorDisplay", text))
+    _messageDisplay("errorDisplay", logging.ERROR, text, None, mainWindowNeeded=True)
+
+
+def warningDisplay(text, **kwargs):
+    _messageDisplay("warningDisplay", logging.WARNING, text, None, mainWindowNeeded=True)
 
 
 def infoDisplay(text, **kwargs):
-    calls.append(("infoDisplay", text))
+    _messageDisplay("infoDisplay", logging.INFO, text, None, mainWindowNeeded=True)
 
 
 def getNodesByClass(className, scene=None):
@@ -150,8 +181,17 @@ def setSliceViewerLayers(background="keep-current", foreground="keep-current", f
 
 
 def confirmOkCancelDisplay(text, windowTitle=None, **kwargs):
-    calls.append(("confirmOkCancelDisplay", text))
-    return confirm_answer
+    """As Slicer's: ``_messageDisplay(..., True, ...) == qt.QMessageBox.Ok``, so in testing mode, where
+    ``_messageDisplay`` returns True without asking, the answer is False (True is not 0x400), whatever
+    its docstring says (Slicer 5.0 to main)."""
+    return _messageDisplay("confirmOkCancelDisplay", logging.INFO, text, True,
+                           answer=_OK if confirm_answer else _CANCEL) == _OK
+
+
+def confirmYesNoDisplay(text, windowTitle=None, **kwargs):
+    """As Slicer's, and as :func:`confirmOkCancelDisplay`: False in testing mode."""
+    return _messageDisplay("confirmYesNoDisplay", logging.INFO, text, True,
+                           answer=_YES if confirm_answer else _NO) == _YES
 
 
 def pip_install(requirements, **kwargs):
