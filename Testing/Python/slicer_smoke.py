@@ -6,9 +6,9 @@
 Python console). It loads SampleData's MRHead, makes it 4x thick, runs every method through the
 panel's code path (``prepare`` + ``start``, polled as the panel's timer does, with the Qt event loop
 running) and through the console API (the blocking ``run``), with enforced consistency and both
-maps, times one against the other, cancels a background run, compares input and result (nothing
-to show without a main window), and starts and stops a short training run. Paste its output into a
-bug report.
+maps, times one against the other, cancels a background run, super-resolves and stops a 3-frame
+sequence, compares input and result (nothing to show without a main window), and starts and stops
+a short training run. Paste its output into a bug report.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 import traceback
+
+import numpy as np
 
 #: Per-volume methods, kept short: the point is the code path, not the result.
 QUICK = {"selfsr": {"iterations": 30}, "clade": {"iterations": 4}}
@@ -88,6 +90,57 @@ def check_cancel(slicer, logic, node, report) -> None:
         report(ok, f"cancel: {outcome} after {seconds:.1f} s, scene {'unchanged' if ok else 'changed'}")
     except Exception as exc:
         report(False, f"cancel: {type(exc).__name__}: {exc}")
+
+
+def check_sequence(slicer, logic, node, spacing: float, report) -> None:
+    """A 3-frame sequence made from the thick MRHead (each frame brighter), as a 4-D file loads (a
+    sequence, its browser, the proxy volume): Apply's path with every frame gives a sequence of
+    results in the input's browser, the index values and each frame's geometry kept; a stopped run of
+    it leaves no node."""
+    try:
+        from volumetricsr import available_methods
+        from VolumetricSRLib import scene
+
+        volume = scene.volume_from_node(node)
+        sequence = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", "MRHead cine")
+        sequence.SetIndexUnit("ms")
+        scratch = slicer.vtkMRMLScalarVolumeNode()
+        for t in range(3):
+            scene.write_to_node(volume.with_array(volume.array + 10 * t), scratch)
+            sequence.SetDataNodeAtValue(scratch, str(40 * t))
+        browser = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "MRHead cine browser")
+        browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+        proxy = browser.GetProxyNode(sequence)
+        name = "selfsr" if "selfsr" in {m.name for m in available_methods()} else "bspline"
+        outcome, start = [], time.perf_counter()
+        task = logic.start(logic.prepare(proxy, name, spacing, all_frames=True, **QUICK.get(name, {})),
+                           on_done=outcome.append, on_error=lambda e, tb: outcome.append(e))
+        _poll(slicer, task, 900)
+        seconds = time.perf_counter() - start
+        if not outcome or isinstance(outcome[0], Exception):
+            raise RuntimeError(outcome[0] if outcome else "no outcome")
+        out = outcome[0]
+        values = [out.GetNthIndexValue(t) for t in range(out.GetNumberOfDataNodes())] == ["0", "40", "80"]
+        geometry = all(np.allclose(scene.ijk_to_ras_of(out.GetNthDataNode(t))[:3, [0, 1, 3]],
+                                   scene.ijk_to_ras_of(sequence.GetNthDataNode(t))[:3, [0, 1, 3]])
+                       and np.isclose(out.GetNthDataNode(t).GetSpacing()[2], spacing) for t in range(3))
+        browsed = browser.IsSynchronizedSequenceNodeID(out.GetID())
+        where = "main thread" if getattr(task, "child", None) is None else "child process"
+        stopped, ok = "not tried (selfsr is not available)", values and geometry and browsed
+        if name == "selfsr":
+            nodes, ended = slicer.mrmlScene.GetNumberOfNodes(), []
+            task = logic.start(logic.prepare(proxy, "selfsr", all_frames=True, iterations=100000),
+                               on_cancelled=lambda: ended.append("cancelled"), on_done=lambda n: ended.append("done"))
+            time.sleep(3)
+            task.cancel()
+            _poll(slicer, task, 60)
+            ok = ok and ended == ["cancelled"] and slicer.mrmlScene.GetNumberOfNodes() == nodes
+            stopped = "left nothing" if ok else f"ended {ended}, {slicer.mrmlScene.GetNumberOfNodes() - nodes} new nodes"
+        report(ok, f"sequence: {name} on 3 frames ({where}) {seconds:.1f} s, index values "
+                   f"{'kept' if values else 'lost'}, frame geometry {'right' if geometry else 'wrong'}, "
+                   f"{'in' if browsed else 'not in'} the input's browser; a stopped run {stopped}")
+    except Exception as exc:
+        report(False, f"sequence: {type(exc).__name__}: {exc}")
 
 
 def check_compare(slicer, logic, node, report) -> None:
@@ -167,6 +220,7 @@ def run_checks(slicer, methods=None, out=print) -> int:
     for name in methods or [m.name for m in available_methods()]:
         check_method(slicer, logic, node, name, thin_spacing, report)
     check_cancel(slicer, logic, node, report)
+    check_sequence(slicer, logic, node, thin_spacing, report)
     check_compare(slicer, logic, node, report)
     check_training_stop(slicer, report)
     out(f"{len(failures)} check(s) failed" if failures else "all checks passed")

@@ -25,8 +25,9 @@ from VolumetricSRTrainingLib.command import TrainingSettings  # noqa: E402
 REPO = slicer_standin.REPO
 SETTINGS = (RunSettings, TrainingSettings)
 #: Fields that set no declared option: what the panel picks from lists it fills itself (methods, the
-#: devices found here), the isotropic switch and the two map checkboxes (the values of ``maps``).
-PLAIN = {RunSettings: {"method", "isotropic", "device", "consistencyMap", "confidenceMap"},
+#: devices found here), the isotropic switch, the two map checkboxes (the values of ``maps``) and
+#: whether a sequence's proxy volume stands for every frame.
+PLAIN = {RunSettings: {"method", "isotropic", "device", "consistencyMap", "confidenceMap", "allFrames"},
          TrainingSettings: {"method", "dataPath", "modelId", "device", "resume", "extraArgs", "modelsDir"}}
 SLICER_CODE = [path for module in ("VolumetricSR", "VolumetricSRTraining")
                for path in (REPO / module / f"{module}.py", *sorted((REPO / module / f"{module}Lib").glob("*.py")))]

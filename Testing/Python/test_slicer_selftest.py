@@ -79,5 +79,5 @@ def test_the_smoke_script_for_a_real_slicer_runs_against_the_stand_in(sample_dat
     assert failed == 0, "\n".join(lines)
     passes = [line for line in lines if line.startswith("PASS")]
     assert [p.split(":")[0] for p in passes] == ["PASS bspline", "PASS selfsr", "PASS tvsrn", "PASS cancel",
-                                                 "PASS compare", "PASS training stop"]
+                                                 "PASS sequence", "PASS compare", "PASS training stop"]
     assert "child process" in passes[1] and "main thread" in passes[0] and lines[-1] == "all checks passed"

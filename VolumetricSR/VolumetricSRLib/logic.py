@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from . import scene
+from . import scene, sequences
 from .dependencies import DependencyInstaller, requirements_for
 from .childprocess import slicer_launcher
 from .processtask import infer_task
@@ -61,6 +61,8 @@ class Job:
     in_process: bool = True        # instant (an interpolation): start() runs it in this process
     trust: dict = field(default_factory=dict)     # enforce_consistency, consistency_map, confidence_map
     results: dict = field(default_factory=dict)   # what the run reports: consistency, the maps, their nodes
+    frames: Optional[list] = None  # a sequence's frames (private copies; ``volume`` is the middle one), or None
+    sequence: object = None        # the input sequence node of a sequence run (``input_node``: its proxy volume)
 
 
 class SuperResolutionLogic:
@@ -96,9 +98,13 @@ class SuperResolutionLogic:
 
     def prepare(self, input_node, method: str = "bspline", spacing: Optional[float] = None, *,
                 device: str = "auto", axis: Optional[str] = None, output_node=None, dtype: Optional[str] = None,
-                show: bool = True, interactive: bool = False, **options) -> Job:
-        """Check everything that can be checked before computing; raises with a message for the user."""
-        scene.check_input_node(input_node)
+                show: bool = True, interactive: bool = False, all_frames: bool = False, **options) -> Job:
+        """Check everything that can be checked before computing; raises with a message for the user.
+        ``input_node`` a sequence node, or a sequence's proxy volume with ``all_frames``: every frame
+        (:mod:`.sequences`)."""
+        sequence = sequences.input_sequence(input_node, all_frames)
+        if sequence is None:
+            scene.check_input_node(input_node)
         core = self.core(interactive)
         from volumetricsr.common.errors import InputError
         from volumetricsr.data.geometry import plan_grid
@@ -107,6 +113,9 @@ class SuperResolutionLogic:
         m = core.get_method(method)
         if output_node is not None and output_node is input_node:
             raise InputError("The output volume must differ from the input volume.")
+        if output_node is not None and sequence is not None:
+            raise InputError(f"A run of every frame of {sequence.GetName()} makes a new sequence of results: set the "
+                             "output volume to 'Create new volume' (or untick 'All frames' for the frame shown).")
         self._installer(interactive).ensure(requirements_for(m.needs_model or m.uses_device,
                                                              options.get("backend", "torch")))
         if m.needs_model:
@@ -116,7 +125,8 @@ class SuperResolutionLogic:
         force = bool(options.pop("force", False))
         trust = {key: bool(options.pop(key)) for key in TRUST_OPTIONS if key in options}
         _, method_options = core.app.api.check_request(m.name, spacing, options)
-        volume = scene.volume_from_node(input_node, copy=True)
+        frames = sequences.frames_from_sequence(sequence) if sequence is not None else None
+        volume = frames[len(frames) // 2] if frames else scene.volume_from_node(input_node, copy=True)
         stated = core.app.api.stated_thickness(volume, axis)
         if options.get("thickness") is None and stated:
             options["thickness"] = stated             # explicit: a child process reads no DICOM tags
@@ -124,9 +134,10 @@ class SuperResolutionLogic:
         grid = plan_grid(volume, spacing, axis, force)   # fails early on a bad target
         notes = m.fitness(volume, grid, method_options, force)
         instant = not (m.needs_model or m.trains_per_volume or m.uses_device)
-        return Job(input_node, volume, m.name, spacing, axis, device, options, output_node,
-                   scene.output_name(input_node, m.name), dtype, show, core.CancelToken(), notes, force, instant,
-                   trust)
+        shown = (sequences.proxy_of(sequence) or sequence) if sequence is not None else input_node
+        return Job(shown, volume, m.name, spacing, axis, device, options, output_node,
+                   scene.output_name(sequence or input_node, m.name), dtype, show, core.CancelToken(), notes, force,
+                   instant, trust, frames=frames, sequence=sequence)
 
     def prepare_from_settings(self, input_node, settings: RunSettings, output_node=None, interactive: bool = True) -> Job:
         from .panel import default_method
@@ -137,21 +148,32 @@ class SuperResolutionLogic:
         m = core.get_method(name)
         return self.prepare(input_node, m.name, settings.target_spacing, device=settings.device,
                             axis=settings.target_axis, output_node=output_node, interactive=interactive,
-                            force=settings.force, **settings.trust_options(), **settings.method_options(m))
+                            all_frames=settings.allFrames, force=settings.force, **settings.trust_options(),
+                            **settings.method_options(m))
 
     @staticmethod
     def compute(job: Job, progress: Optional[Callable] = None, cancel=None):
-        """Run the core on the job's private copy (no scene access)."""
-        from volumetricsr import super_resolve
+        """Run the core on the job's private copy (no scene access): a sequence's frames through
+        ``super_resolve_frames`` (a list of results; each map a list in ``job.results``)."""
+        from volumetricsr import super_resolve, super_resolve_frames
 
-        return super_resolve(job.volume, job.method, job.spacing, axis=job.axis, device=job.device,
-                             dtype=job.dtype, force=job.force, progress=progress, cancel=cancel or job.cancel,
-                             results=job.results, **job.trust, **job.options)
+        args = dict(axis=job.axis, device=job.device, dtype=job.dtype, force=job.force, progress=progress,
+                    cancel=cancel or job.cancel, results=job.results, **job.trust, **job.options)
+        if job.frames is None:
+            return super_resolve(job.volume, job.method, job.spacing, **args)
+        out = super_resolve_frames(job.frames, job.method, job.spacing, **args)
+        job.results.update({key: [r[key] for r in job.results["frames"]] for key in scene.MAP_STYLES
+                            if job.trust.get(key)})
+        return out
 
     @staticmethod
     def finish(job: Job, result):
         """Make (or overwrite) the output node from the result, and a node for each map beside it
-        (``job.results['map_nodes']``), on the scene's thread; returns the output node."""
+        (``job.results['map_nodes']``), on the scene's thread; returns the output node. A sequence
+        run's result (a list of frames) becomes a sequence of results with a sequence per map
+        (:func:`.sequences.create_output_sequence`), and that sequence node is returned."""
+        if job.frames is not None:
+            return SuperResolutionLogic._finish_sequence(job, result)
         if job.output_node is None:
             node = scene.create_output_node(result, job.input_node, job.name)
         else:
@@ -165,6 +187,19 @@ class SuperResolutionLogic:
         logging.info(f"VolumetricSR: {node.GetName()}: {result.describe()}"
                      + (f"; consistency RMS {c['rms']:.4g}" if c else ""))
         return node
+
+    @staticmethod
+    def _finish_sequence(job: Job, frames):
+        maps = {key: job.results[key] for key in scene.MAP_STYLES if key in job.results}
+        like = None if sequences.is_sequence(job.input_node) else job.input_node
+        output, job.results["map_nodes"] = sequences.create_output_sequence(frames, maps, job.sequence, job.name,
+                                                                            like)
+        if job.show:
+            sequences.show(output)
+        c = job.results.get("consistency")
+        logging.info(f"VolumetricSR: {output.GetName()}: {len(frames)} frames of {frames[0].describe()}"
+                     + (f"; consistency RMS {c['rms']:.4g} (frame {c.get('frame')})" if c else ""))
+        return output
 
     def start(self, job: Job, *, on_progress=None, on_done=None, on_cancelled=None, on_error=None):
         """A task (call ``poll()`` on it, e.g. from a timer): instant methods run in this process at
@@ -186,8 +221,13 @@ class SuperResolutionLogic:
 
     def run(self, inputNode, method: str = "bspline", spacing: Optional[float] = None, device: str = "auto", *,
             outputNode=None, axis: Optional[str] = None, progress: Optional[Callable] = None, cancel=None,
-            show: bool = True, interactive: bool = False, results: Optional[dict] = None, **options):
+            show: bool = True, interactive: bool = False, results: Optional[dict] = None, all_frames: bool = False,
+            **options):
         """Super-resolve ``inputNode`` and return the new (or given ``outputNode``) volume node. Blocking.
+
+        A sequence node (or a sequence's proxy volume with ``all_frames=True``) gives every frame, through
+        the same method and options, as a new sequence node of results (returned) in the input's
+        sequence browser, its index values kept; ``results['map_nodes']`` are then map sequences.
 
         ``spacing``: target through-plane spacing in mm (None: isotropic). ``options``: method options such
         as ``model``, ``backend``, ``precision``, ``window``, ``overlap``, ``batch_size``, ``dtype``,
@@ -197,7 +237,7 @@ class SuperResolutionLogic:
         """
         dtype = options.pop("dtype", None)
         job = self.prepare(inputNode, method, spacing, device=device, axis=axis, output_node=outputNode,
-                           dtype=dtype, show=show, interactive=interactive, **options)
+                           dtype=dtype, show=show, interactive=interactive, all_frames=all_frames, **options)
         if results is not None:
             job.results = results
         return self.finish(job, self.compute(job, progress, cancel))

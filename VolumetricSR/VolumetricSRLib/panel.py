@@ -37,9 +37,12 @@ CPU_SECONDS = {"linear": (0.0, 0.03), "bspline": (0.0, 0.03), "sinc": (0.0, 0.03
                "clade": (0.0, 29.0), "tvsrn": (0.0, 76.0), "ctguided": (0.0, 4.8)}
 
 
-def run_time_text(method, volume, spacing: Optional[float] = None, axis: Optional[str] = None) -> str:
+def run_time_text(method, volume, spacing: Optional[float] = None, axis: Optional[str] = None,
+                  frames: int = 1) -> str:
     """'about 1 min 10 s on 2 CPU cores (measured)' for ``method`` on the core ``volume`` (None: no
-    input); '' where it cannot be said."""
+    input), or on ``frames`` such volumes (a sequence: a method that trains per volume trains on one
+    and reuses its network, ``REUSED_FRAME_COST`` of a run for each other); '' where it cannot be said."""
+    from volumetricsr.app.api import REUSED_FRAME_COST
     from volumetricsr import VolumetricSRError
     from volumetricsr.data.geometry import plan_grid
 
@@ -52,12 +55,15 @@ def run_time_text(method, volume, spacing: Optional[float] = None, axis: Optiona
     except VolumetricSRError:
         return ""
     fixed, per_million = CPU_SECONDS[method.name]
-    seconds = fixed + per_million * grid.n_out * volume.array.size / grid.n_in / 1e6
+    reuses = method.trains_per_volume and "save_model" in method.option_rules
+    seconds = ((fixed + per_million * grid.n_out * volume.array.size / grid.n_in / 1e6)
+               * (1 + (frames - 1) * (REUSED_FRAME_COST if reuses else 1.0)))
+    what = f" for the {frames} frames" if frames > 1 else ""
     if seconds < 5:
-        return "a few seconds"
+        return f"a few seconds{what}"
     about = (format_duration(round(seconds, -1)) if seconds < 120 else f"{round(seconds / 60)} min" if seconds < 3600
              else format_duration(round(seconds / 600) * 600))
-    return f"about {about} on 2 CPU cores (measured)"
+    return f"about {about}{what} on 2 CPU cores (measured)"
 
 
 def node_volume(node):
@@ -138,8 +144,10 @@ def consistency_text(summary: Optional[dict]) -> str:
     """The run's agreement with the acquired slices, for the status line ('' when there is none)."""
     if not summary:
         return ""
+    where = (f"worst: frame {summary['frame']}, slice {summary['worst_slice']}" if "frame" in summary
+             else f"worst slice {summary['worst_slice']}")
     return (f"Consistency with the acquired slices: RMS {summary['rms']:.3g}, max {summary['max']:.3g} "
-            f"(input units; worst slice {summary['worst_slice']}).")
+            f"(input units; {where}).")
 
 
 def profile_text(found: Optional[dict]) -> str:

@@ -12,7 +12,8 @@ itself. So network and per-volume runs go to a child, as the trainer does: the j
 the voxels is written with its geometry to a temporary NRRD, ``volumetricsr infer`` runs on it
 through Slicer's launcher with JSON progress and a stop file, and the result (and the maps asked
 for, and the consistency from the final event, into ``job.results``) is read back only when the
-child ends complete. Cancel writes the stop file; a child that has not ended a few seconds later is
+child ends complete. A sequence's frames go as one 4-D file and come back as one (``infer`` runs
+every frame; its progress covers them all). Cancel writes the stop file; a child that has not ended a few seconds later is
 killed (the real child, not the launcher). The temporary folder is removed in every case.
 """
 from __future__ import annotations
@@ -163,13 +164,18 @@ def infer_task(job, *, launcher: Callable = popen_launcher, python: Optional[str
     """``job`` as a (not yet started) :class:`ProcessTask` of ``volumetricsr infer``. Callbacks, all
     from ``poll``: ``on_progress(fraction, message, eta)``, ``on_done(volume)``, ``on_cancelled()``,
     ``on_error(exception, details)``."""
-    from volumetricsr import read_volume, write_volume
+    from volumetricsr import read_frames, read_volume, write_frames, write_volume
     from volumetricsr.app.api import MAPS
     from volumetricsr.common.errors import VolumetricSRError
 
+    frames = getattr(job, "frames", None)
+    read = read_volume if frames is None else read_frames
     folder = Path(tempfile.mkdtemp(prefix="volumetricsr-run-"))
     try:
-        write_volume(job.volume, folder / "input.nrrd")
+        if frames is None:
+            write_volume(job.volume, folder / "input.nrrd")
+        else:
+            write_frames(frames, folder / "input.nrrd")
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -187,10 +193,10 @@ def infer_task(job, *, launcher: Callable = popen_launcher, python: Optional[str
             on_cancelled and on_cancelled()
         elif code == 0 and (folder / "output.nrrd").is_file():
             try:
-                result = read_volume(folder / "output.nrrd")
+                result = read(folder / "output.nrrd")
                 for key in MAPS:
                     if (folder / f"{key}.nrrd").is_file():
-                        job.results[key] = read_volume(folder / f"{key}.nrrd")
+                        job.results[key] = read(folder / f"{key}.nrrd")
                 on_done and on_done(result)
             except Exception as exc:    # a failing handler (e.g. making the output node) is an error too
                 if not on_error:

@@ -172,24 +172,31 @@ MAP_STYLES = {
 
 
 def create_map_node(volume, output_node, key: str):
-    """A node for the map ``key`` of ``output_node``'s run, in its folder: a colour table from 0
-    (or symmetric about 0 for a signed map) to the map's 99th percentile, and a colour legend."""
-    suffix, colors, title, signed = MAP_STYLES[key]
-    top = float(np.percentile(np.abs(volume.array), 99)) or 1.0
+    """A node for the map ``key`` of ``output_node``'s run, in its folder, styled by :func:`style_map`."""
+    top = map_top([volume])
+    return new_volume_node(volume, f"{output_node.GetName()} {MAP_STYLES[key][0]}",
+                           lambda node: style_map(node, output_node, key, top))
 
-    def setup(node) -> None:
-        node.SetAndObserveTransformNodeID(output_node.GetTransformNodeID())
-        place_beside(output_node, node)
-        display = node.GetDisplayNode()
-        display.SetAutoWindowLevel(False)
-        window, level = (2 * top, 0.0) if signed else (top, top / 2)
-        display.SetWindowLevel(window, level)
-        display.SetAndObserveColorNodeID(colors)
-        legend = slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(node)
-        if legend is not None:
-            legend.SetTitleText(title)
 
-    return new_volume_node(volume, f"{output_node.GetName()} {suffix}", setup)
+def map_top(volumes) -> float:
+    """The 99th percentile of the maps' magnitudes (1 where it is 0): where their colour table ends."""
+    return float(np.percentile(np.abs(np.concatenate([v.array.ravel() for v in volumes])), 99)) or 1.0
+
+
+def style_map(node, output_node, key: str, top: float) -> None:
+    """The map ``key``'s node beside ``output_node`` (its transform and folder): a colour table from 0
+    (or symmetric about 0 for a signed map) to ``top``, and a colour legend."""
+    _, colors, title, signed = MAP_STYLES[key]
+    node.SetAndObserveTransformNodeID(output_node.GetTransformNodeID())
+    place_beside(output_node, node)
+    display = node.GetDisplayNode()
+    display.SetAutoWindowLevel(False)
+    window, level = (2 * top, 0.0) if signed else (top, top / 2)
+    display.SetWindowLevel(window, level)
+    display.SetAndObserveColorNodeID(colors)
+    legend = slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(node)
+    if legend is not None:
+        legend.SetTitleText(title)
 
 
 def show(node) -> None:

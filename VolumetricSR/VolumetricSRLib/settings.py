@@ -41,6 +41,7 @@ class RunSettings:
     NODES: ClassVar[dict] = {"inputVolume": "vtkMRMLScalarVolumeNode",
                              "outputVolume": "vtkMRMLScalarVolumeNode"}     # outputVolume None: a new one
 
+    allFrames: bool = True                               # input a sequence's proxy volume: every frame
     method: str = ""                                     # "": the panel's default (panel.default_method)
     model: Optional[str] = option("model")              # None: the method's first model
     isotropic: bool = True                               # target spacing = finest in-plane spacing

@@ -299,6 +299,7 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
     def _updateGui(self, caller=None, event=None) -> None:
         from .modelstore import uses_models
         from .panel import geometry_summary, method_html, node_volume, pending_html, run_time_text
+        from .sequences import sequence_of_proxy
 
         p = self._parameterNode
         if p is None or self._updating:
@@ -313,9 +314,15 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
             if method is not None and method.name != self._modelsFor:   # e.g. a scene loaded with another method
                 self._fillModels()
             s = None if self._coreError else settings_from(p)
+            sequence = sequence_of_proxy(p.inputVolume)       # the input is the frame a sequence browser shows
+            self.ui.allFramesCheckBox.visible = sequence is not None
+            if sequence is not None:
+                self.ui.allFramesCheckBox.text = f"All {sequence.GetNumberOfDataNodes()} frames of {sequence.GetName()}"
+            frames = sequence.GetNumberOfDataNodes() if sequence is not None and p.allFrames else 1
             if method is not None:
                 why = self._defaultMethod[1] if p.method == self._defaultMethod[0] else ""
-                time_text = run_time_text(method, node_volume(p.inputVolume), s.target_spacing, s.target_axis)
+                time_text = run_time_text(method, node_volume(p.inputVolume), s.target_spacing, s.target_axis,
+                                          frames)
                 self.ui.methodDescriptionLabel.text = method_html(method, why, time_text)
             else:
                 self.ui.methodDescriptionLabel.text = pending_html(p.method) if pending else self._coreError
@@ -388,11 +395,14 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
 
     def _onDone(self, node) -> None:
         from .panel import consistency_text, profile_text
+        from .sequences import is_sequence, shown_node
 
         results = self._runJob.results
-        self._lastResult = (self._runInput, node, results.get("map_nodes"))
+        maps = results.get("map_nodes") or {}
+        self._lastResult = (self._runInput, shown_node(node), {key: shown_node(m) for key, m in maps.items()})
         self.ui.compareButton.enabled = True
-        self.ui.statusLabel.text = (f"Done: {node.GetName()}. {consistency_text(results.get('consistency'))} "
+        frames = f" ({node.GetNumberOfDataNodes()} frames)" if is_sequence(node) else ""
+        self.ui.statusLabel.text = (f"Done: {node.GetName()}{frames}. {consistency_text(results.get('consistency'))} "
                                  f"{profile_text(results.get('slice_profile'))}").strip()
 
     def _onCancelled(self) -> None:
