@@ -143,6 +143,7 @@ class SequenceOutput:
             self.browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
         else:
             self.browser.AddSynchronizedSequenceNodeID(sequence.GetID())
+        sequences_logic().UpdateProxyNodesFromSequences(self.browser)     # as Slicer's sequence reader does
         return sequence, self.browser.GetProxyNode(sequence)
 
     def remove(self) -> None:
