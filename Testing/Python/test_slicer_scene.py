@@ -255,6 +255,28 @@ def test_compare_links_input_and_output_side_by_side():
     assert red.logic.fitted == yellow.logic.fitted == [side_by_side]      # fitted to the new views' size
 
 
+def test_compare_links_its_views_only_while_they_are_shown():
+    """Slicer's link button links every view (qMRMLSliceControllerWidget::setSliceLink): Compare links its
+    two views for the comparison, and when the user changes the layout (qMRMLLayoutManager's
+    layoutChanged) they get back the linking they had, however often Compare was pressed."""
+    node = add_node(make_volume())
+    out = SuperResolutionLogic().run(node, "linear", show=False)
+    lm = slicer.app.layoutManager()
+    views = [lm.sliceWidget(name).composite for name in ("Red", "Yellow", "Green")]
+    scene.compare(node, out)
+    scene.compare(node, out)
+    assert [v.linked for v in views] == [True, True, False]
+    lm.layoutChanged.emit(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)    # a view maximized and back
+    assert [v.linked for v in views] == [True, True, False]
+    lm.setLayout(3)                                                                 # four-up
+    assert [v.linked for v in views] == [False, False, False] and lm.layoutChanged.slots == []
+    for v in views:                                                                 # the user's link button
+        v.SetLinkedControl(True)
+    scene.compare(node, out)
+    lm.setLayout(2)
+    assert [v.linked for v in views] == [True, True, True]
+
+
 def test_compare_without_views_does_nothing(monkeypatch):
     """Slicer --no-main-window has no layout manager: Compare shows nothing and fails nothing."""
     node = add_node(make_volume())

@@ -208,11 +208,11 @@ MAP_OPACITY = 0.5
 
 
 def compare(input_node, output_node, map_nodes: Optional[dict] = None) -> bool:
-    """Input left, output right, in linked slice views (scrolling one moves the other); with
-    ``map_nodes`` (from a run), a map in colour over the result: the confidence map, or the
-    consistency map when it is the only one; with both, the consistency map goes over the input
-    (it lies on the acquired grid). False, showing nothing, where Slicer has no views
-    (``--no-main-window``: no layout manager)."""
+    """Input left, output right, in slice views linked while they are shown (scrolling one moves the
+    other; :func:`link_while_compared`); with ``map_nodes`` (from a run), a map in colour over the
+    result: the confidence map, or the consistency map when it is the only one; with both, the
+    consistency map goes over the input (it lies on the acquired grid). False, showing nothing, where
+    Slicer has no views (``--no-main-window``: no layout manager)."""
     maps = map_nodes or {}
     over_result = maps.get("confidence_map") or maps.get("consistency_map")
     over_input = maps.get("consistency_map") if "confidence_map" in maps else None
@@ -229,6 +229,33 @@ def compare(input_node, output_node, map_nodes: Optional[dict] = None) -> bool:
         composite.SetBackgroundVolumeID(node.GetID())
         composite.SetForegroundVolumeID(overlay.GetID() if overlay is not None else None)
         composite.SetForegroundOpacity(MAP_OPACITY if overlay is not None else 0.0)
-        composite.SetLinkedControl(True)
         widget.sliceLogic().FitSliceToBackground()
+    link_while_compared(layout, [layout.sliceWidget(v).mrmlSliceCompositeNode() for v in ("Red", "Yellow")])
     return True
+
+
+#: While Compare's views are linked: (the layout manager, its layoutChanged slot that unlinks them).
+_compared = None
+
+
+def link_while_compared(layout, composites) -> None:
+    """Link Compare's views until the layout changes to another than side by side; then each gets back
+    the linking it had before. Slicer's link button links every view at once, and CompareVolumes links
+    only views of its own layout: Compare should not leave two of the user's views linked."""
+    global _compared
+    if _compared is None or _compared[0] is not layout:
+        before = [(c, c.GetLinkedControl()) for c in composites]
+
+        def give_back(new_layout) -> None:
+            global _compared
+            if new_layout == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView:
+                return                      # still the comparison (a view maximized and back)
+            for composite, linked in before:
+                composite.SetLinkedControl(linked)
+            layout.layoutChanged.disconnect(give_back)
+            _compared = None
+
+        layout.layoutChanged.connect(give_back)
+        _compared = (layout, give_back)
+    for composite in composites:
+        composite.SetLinkedControl(True)

@@ -372,6 +372,9 @@ class _SliceComposite:
     def SetLinkedControl(self, linked):
         self.linked = bool(linked)
 
+    def GetLinkedControl(self):
+        return int(self.linked)
+
 
 class _SliceLogic:
     def __init__(self, manager):
@@ -397,18 +400,39 @@ class _SliceWidget:
         return self.logic
 
 
+class _Signal:
+    """A Qt signal as PythonQt shows it: ``connect``/``disconnect`` a callable; ``emit`` calls them."""
+
+    def __init__(self):
+        self.slots = []
+
+    def connect(self, slot):
+        self.slots.append(slot)
+
+    def disconnect(self, slot):
+        self.slots.remove(slot)
+
+    def emit(self, *args):
+        for slot in list(self.slots):
+            slot(*args)
+
+
 class _LayoutManager:
     """``layout``: the one set; ``applied``: the one the views have their sizes for. As in Slicer, a
     new layout's views get their sizes only when Qt processes its events (``slicer.app.processEvents``),
-    so a slice fitted before that is fitted to the old size."""
+    so a slice fitted before that is fitted to the old size. ``setLayout`` to another layout emits
+    ``layoutChanged(layout)`` (qMRMLLayoutManager::setLayout: nothing for the same one)."""
 
     def __init__(self):
         self.layout = self.applied = 2
+        self.layoutChanged = _Signal()
         self.widgets = {name: _SliceWidget(orientation, self)
                         for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal"))}
 
     def setLayout(self, layout):
-        self.layout = layout
+        if layout != self.layout:
+            self.layout = layout
+            self.layoutChanged.emit(layout)
 
     def sliceWidget(self, name):
         return self.widgets[name]
