@@ -40,9 +40,9 @@ CPU_SECONDS = {"linear": (0.0, 0.03), "bspline": (0.0, 0.03), "sinc": (0.0, 0.03
 def run_time_text(method, volume, spacing: Optional[float] = None, axis: Optional[str] = None,
                   frames: int = 1) -> str:
     """'about 1 min 10 s on 2 CPU cores (measured)' for ``method`` on the core ``volume`` (None: no
-    input), or on ``frames`` such volumes (a sequence: a method that trains per volume trains on one
-    and reuses its network, ``REUSED_FRAME_COST`` of a run for each other); '' where it cannot be said."""
-    from volumetricsr.app.api import REUSED_FRAME_COST
+    input), or on ``frames`` such volumes (a sequence, :func:`~volumetricsr.app.api.frame_costs`);
+    '' where it cannot be said."""
+    from volumetricsr.app.api import frame_costs
     from volumetricsr import VolumetricSRError
     from volumetricsr.data.geometry import plan_grid
 
@@ -55,9 +55,7 @@ def run_time_text(method, volume, spacing: Optional[float] = None, axis: Optiona
     except VolumetricSRError:
         return ""
     fixed, per_million = CPU_SECONDS[method.name]
-    reuses = method.trains_per_volume and "save_model" in method.option_rules
-    seconds = ((fixed + per_million * grid.n_out * volume.array.size / grid.n_in / 1e6)
-               * (1 + (frames - 1) * (REUSED_FRAME_COST if reuses else 1.0)))
+    seconds = (fixed + per_million * grid.n_out * volume.array.size / grid.n_in / 1e6) * sum(frame_costs(method, frames))
     what = f" for the {frames} frames" if frames > 1 else ""
     if seconds < 5:
         return f"a few seconds{what}"

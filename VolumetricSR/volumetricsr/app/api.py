@@ -108,8 +108,22 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
 
 
 #: The share of a frame's work left to a frame that reuses a network trained on another (inference
-#: only), for progress across a sequence (selfsr: training takes about three quarters of a run).
-REUSED_FRAME_COST = 0.3
+#: only), for progress and time estimates (selfsr, benchmarks/sequence.py: 3 frames 71.9 s reused, 149.5 s
+#: trained on each, so about 0.22).
+REUSED_FRAME_COST = 0.25
+
+
+def reuses_network(method: Method, frames: int, options: Optional[dict] = None) -> bool:
+    """Whether :func:`super_resolve_frames` trains ``method`` on one frame and reuses the network for
+    the others: a method that trains per volume and can save its network, with no ``model`` given."""
+    return (frames > 1 and method.trains_per_volume and "save_model" in method.option_rules
+            and not (options or {}).get("model"))
+
+
+def frame_costs(method: Method, frames: int, options: Optional[dict] = None) -> list[float]:
+    """Each frame's share of a sequence's work, in runs of one volume, in the order they run."""
+    other = REUSED_FRAME_COST if reuses_network(method, frames, options) else 1.0
+    return [1.0] + [other] * (frames - 1)
 
 
 def super_resolve_frames(frames: list[Volume], method: str = "bspline", spacing: Optional[float] = None, *,
@@ -134,8 +148,8 @@ def super_resolve_frames(frames: list[Volume], method: str = "bspline", spacing:
     results = {} if results is None else results
     first = len(frames) // 2
     order = [first] + [t for t in range(len(frames)) if t != first]
-    reuse = len(frames) > 1 and m.trains_per_volume and "save_model" in m.option_rules and not kwargs.get("model")
-    costs = np.cumsum([0.0] + [REUSED_FRAME_COST if reuse and i else 1.0 for i in range(len(frames))])
+    reuse = reuses_network(m, len(frames), kwargs)
+    costs = np.cumsum([0.0] + frame_costs(m, len(frames), kwargs))
     outs, per_frame = [None] * len(frames), [None] * len(frames)
     options = dict(kwargs)
     with tempfile.TemporaryDirectory(prefix="volumetricsr-frames-") as folder:
