@@ -65,6 +65,13 @@ class Job:
     sequence: object = None        # the input sequence node of a sequence run (``input_node``: its proxy volume)
 
 
+def _log_result(node, described: str, results: dict) -> None:
+    """One line in Slicer's log for a result: what it is and its consistency (a sequence's worst frame)."""
+    c = results.get("consistency")
+    frame = f" (frame {c['frame']})" if c and "frame" in c else ""
+    logging.info(f"VolumetricSR: {node.GetName()}: {described}" + (f"; consistency RMS {c['rms']:.4g}{frame}" if c else ""))
+
+
 class SuperResolutionLogic:
     """Prepare, compute and finish a super-resolution run; ``run`` does all three, blocking."""
 
@@ -183,9 +190,7 @@ class SuperResolutionLogic:
                                     for key in scene.MAP_STYLES if key in job.results}
         if job.show:
             scene.show(node)
-        c = job.results.get("consistency")
-        logging.info(f"VolumetricSR: {node.GetName()}: {result.describe()}"
-                     + (f"; consistency RMS {c['rms']:.4g}" if c else ""))
+        _log_result(node, result.describe(), job.results)
         return node
 
     @staticmethod
@@ -196,9 +201,7 @@ class SuperResolutionLogic:
                                                                             like)
         if job.show:
             sequences.show(output)
-        c = job.results.get("consistency")
-        logging.info(f"VolumetricSR: {output.GetName()}: {len(frames)} frames of {frames[0].describe()}"
-                     + (f"; consistency RMS {c['rms']:.4g} (frame {c.get('frame')})" if c else ""))
+        _log_result(output, f"{len(frames)} frames of {frames[0].describe()}", job.results)
         return output
 
     def start(self, job: Job, *, on_progress=None, on_done=None, on_cancelled=None, on_error=None):
