@@ -45,6 +45,26 @@ def volume() -> Volume:
 
 
 @pytest.fixture
+def qt_slicer(monkeypatch):
+    """The Slicer stand-in, reset, with the modules' real .ui files built by PySide6 and seen as PythonQt
+    shows them (ui_preview); skipped without PySide6."""
+    pytest.importorskip("PySide6.QtUiTools")
+    import sys
+
+    import slicer_standin
+    from PySide6.QtCore import QTimer
+    from ui_preview import child_widget_variables, load_ui
+
+    slicer = slicer_standin.install()
+    slicer_standin.reset()
+    monkeypatch.setattr(slicer.util, "loadUI", load_ui)
+    monkeypatch.setattr(slicer.util, "childWidgetVariables", child_widget_variables)
+    monkeypatch.setattr(sys.modules["qt"], "QTimer", QTimer, raising=False)   # the stand-in's qt is empty
+    yield slicer
+    slicer_standin.reset()
+
+
+@pytest.fixture
 def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip("../shared/data is absent")

@@ -7,8 +7,9 @@ Python console). It loads SampleData's MRHead, makes it 4x thick, runs every met
 panel's code path (``prepare`` + ``start``, polled as the panel's timer does, with the Qt event loop
 running) and through the console API (the blocking ``run``), with enforced consistency and both
 maps, times one against the other, cancels a background run, super-resolves and stops a 3-frame
-sequence, compares input and result (nothing to show without a main window), and starts and stops
-a short training run. Paste its output into a bug report.
+sequence, compares input and result (nothing to show without a main window), starts and stops
+a short training run, and closes the scene while the panel runs a method in a child process (so it
+ends with an empty scene). Paste its output into a bug report.
 """
 from __future__ import annotations
 
@@ -144,16 +145,25 @@ def check_sequence(slicer, logic, node, spacing: float, report) -> None:
 
 
 def check_compare(slicer, logic, node, report) -> None:
-    """Compare shows input and result side by side where Slicer has views, and does nothing (no
-    error) under --no-main-window, where it has none."""
+    """Compare shows input and result side by side, in linked views, where Slicer has views; changing
+    the layout gives the views back the linking they had. Under --no-main-window, where there are no
+    views, it returns False and fails nothing."""
     try:
         from VolumetricSRLib import scene
 
         out = logic.run(node, "linear", show=False)
-        views = slicer.app.layoutManager() is not None
+        layout = slicer.app.layoutManager()
+        views = [layout.sliceWidget(v).mrmlSliceCompositeNode() for v in ("Red", "Yellow")] if layout else []
+        before = [v.GetLinkedControl() for v in views]
         shown = scene.compare(node, out)
-        report(shown == views, f"compare: {'shown' if shown else 'nothing to show'} "
-                               f"({'with' if views else 'without'} a main window)")
+        linked = all(v.GetLinkedControl() for v in views)
+        if layout is not None:
+            layout.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
+        back = [v.GetLinkedControl() for v in views] == before
+        report(shown == (layout is not None) and linked and back,
+               f"compare: {'shown' if shown else 'nothing to show'} ({'with' if layout else 'without'} a main "
+               f"window)" + ("" if linked else "; the views were not linked")
+               + ("" if back else "; the views stayed linked after the layout changed"))
     except Exception as exc:
         report(False, f"compare: {type(exc).__name__}: {exc}")
 
@@ -192,6 +202,58 @@ def check_training_stop(slicer, report) -> None:
         report(False, f"training stop: {type(exc).__name__}: {exc}")
 
 
+def _alive(pid) -> bool:
+    """Process ``pid`` still exists (POSIX; on Windows the child's closed output says it has ended)."""
+    if pid is None or os.name == "nt":
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_close_scene(slicer, node, report) -> None:
+    """File > Close Scene while the panel runs a method in a child process: the child ends, its
+    temporary folder is removed and no node is made. It empties the scene, so it runs last."""
+    try:
+        panel = slicer.util.getModuleWidget("VolumetricSR")
+        panel.initializeParameterNode()
+        p = panel._parameterNode
+        p.inputVolume, p.method, p.iterations = node, "selfsr", 100000
+        panel.onApply()
+        task = panel._task
+        child = getattr(task, "child", None)
+        if child is None:
+            raise RuntimeError("selfsr did not start a child process")
+        deadline = time.monotonic() + 300
+        while child.child_pid is None and task.poll() and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        pid, folder = child.child_pid, task.folder
+        if pid is None:
+            raise RuntimeError("the child process did not start")
+        start = time.perf_counter()
+        slicer.mrmlScene.Clear(0)
+        seconds = time.perf_counter() - start
+        deadline = time.monotonic() + 10
+        while (child.running() or _alive(pid)) and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.1)
+        for _ in range(10):                     # a result arriving late would make a node now
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        ended = not child.running() and not _alive(pid)
+        volumes = len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"))
+        ok = ended and not folder.exists() and volumes == 0 and panel._task is None
+        report(ok, f"close scene: Clear took {seconds:.1f} s; the child {'ended' if ended else 'still runs'}, "
+                   f"its folder {'still exists' if folder.exists() else 'is removed'}, {volumes} volume(s) made")
+    except Exception as exc:
+        report(False, f"close scene: {type(exc).__name__}: {exc}")
+
+
 def run_checks(slicer, methods=None, out=print) -> int:
     """Every check; returns the number that failed."""
     import VolumetricSR
@@ -223,6 +285,7 @@ def run_checks(slicer, methods=None, out=print) -> int:
     check_sequence(slicer, logic, node, thin_spacing, report)
     check_compare(slicer, logic, node, report)
     check_training_stop(slicer, report)
+    check_close_scene(slicer, node, report)          # last: it empties the scene
     out(f"{len(failures)} check(s) failed" if failures else "all checks passed")
     return len(failures)
 

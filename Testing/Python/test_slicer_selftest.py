@@ -67,17 +67,32 @@ def test_the_training_self_test_passes_against_the_stand_in(tmp_path, monkeypatc
     assert ran(capsys) == {"test_tiny_training": "ok", "test_trainer_help": "ok"}
 
 
-def test_the_smoke_script_for_a_real_slicer_runs_against_the_stand_in(sample_data, tmp_path, monkeypatch):
+def test_the_smoke_script_for_a_real_slicer_runs_against_the_stand_in(sample_data, tmp_path, monkeypatch, qt_slicer):
     """Testing/Python/slicer_smoke.py is for users to run in their Slicer; here it runs its checks
-    (a few methods, cancel, training stop) against the stand-in, so the script itself is known to work."""
+    (a few methods, cancel, training stop, Close Scene during a panel run: the panel's real .ui, so
+    PySide6 is needed) against the stand-in, so the script itself is known to work."""
     import slicer_smoke
 
     monkeypatch.setenv("VOLUMETRICSR_MODELS", str(tmp_path))
-    slicer_standin.reset()
     lines = []
     failed = slicer_smoke.run_checks(slicer, methods=["bspline", "selfsr", "tvsrn"], out=lines.append)
     assert failed == 0, "\n".join(lines)
     passes = [line for line in lines if line.startswith("PASS")]
     assert [p.split(":")[0] for p in passes] == ["PASS bspline", "PASS selfsr", "PASS tvsrn", "PASS cancel",
-                                                 "PASS sequence", "PASS compare", "PASS training stop"]
+                                                 "PASS sequence", "PASS compare", "PASS training stop",
+                                                 "PASS close scene"]
     assert "child process" in passes[1] and "main thread" in passes[0] and lines[-1] == "all checks passed"
+
+
+def test_the_smoke_scripts_compare_check_passes_without_a_main_window(sample_data, monkeypatch):
+    """Under --no-main-window the smoke script's compare check passes: Compare returns False, fails nothing."""
+    import slicer_smoke
+    import VolumetricSR
+
+    monkeypatch.setattr(type(slicer.app.commandOptions()), "noMainWindow", True)
+    slicer_standin.reset()
+    node = add_node(make_volume())
+    lines = []
+    slicer_smoke.check_compare(slicer, VolumetricSR.VolumetricSRLogic(), node,
+                               lambda ok, text: lines.append(("PASS " if ok else "FAIL ") + text))
+    assert lines == ["PASS compare: nothing to show (without a main window)"]

@@ -1,14 +1,13 @@
 """The modules' widgets, run on their real .ui files with PySide6 (skipped without it) and the stand-in.
 
-Slicer's PythonQt exposes Qt properties as attributes (``button.enabled = False``); :class:`PythonQtStyle`
-gives PySide6 widgets that access, so the widget code runs unchanged. Timers are not started: the
-tests call the widgets' poll slots themselves, as the QTimer would.
+Slicer's PythonQt exposes Qt properties as attributes (``button.enabled = False``);
+``ui_preview.PythonQtStyle`` gives PySide6 widgets that access, so the widget code runs unchanged (the
+``qt_slicer`` fixture, conftest.py). Timers are not started: the tests call the widgets' poll slots
+themselves, as the QTimer would.
 """
 from __future__ import annotations
 
-import sys
 import time
-import types
 
 import numpy as np
 import pytest
@@ -21,54 +20,12 @@ from test_slicer_scene import add_node  # noqa: E402
 
 slicer = slicer_standin.install()
 
-from PySide6.QtCore import QTimer  # noqa: E402
-from PySide6.QtWidgets import QWidget  # noqa: E402
-from ui_preview import load_ui  # noqa: E402
-
 import VolumetricSR  # noqa: E402
 import VolumetricSRTraining  # noqa: E402
 from VolumetricSRLib.logic import SuperResolutionLogic  # noqa: E402
 from VolumetricSRLib.settings import RunSettings, offered, per_method_options  # noqa: E402
 from VolumetricSRTrainingLib.command import TrainingSettings  # noqa: E402
 from volumetricsr.app.train_cli import COMMON_OPTIONS  # noqa: E402
-
-
-class PythonQtStyle:
-    """A PySide6 widget seen as PythonQt shows it: Qt properties read and written as attributes."""
-
-    def __init__(self, widget):
-        object.__setattr__(self, "_w", widget)
-
-    def _property(self, name):
-        return self._w.metaObject().indexOfProperty(name) >= 0
-
-    def __getattr__(self, name):
-        if self._property(name):
-            return self._w.property(name)
-        attr = getattr(self._w, name)
-        if isinstance(attr, (types.BuiltinMethodType, types.MethodType)):     # PythonQt passes the widgets themselves
-            return lambda *args: attr(*(a._w if isinstance(a, PythonQtStyle) else a for a in args))
-        return attr
-
-    def __setattr__(self, name, value):
-        if not self._property(name):
-            raise AttributeError(f"{type(self._w).__name__} has no Qt property {name!r}")
-        self._w.setProperty(name, value)
-
-
-def child_widget_variables(root):
-    return types.SimpleNamespace(**{w.objectName(): PythonQtStyle(w) for w in root.findChildren(QWidget)
-                                    if w.objectName()})
-
-
-@pytest.fixture
-def qt_slicer(monkeypatch):
-    slicer_standin.reset()
-    monkeypatch.setattr(slicer.util, "loadUI", lambda path: load_ui(path))
-    monkeypatch.setattr(slicer.util, "childWidgetVariables", child_widget_variables)
-    monkeypatch.setattr(sys.modules["qt"], "QTimer", QTimer, raising=False)   # the stand-in's qt is empty
-    yield
-    slicer_standin.reset()
 
 
 def visible(w):

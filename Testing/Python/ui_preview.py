@@ -2,7 +2,8 @@
 
 Slicer's custom widgets are replaced by plain Qt stand-ins that accept the same Designer properties
 (qMRMLWidget -> QWidget, ctkCollapsibleButton -> a titled QGroupBox, qMRMLNodeComboBox -> QComboBox,
-ctkPathLineEdit -> QLineEdit). Usage: ``python Testing/Python/ui_preview.py`` writes
+ctkPathLineEdit -> QLineEdit); :func:`child_widget_variables` shows the widgets as PythonQt does, for
+the tests. Usage: ``python Testing/Python/ui_preview.py`` writes
 Resources/Screenshots/VolumetricSR.png and VolumetricSRTraining.png from real core output (methods,
 device list, the geometry of a real thick CT when ../shared/data is present).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -103,6 +105,35 @@ def load_ui(path: Path) -> QWidget:
     if widget is None:
         raise RuntimeError(f"{path}: {loader.errorString()}")
     return widget
+
+
+class PythonQtStyle:
+    """A PySide6 widget seen as PythonQt shows it: Qt properties read and written as attributes."""
+
+    def __init__(self, widget):
+        object.__setattr__(self, "_w", widget)
+
+    def _property(self, name):
+        return self._w.metaObject().indexOfProperty(name) >= 0
+
+    def __getattr__(self, name):
+        if self._property(name):
+            return self._w.property(name)
+        attr = getattr(self._w, name)
+        if isinstance(attr, (types.BuiltinMethodType, types.MethodType)):     # PythonQt passes the widgets themselves
+            return lambda *args: attr(*(a._w if isinstance(a, PythonQtStyle) else a for a in args))
+        return attr
+
+    def __setattr__(self, name, value):
+        if not self._property(name):
+            raise AttributeError(f"{type(self._w).__name__} has no Qt property {name!r}")
+        self._w.setProperty(name, value)
+
+
+def child_widget_variables(root):
+    """As ``slicer.util.childWidgetVariables``: the named child widgets as attributes, PythonQt style."""
+    return types.SimpleNamespace(**{w.objectName(): PythonQtStyle(w) for w in root.findChildren(QWidget)
+                                    if w.objectName()})
 
 
 def child(widget, name):

@@ -341,7 +341,7 @@ class vtkMRMLSubjectHierarchyNode:
 
 
 class vtkMRMLLayoutNode:
-    SlicerLayoutSideBySideView = 29
+    SlicerLayoutFourUpView, SlicerLayoutSideBySideView = 3, 29
 
 
 class _SliceNode:
