@@ -22,11 +22,11 @@ from VolumetricSRLib.processtask import ProcessTask  # noqa: E402
 from volumetricsr import super_resolve  # noqa: E402
 from volumetricsr.common.errors import InputError  # noqa: E402
 
-try:      # the panel's tests need PySide6 (test_slicer_widget skips itself without it)
-    from test_slicer_widget import qt_slicer, run_until_idle, sr_widget, visible  # noqa: F401  (a fixture)
-except (ImportError, pytest.skip.Exception):
-    qt_slicer = None
-needs_qt = pytest.mark.skipif(qt_slicer is None, reason="PySide6 is not installed")
+try:      # the panel's tests need PySide6 (test_slicer_widget skips itself without it; qt_slicer: conftest)
+    from test_slicer_widget import run_until_idle, sr_widget, visible
+except pytest.skip.Exception:
+    sr_widget = None
+needs_qt = pytest.mark.skipif(sr_widget is None, reason="PySide6 is not installed")
 
 
 def make_sequence(volumes, name="cine", values=None, unit="ms", browse=True):
