@@ -122,7 +122,7 @@ def timed(cmds: list[list[str]], env: dict, limit: float) -> list[float]:
 
 def baseline_env(rev: str, folder: Path, env: dict) -> dict:
     """The environment that runs the core of git revision ``rev`` (exported into ``folder``)."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "VolumetricSR"], check=True,
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "VolumetricSR", "models"], check=True,
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return {**env, "PYTHONPATH": str(folder / "VolumetricSR")}

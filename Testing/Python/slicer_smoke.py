@@ -204,15 +204,9 @@ def check_training_stop(slicer, report) -> None:
 
 def _alive(pid) -> bool:
     """Process ``pid`` still exists (POSIX; on Windows the child's closed output says it has ended)."""
-    if pid is None or os.name == "nt":
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from volumetricsr.data.writer import process_alive
+
+    return pid is not None and os.name != "nt" and process_alive(pid)
 
 
 def check_close_scene(slicer, node, report) -> None:

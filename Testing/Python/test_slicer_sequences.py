@@ -23,7 +23,7 @@ from volumetricsr import super_resolve  # noqa: E402
 from volumetricsr.common.errors import InputError  # noqa: E402
 
 try:      # the panel's tests need PySide6 (test_slicer_widget skips itself without it; qt_slicer: conftest)
-    from test_slicer_widget import run_until_idle, sr_widget, visible
+    from test_slicer_widget import apply_a_long_child_run, run_until_idle, sr_widget, visible
 except pytest.skip.Exception:
     sr_widget = None
 needs_qt = pytest.mark.skipif(sr_widget is None, reason="PySide6 is not installed")
@@ -342,16 +342,9 @@ def test_close_scene_during_a_sequence_run_keeps_nothing(qt_slicer):
     import os
 
     (sequence, browser, proxy) = make_sequence(frames(3, size_ijk=(40, 40, 8), spacing=(1.0, 1.0, 4.0)))
-    w, p = sr_widget()
-    p.method, p.iterations = "selfsr", 100000
-    w.onApply()
-    task = w._task
-    deadline = time.monotonic() + 60
-    while task.child.child_pid is None and time.monotonic() < deadline:
-        w._poll()
-        time.sleep(0.02)
+    w, task = apply_a_long_child_run()
     pid, folder = task.child.child_pid, task.folder
-    assert pid is not None and (folder / "input.nrrd").is_file()
+    assert (folder / "input.nrrd").is_file()
     slicer.mrmlScene.Clear(0)
     assert not folder.exists() and w._task is None and slicer.mrmlScene.nodes_of("vtkMRMLSequenceNode") == []
     time.sleep(0.2)

@@ -334,13 +334,9 @@ def test_closing_the_scene_drops_a_running_task(qt_slicer, monkeypatch):
     assert "Done" not in w.ui.statusLabel.text
 
 
-def test_close_scene_during_a_child_run_stops_the_child_and_removes_its_files(qt_slicer):
-    """File > Close Scene (the scene's Clear: its close events) while a child process runs: the child
-    is stopped at once, not left to run until Slicer exits, its temporary folder is removed, and the
-    panel is ready for the next scene."""
-    import os
-
-    add_node(make_volume(size_ijk=(40, 40, 8), spacing=(1.0, 1.0, 4.0)))
+def apply_a_long_child_run():
+    """Apply, on the panel's input, a selfsr run that would last for hours, polled as the panel's timer
+    does until its child process has said its PID; (widget, task)."""
     w, p = sr_widget()
     p.method, p.iterations = "selfsr", 100000
     w.onApply()
@@ -349,8 +345,20 @@ def test_close_scene_during_a_child_run_stops_the_child_and_removes_its_files(qt
     while task.child.child_pid is None and time.monotonic() < deadline:
         w._poll()
         time.sleep(0.02)
+    assert task.child.child_pid is not None, "the child did not start"
+    return w, task
+
+
+def test_close_scene_during_a_child_run_stops_the_child_and_removes_its_files(qt_slicer):
+    """File > Close Scene (the scene's Clear: its close events) while a child process runs: the child
+    is stopped at once, not left to run until Slicer exits, its temporary folder is removed, and the
+    panel is ready for the next scene."""
+    import os
+
+    add_node(make_volume(size_ijk=(40, 40, 8), spacing=(1.0, 1.0, 4.0)))
+    w, task = apply_a_long_child_run()
     pid, folder = task.child.child_pid, task.folder
-    assert pid is not None and folder.is_dir()
+    assert folder.is_dir()
     slicer.mrmlScene.Clear(0)
     assert not folder.exists() and w._task is None and not w._timer.isActive() and visible(w.ui.applyButton)
     time.sleep(0.2)
