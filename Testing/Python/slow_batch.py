@@ -17,11 +17,11 @@ from pathlib import Path
 from volumetricsr.app import batch
 from volumetricsr.data import io
 
-_write, _ray_study = io.write_volume, batch._ray_study
+_write, _ray_study = io.write_frames, batch._ray_study
 
 
-def held_write(volume, path, dtype=None, tx=None):
-    done = _write(volume, path, dtype, tx)
+def held_write(frames, path, dtype=None, tx=None):
+    done = _write(frames, path, dtype, tx)
     if tx is not None and not Path(path).name.startswith("v0"):
         deaf = bool(os.environ.get("SLOW_BATCH_DEAF"))
         if deaf:
@@ -35,11 +35,11 @@ def held_write(volume, path, dtype=None, tx=None):
 
 
 def held_ray_study(*args):
-    io.write_volume = held_write
+    io.write_frames = held_write
     return _ray_study(*args)
 
 
-io.write_volume, batch._ray_study = held_write, held_ray_study
+io.write_frames, batch._ray_study = held_write, held_ray_study
 if os.environ.get("SLOW_BATCH_DEAF"):
     batch.STOP_GRACE_S = 1.0
 
