@@ -216,6 +216,30 @@ def test_a_failure_while_making_the_nodes_leaves_none(monkeypatch):
     assert scene_state() == before
 
 
+def test_a_failing_map_leaves_no_node_of_a_single_volume_run_either(monkeypatch):
+    """One volume: the result and the first map are made, the second map fails: neither volume stays.
+    (The first map's colour legend, a display node, is not checked: whether Slicer removes a removed
+    node's display nodes with it is not modelled by the stand-in.)"""
+    from VolumetricSRLib import scene
+
+    node = add_node(make_volume(size_ijk=(12, 10, 6), spacing=(0.8, 0.8, 4.0)))
+    before, calls = scene_state(), []
+    real = scene.style_map
+
+    def second_fails(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("no colour table")
+        return real(*args)
+
+    monkeypatch.setattr(scene, "style_map", second_fails)
+    with pytest.raises(RuntimeError, match="no colour table"):
+        SuperResolutionLogic().run(node, "bspline", consistency_map=True, confidence_map=True)
+    volumes = lambda state: [n for n in state if "VolumeNode" in n[0] or "DisplayNode" in n[0]  # noqa: E731
+                             and "ColorLegend" not in n[0]]
+    assert len(calls) == 2 and volumes(scene_state()) == volumes(before)
+
+
 def test_stop_during_a_sequence_run_keeps_nothing():
     """A per-volume method in the child process, stopped while it trains: no sequence, browser, proxy
     or volume is made, the temporary folder is removed and the child is gone."""

@@ -186,8 +186,17 @@ class SuperResolutionLogic:
         else:
             scene.replace_node_content(result, job.output_node, job.input_node)
             node = job.output_node
-        job.results["map_nodes"] = {key: scene.create_map_node(job.results[key], node, key)
-                                    for key in scene.MAP_STYLES if key in job.results}
+        maps: dict = {}
+        try:
+            for key in (k for k in scene.MAP_STYLES if k in job.results):
+                maps[key] = scene.create_map_node(job.results[key], node, key)
+        except BaseException:       # the run's nodes come all together or not at all
+            import slicer
+
+            for made in [*maps.values(), *([node] if job.output_node is None else [])]:
+                slicer.mrmlScene.RemoveNode(made)
+            raise
+        job.results["map_nodes"] = maps
         if job.show:
             scene.show(node)
         _log_result(node, result.describe(), job.results)
