@@ -334,7 +334,8 @@ def test_the_panel_runs_a_short_self_supervised_sequence(qt_slicer):
     w.onApply()
     run_until_idle(w._poll, lambda: w._task is not None, timeout=120)
     (output,) = [n for n in slicer.mrmlScene.nodes_of("vtkMRMLSequenceNode") if n is not sequence]
-    assert w.ui.statusLabel.text.startswith("Done: cine SR selfsr (3 frames)."), w.ui.statusLabel.text
+    assert w.ui.statusLabel.text.startswith("Done: cine SR selfsr (3 frames; trained on frame 1, its network reused "
+                                            "for the others)."), w.ui.statusLabel.text
     assert output.GetNumberOfDataNodes() == 3 and browser.IsSynchronizedSequenceNodeID(output.GetID())
     for t in range(3):
         node, source = output.GetNthDataNode(t), sequence.GetNthDataNode(t)

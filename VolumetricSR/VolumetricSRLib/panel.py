@@ -148,6 +148,12 @@ def consistency_text(summary: Optional[dict]) -> str:
             f"(input units; {where}).")
 
 
+def frames_text(frames: int, trained_on: Optional[int]) -> str:
+    """'3 frames; trained on frame 1, its network reused for the others' for a sequence's status line."""
+    reused = f"; trained on frame {trained_on}, its network reused for the others" if trained_on is not None else ""
+    return f"{frames} frames{reused}"
+
+
 def profile_text(found: Optional[dict]) -> str:
     """The slice profile the run used and where it came from ('' when it used none)."""
     from volumetricsr.app.api import describe_profile

@@ -186,7 +186,7 @@ def infer_task(job, *, launcher: Callable = popen_launcher, python: Optional[str
         if e["event"] == "error":
             errors.append(e.get("message"))
         elif e["event"] == "done":
-            job.results.update({k: e[k] for k in ("consistency", "slice_profile") if e.get(k)})
+            job.results.update({k: e[k] for k in ("consistency", "slice_profile", "trained_on") if e.get(k) is not None})
 
     def ended(code: int, stop: Optional[str]) -> None:
         if stop is not None or task.cancelled:

@@ -394,14 +394,14 @@ class SuperResolutionPanel(ParameterNodeWidgetMixin):
         self.ui.statusLabel.text = f"{message or 'Working'}{left}"
 
     def _onDone(self, node) -> None:
-        from .panel import consistency_text, profile_text
+        from .panel import consistency_text, frames_text, profile_text
         from .sequences import is_sequence, shown_node
 
         results = self._runJob.results
         maps = results.get("map_nodes") or {}
         self._lastResult = (self._runInput, shown_node(node), {key: shown_node(m) for key, m in maps.items()})
         self.ui.compareButton.enabled = True
-        frames = f" ({node.GetNumberOfDataNodes()} frames)" if is_sequence(node) else ""
+        frames = f" ({frames_text(node.GetNumberOfDataNodes(), results.get('trained_on'))})" if is_sequence(node) else ""
         self.ui.statusLabel.text = (f"Done: {node.GetName()}{frames}. {consistency_text(results.get('consistency'))} "
                                  f"{profile_text(results.get('slice_profile'))}").strip()
 

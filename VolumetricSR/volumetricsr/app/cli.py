@@ -145,7 +145,7 @@ def _cmd_infer(args) -> int:
                                                              for key, path in maps.items()]).lstrip("; ")
     if args.progress_json:
         emit_json("done", output=str(args.output), describe=described, seconds=round(seconds, 2),
-                  consistency=c, slice_profile=results.get("slice_profile"),
+                  consistency=c, slice_profile=results.get("slice_profile"), trained_on=results.get("trained_on"),
                   maps={key: str(path) for key, path in maps.items()})
     else:
         print(f"wrote {args.output}: {described} in {seconds:.1f} s")
