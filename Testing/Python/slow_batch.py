@@ -14,10 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from volumetricsr.app import batch
-from volumetricsr.data import io
+from volumetricsr.app import api, batch
 
-_write, _ray_study = io.write_frames, batch._ray_study
+_write, _ray_study = api.write_frames, batch._ray_study
 
 
 def held_write(frames, path, dtype=None, tx=None):
@@ -35,11 +34,11 @@ def held_write(frames, path, dtype=None, tx=None):
 
 
 def held_ray_study(*args):
-    io.write_frames = held_write
+    api.write_frames = held_write
     return _ray_study(*args)
 
 
-io.write_frames, batch._ray_study = held_write, held_ray_study
+api.write_frames, batch._ray_study = held_write, held_ray_study
 if os.environ.get("SLOW_BATCH_DEAF"):
     batch.STOP_GRACE_S = 1.0
 

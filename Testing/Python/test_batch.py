@@ -176,16 +176,16 @@ def test_maps_are_written_beside_each_output_before_it(cohort, tmp_path, capsys)
 
 def test_a_study_places_its_result_and_maps_together_or_none(cohort, tmp_path, monkeypatch):
     from volumetricsr.common.errors import OutputError
-    from volumetricsr.data import io as volume_io
+    from volumetricsr.app import api
 
-    real = volume_io.write_frames
+    real = api.write_frames
 
     def full_disk_for_the_last_map(frames, path, dtype=None, tx=None):
         if "confidence" in str(path):
             raise OutputError(f"Could not write {path}: No space left on device")
         return real(frames, path, dtype, tx)
 
-    monkeypatch.setattr(volume_io, "write_frames", full_disk_for_the_last_map)
+    monkeypatch.setattr(api, "write_frames", full_disk_for_the_last_map)
     out = tmp_path / "out"
     rows = run_batch([s for s in manifest(cohort) if s.input.endswith("a.nii.gz")], out, "linear",
                      maps=("consistency", "confidence"))           # the result and one map were staged

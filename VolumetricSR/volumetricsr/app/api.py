@@ -321,15 +321,26 @@ def infer(input_path: "str | os.PathLike", output_path: "str | os.PathLike", met
     check_request(method, spacing, {k: v for k, v in kwargs.items() if k not in SUPER_RESOLVE_ARGS})
     outputs = {"output": output_path, **{f"--{key.replace('_', '-')}": path for key, path in maps.items()}}
     with volume_transaction(outputs, {"input": input_path}) as tx:
-        frames = read_frames(input_path, series)
-        for path in outputs.values():
-            check_frames_format(path, len(frames))
+        frames = read_input(input_path, outputs.values(), series)
         check_result_size(frames[0], spacing, kwargs.get("axis"), kwargs.get("force", False),
                           [output_path, maps.get("confidence_map")])
         results = kwargs.pop("results", None)
         results = {} if results is None else results
         out = super_resolve_frames(frames, method, spacing, results=results, **{key: True for key in maps}, **kwargs)
-        write_frames(out, output_path, tx=tx)
-        for key, path in maps.items():
-            write_frames([r[key] for r in results["frames"]], path, tx=tx)
+        write_results(out, results, {"output": output_path, **maps}, tx)
     return out if len(out) > 1 else out[0]
+
+
+def read_input(path: "str | os.PathLike", outputs, series: Optional[str] = None) -> list[Volume]:
+    """The frames of ``path`` (one for a 3-D volume), once each of ``outputs`` can hold that many."""
+    frames = read_frames(path, series)
+    for output in outputs:
+        check_frames_format(output, len(frames))
+    return frames
+
+
+def write_results(out: list[Volume], results: dict, outputs: dict, tx) -> None:
+    """A :func:`super_resolve_frames` run into the transaction ``tx``: its frames to ``outputs['output']``,
+    each map (``outputs``' other keys: ``consistency_map``, ``confidence_map``) to its path."""
+    for key, path in outputs.items():
+        write_frames(out if key == "output" else [r[key] for r in results["frames"]], path, tx=tx)

@@ -149,8 +149,8 @@ def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], 
               maps: tuple = ()) -> dict:
     """One study: read, super-resolve, write its result and ``maps`` as one transaction (all placed,
     or none); a report row (failures are rows too, never raised; a stop signal is raised)."""
-    from volumetricsr.app.api import super_resolve_frames
-    from volumetricsr.data.io import check_frames_format, read_frames, volume_transaction, write_frames
+    from volumetricsr.app.api import read_input, super_resolve_frames, write_results
+    from volumetricsr.data.io import volume_transaction
 
     row = {"input": study.input, "output": study.output, "status": "done", "device": device, "error": ""}
     start = time.perf_counter()
@@ -158,17 +158,13 @@ def run_study(study: Study, outdir: str, method: str, spacing: Optional[float], 
         targets = study_outputs(study, outdir, maps)
         tx = volume_transaction(targets, {"input": study.input})
         try:
-            frames = read_frames(study.input)
-            for path in targets.values():
-                check_frames_format(path, len(frames))
+            frames = read_input(study.input, targets.values())
             row["input_size"], row["input_spacing"] = _describe(frames)
             results = {}
             out = super_resolve_frames(frames, method, spacing, axis=axis, device=device, force=force,
                                        enforce_consistency=enforce_consistency, results=results,
                                        **{f"{name}_map": True for name in maps}, **{**options, **study.options})
-            for role, path in targets.items():
-                write_frames(out if role == "output" else [r[role.replace(" ", "_")] for r in results["frames"]],
-                             path, tx=tx)
+            write_results(out, results, {role.replace(" ", "_"): path for role, path in targets.items()}, tx)
             with _SIGNALS.held():       # a stop waits for the commit: all of the study placed, or none
                 tx.commit()
         finally:
