@@ -124,10 +124,10 @@ def test_threads_follow_the_usable_cores_or_the_users_choice(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_selfsr_trains_on_one_thread_and_gives_the_same_result_on_any_thread_count():
-    """Its training steps are too small to share (one thread is faster, benchmarks/concurrency.py) and
-    cost a run beside; training on one thread whatever the pool, and inference whose result does
-    not depend on the pool, make a seeded run repeat bit for bit on a loaded or a quiet machine."""
+def test_selfsr_trains_small_steps_on_one_thread_and_repeats_on_any_thread_count():
+    """Steps too small to share (SelfSRTask.SHARED_ABOVE) run on one thread whatever the pool, and
+    inference does not depend on the pool's size: such a seeded run repeats bit for bit on a loaded
+    or a quiet machine. Larger steps use the pool."""
     from volumetricsr.methods.selfsr.task import SelfSRTask
 
     seen = []
@@ -137,19 +137,26 @@ def test_selfsr_trains_on_one_thread_and_gives_the_same_result_on_any_thread_cou
         seen.append(torch.get_num_threads())
         return real(task, *args)
 
-    volume = Volume(np.random.default_rng(0).normal(size=(6, 24, 24)).cumsum(1).astype(np.float32),
-                    (0.8, 0.8, 3.2), (0.0, 0.0, 0.0), np.eye(3))
+    def volume(size, thick):
+        return Volume(np.random.default_rng(0).normal(size=(6, size, size)).cumsum(1).astype(np.float32),
+                      (0.8, 0.8, thick), (0.0, 0.0, 0.0), np.eye(3))
+
+    small, large = volume(24, 8.0), volume(64, 4.8)    # x10: 16 x 2 x 24 x 16 values; x6: 16 x 8 x 48 x 16
     before, results = torch.get_num_threads(), []
     try:
-        for n in (2, 1):
-            torch.set_num_threads(n)
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(SelfSRTask, "train_step", step)
-                results.append(super_resolve(volume, "selfsr", iterations=30).array)
-            assert torch.get_num_threads() == n          # the pool is given back
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(SelfSRTask, "train_step", step)
+            for n in (2, 1):
+                torch.set_num_threads(n)
+                results.append(super_resolve(small, "selfsr", iterations=30).array)
+                assert torch.get_num_threads() == n          # the pool is given back
+            assert set(seen) == {1} and len(seen) == 60
+            torch.set_num_threads(2)
+            seen.clear()
+            super_resolve(large, "selfsr", iterations=3)
+            assert seen == [2, 2, 2]
     finally:
         torch.set_num_threads(before)
-    assert set(seen) == {1} and len(seen) == 60
     assert np.array_equal(*results)
 
 

@@ -29,14 +29,18 @@ class SelfSRTask(OneNetworkTask):
 
     method = "selfsr"
     best_metric = None
-    #: Its steps (a batch of small patches through a small network) are too fine-grained to share:
-    #: on one CPU thread they run faster than on two, and leave the other core to a run beside
-    #: (benchmarks/concurrency.py; docs/performance.md).
-    cpu_threads = 1
+    #: Feature-map values per layer of a training batch (batch x low-resolution rows x columns x
+    #: features) up to which a step is too fine-grained to share between CPU threads: it then runs
+    #: on one, as fast as on two or faster, leaving the other core to a run beside. Measured on 2
+    #: cores (docs/performance.md): 61k values (6.5 mm MRI, x10) 23 s of training on one thread
+    #: against 26-28 s on two; 123k (the built-in phantom, x5) 36.7 s against 35.0 s.
+    SHARED_ABOVE = 90_000
 
     def __init__(self, net: RowUpsampler, sampler: PatchSampler, budget: Budget, iterations: int, device: str):
         super().__init__({"budget": asdict(budget), "iterations": iterations}, device)
         self.net, self.sampler, self.batch_size = net.to(device), sampler, budget.batch_size
+        values = budget.batch_size * sampler.lr_rows * sampler.width * budget.features
+        self.cpu_threads = 1 if values <= self.SHARED_ABOVE else None
         self.amp = torch.device(device).type == "cuda"
         self.opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=1e-3, total_steps=max(iterations, 1),
