@@ -108,8 +108,8 @@ def super_resolve(volume: Volume, method: str = "bspline", spacing: Optional[flo
 
 
 #: The share of a frame's work left to a frame that reuses a network trained on another (inference
-#: only), for progress and time estimates (selfsr, benchmarks/sequence.py: 3 frames 71.9 s reused, 149.5 s
-#: trained on each, so about 0.22).
+#: only), for progress and time estimates (selfsr, benchmarks/sequence.py: 3 frames 61.5 s reused, 136.9 s
+#: trained on each, so about 0.17; rounded up).
 REUSED_FRAME_COST = 0.25
 
 
