@@ -234,11 +234,9 @@ def frames_from_image(image: sitk.Image, name: str = "input") -> list[Volume]:
     """The volumes of a 3-D image (one) or a 4-D one (one per frame, on the first three axes' grid)."""
     if image.GetDimension() != 4:
         return [volume_from_image(image, name)]
+    check_scalar_pixels(image, name)
     spacing, origin = image.GetSpacing(), image.GetOrigin()
     direction = np.reshape(image.GetDirection(), (4, 4))
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel (a vector or "
-                         "colour image); VolumetricSR needs scalar volumes. Extract one channel first.")
     if not np.allclose(direction[:3, 3], 0, atol=1e-6) or not np.allclose(direction[3, :3], 0, atol=1e-6):
         raise InputError(f"{name} is a 4-D image whose 4th axis is not apart from the space axes (its direction "
                          "matrix mixes them); it is not a sequence of volumes. Fix its header.")
@@ -253,11 +251,17 @@ def frames_from_image(image: sitk.Image, name: str = "input") -> list[Volume]:
     return frames
 
 
-def volume_from_image(image: sitk.Image, name: str = "input", metadata: Optional[dict] = None) -> Volume:
-    dim, comps = image.GetDimension(), image.GetNumberOfComponentsPerPixel()
+def check_scalar_pixels(image: sitk.Image, name: str) -> None:
+    """Refuse an image with several values per voxel (a vector or colour image)."""
+    comps = image.GetNumberOfComponentsPerPixel()
     if comps != 1:
         raise InputError(f"{name} has {comps} components per voxel (a vector or colour image); "
                          "VolumetricSR needs a scalar volume. Extract one channel first.")
+
+
+def volume_from_image(image: sitk.Image, name: str = "input", metadata: Optional[dict] = None) -> Volume:
+    check_scalar_pixels(image, name)
+    dim = image.GetDimension()
     if dim != 3:
         raise InputError(f"{name} is a {dim}-D image; VolumetricSR needs a 3-D volume"
                          + (" or a 4-D sequence of them." if dim > 4 else "."))
