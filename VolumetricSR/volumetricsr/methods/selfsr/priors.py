@@ -1,9 +1,10 @@
-"""Per-modality priors for selfsr: its network pre-trained on the in-plane slices of many thin volumes.
+"""Per-modality priors for selfsr: its network pre-trained on the sharp planes of many volumes.
 
 What thick-slice volumes of one modality have in common (edges, textures, how a slice profile
 blurs them) need not be learnt again on every volume: a prior is selfsr's ``fast`` network trained
 on in-plane pairs (blurred along one axis with a slice profile, every ``f``-th row kept) from the
-thin volumes of one modality at one factor, over a mix of profiles (Gaussian, box, gaps). selfsr
+planes sharp both ways (:func:`training_planes`: every plane of a thin volume, the in-plane ones of
+a thick volume) of volumes of one modality at one factor, over a mix of profiles (Gaussian, box, gaps). selfsr
 starts from the prior that matches the volume's modality and factor (:func:`.method.find_prior`) and fine-
 tunes it on the volume itself; budget ``prior`` applies it with no per-volume training.
 
@@ -67,14 +68,15 @@ class Mixture:
 
 @register_task("selfsr")
 class SelfSRPriorTask(OneNetworkTask):
-    """A selfsr prior: the ``fast`` network on in-plane pairs of thin volumes of one modality."""
+    """A selfsr prior: the ``fast`` network on pairs from the sharp planes of volumes of one modality."""
 
     method = "selfsr"
     best_metric = None
     defaults = {"factor": 4, "modality": "auto", "lr": 1e-3, "batch_size": 16, "slice_step": 4}
     required = ("data",)
     options = (
-        Option("data", text, "thin volumes of one modality: a folder, one file, or a CSV/text list"),
+        Option("data", text, "volumes of one modality (of a thick one, only its in-plane planes are used): "
+                             "a folder, one file, or a CSV/text list"),
         Option("factor", Count(2, 16), "slices added per slice (the prior's factor)", default=defaults["factor"]),
         Option("modality", MODALITY, "", default=defaults["modality"]),
         Option("slice_step", Count(1, 64), "use every n-th plane (memory)", default=defaults["slice_step"]),
