@@ -22,6 +22,7 @@ class Budget(TrainingBudget):
     blocks: int
     expansion: int
     patch: int = 48          # patch width (high-resolution columns) and height on the fine grid
+    lr: float = 1e-3         # peak learning rate of the one-cycle schedule
 
 
 class SelfSRTask(OneNetworkTask):
@@ -42,8 +43,8 @@ class SelfSRTask(OneNetworkTask):
         values = budget.batch_size * sampler.lr_rows * sampler.width * budget.features
         self.cpu_threads = 1 if values <= self.SHARED_ABOVE else None
         self.amp = torch.device(device).type == "cuda"
-        self.opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=1e-3, total_steps=max(iterations, 1),
+        self.opt = torch.optim.Adam(net.parameters(), lr=budget.lr)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=budget.lr, total_steps=max(iterations, 1),
                                                          pct_start=0.1)
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler(device, self.amp))
 
