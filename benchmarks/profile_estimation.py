@@ -120,8 +120,9 @@ def eclare_run(eclare: str, thick, thin, modality: str, folder: Path, bspline, p
 
 
 def selfsr_case(data: Path, out: Path, name: str, index: int, eclare: Optional[str] = None,
-                eclare_patches: int = 8000) -> dict:
-    """B-spline and the selfsr runs of one case; runs already in ``OUT/<case>.json`` are kept."""
+                eclare_patches: int = 8000, budgets: tuple = ()) -> dict:
+    """B-spline and the selfsr runs of one case (and selfsr at the other ``budgets``, from scratch with
+    the estimate); runs already in ``OUT/<case>.json`` are kept."""
     shape, factor, ratio = PROFILES[index]
     record = out / f"{name}-{shape}-x{factor}-{ratio:g}.json"
     row = json.loads(record.read_text()) if record.exists() else {}
@@ -131,7 +132,8 @@ def selfsr_case(data: Path, out: Path, name: str, index: int, eclare: Optional[s
     spacing = thin.spacing[2]
     runs = {"default": {"profile": "gaussian", "thickness": thick.spacing[2], "prior": "none"},
             "estimated": {"prior": "none"}, "told": {"profile": shape, "thickness": fwhm, "prior": "none"},
-            "prior alone": {"budget": "prior"}, "prior + fast": {}}          # the last: today's default
+            "prior alone": {"budget": "prior"}, "prior + fast": {},          # the last: today's default
+            **{f"budget {b}": {"budget": b} for b in budgets}}
     row.update(volume=name, true=f"{shape} {fwhm:.2f} mm every {thick.spacing[2]:.2f} mm")
     bspline = super_resolve(thick, "bspline", spacing)
     if "bspline" not in row:
@@ -184,8 +186,8 @@ def update_prior_cards(rows: list[dict]) -> None:
                              "command": "python benchmarks/profile_estimation.py --selfsr --update-cards"},
                     limits=(f"A warm start for selfsr's fast network ({card.modality}, x{card.native_factor:g}), "
                             "not a model to use alone where time allows: alone it is below selfsr trained on the "
-                            "volume. Pre-trained on the in-plane slices of "
-                            f"{len(card.training_data.get('volumes', []))} thin volumes over five slice profiles."))
+                            "volume. Pre-trained on the planes sharp both ways of "
+                            f"{len(card.training_data.get('volumes', []))} volumes over five slice profiles."))
         print(f"updated {card.path}")
 
 
@@ -200,6 +202,8 @@ def main(argv=None) -> int:
                    help="ECLARE's --n-patches (its default, a million, takes a day on 2 CPU cores)")
     p.add_argument("--cases", nargs="+", metavar="VOLUME:INDEX",
                    help="only these selfsr cases (e.g. mr:0 ct:6; INDEX into PROFILES)")
+    p.add_argument("--budgets", nargs="+", default=(), choices=("balanced", "quality"),
+                   help="also selfsr at these budgets (own network, from scratch; balanced: minutes per case)")
     p.add_argument("--update-cards", action="store_true", help="write the priors' held-out results into their cards")
     args = p.parse_args(argv)
     if not args.data.is_dir():
@@ -220,7 +224,8 @@ def main(argv=None) -> int:
                   f"{e['fwhm_range_mm'][1]:.2f} | {e['confidence']} | {r['seconds']:.1f} | {r['shape_at_spacing']} |")
     if args.selfsr or args.only_selfsr:
         cases = [(n, int(i)) for n, i in (c.split(":") for c in args.cases)] if args.cases else SELFSR_CASES
-        rows = [selfsr_case(args.data, args.out, name, i, args.eclare, args.eclare_patches) for name, i in cases]
+        rows = [selfsr_case(args.data, args.out, name, i, args.eclare, args.eclare_patches, tuple(args.budgets))
+                for name, i in cases]
         if args.update_cards:
             update_prior_cards(rows)
         print("\n| volume | made with | B-spline | selfsr default | estimated | told the truth | est. - told | "
@@ -240,6 +245,16 @@ def main(argv=None) -> int:
             print(f"| {r['volume']} | {r['true']} | {b:.2f} dB | {gain['default']:+.2f} ({r['default']['seconds']:.0f} s) | "
                   f"{gain['estimated']:+.2f} | {gain['told']:+.2f} | {gain['estimated'] - gain['told']:+.2f} | {enf} | "
                   f"{prior} | {warm} | {ecl} |")
+        if args.budgets:
+            print("\n| volume | made with | budget | gain over B-spline | seconds |\n|---|---|---|---|---|")
+            for r in rows:
+                b = r["bspline"]["psnr"]
+                for key in ("estimated", "prior + fast", *(f"budget {n}" for n in args.budgets)):
+                    if "psnr" in r.get(key, {}):
+                        what = {"estimated": "fast, from scratch", "prior + fast": "fast, from the prior"}.get(
+                            key, key.removeprefix("budget ") + ", from scratch")
+                        print(f"| {r['volume']} | {r['true']} | {what} | {r[key]['psnr'] - b:+.2f} dB | "
+                              f"{r[key]['seconds']:.0f} |")
     return 0
 
 
