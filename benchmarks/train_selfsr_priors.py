@@ -2,13 +2,15 @@
 
 The volumes of ../shared/data, the held-out ones left out (MR: brain_mri_t1_1mm_mne; CT:
 chest_ct_1p25mm_ricord_b). Each prior is one ``volumetricsr train --method selfsr`` run (resumable:
-run the same command again after a stop).
+run the same command again after a stop; a run of another recipe, other volumes or steps, is not
+resumed but started afresh in its own folder).
 
     python benchmarks/train_selfsr_priors.py [--only mr-x4 ct-x9] [--steps 16000] [--threads 1]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import subprocess
 import sys
 import tempfile
@@ -41,7 +43,8 @@ def main(argv=None) -> int:
             model_id = f"selfsr-prior-{modality.lower()}-x{factor}"
             if args.only and model_id.removeprefix("selfsr-prior-") not in args.only:
                 continue
-            run = args.workdir / model_id
+            recipe = f"{TRAIN[modality]} {args.steps} {SLICE_STEP[modality]}".encode()
+            run = args.workdir / f"{model_id}-{hashlib.sha256(recipe).hexdigest()[:8]}"
             resume = ["--resume"] if (run / "checkpoints" / "last.pt").exists() else \
                 ["--method", "selfsr", "--data", str(listing), "--factor", str(factor), "--modality", modality,
                  "--max-steps", str(args.steps), "--steps-per-epoch", "200",
